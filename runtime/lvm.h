@@ -1,0 +1,89 @@
+/* The Lua VM that runs methods, and the calls that run in it.
+ *
+ * One VM is a Lua state holding the host (the Lua files of sandbox/, compiled in) and the methods loaded
+ * from the configured directories. Each JSON-RPC call runs host.call(name, params, ctx) in its
+ * own coroutine. A binding that waits starts a libuv operation and yields; the operation's
+ * callback resumes the coroutine. A reload builds a new VM; calls in flight finish on the VM
+ * they started on, which is freed when its last call ends. */
+#ifndef EXO_LVM_H
+#define EXO_LVM_H
+
+#include <lua.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "config.h"
+
+typedef struct exo_lvm_s exo_lvm_t;
+typedef struct exo_call_s exo_call_t;
+
+/* Process-wide facts the bindings report; owned by the caller of exo_lvm_new. */
+typedef struct exo_runtime_info_s {
+    uv_loop_t *loop;
+    const exo_config_t *config;
+    int dev;
+    int64_t started;          /* unix seconds */
+    uint64_t started_ms;      /* uv_now() at start */
+    int (*cpu_percent)(void); /* CPU busy share over the latest sampling window, or -1 */
+} exo_runtime_info_t;
+
+/* Builds a VM and loads the methods. Returns 0, or a negative errno with a message in err. */
+int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t errlen);
+/* VMs are reference counted: the server holds one reference to the current VM and each call
+ * holds one to the VM it runs on. */
+void exo_lvm_retain(exo_lvm_t *vm);
+void exo_lvm_release(exo_lvm_t *vm);
+/* The OpenRPC document of this VM, encoded once at load. */
+const char *exo_lvm_openrpc(const exo_lvm_t *vm, size_t *len);
+/* The VM's main state: JSON request bodies are decoded here. */
+lua_State *exo_lvm_state(const exo_lvm_t *vm);
+/* Number of method files loaded and skipped, for the start-up log. */
+void exo_lvm_counts(const exo_lvm_t *vm, int *loaded, int *skipped);
+
+typedef struct exo_call_info_s {
+    const char *request_id;
+    const char *transport; /* "https", "http" or "unix" */
+    const char *peer;
+    uint32_t timeout_ms;
+} exo_call_info_t;
+
+/* Called once when a call that did not finish inside exo_call_start ends. */
+typedef void (*exo_call_cb)(exo_call_t *call, void *data);
+
+/* Starts method `name` with the params value at the top of the VM's main stack (popped; push
+ * nil when the request had none). Returns 1 if the call already ended (cb will not be
+ * called), 0 if it is waiting (cb will be called once, unless it is cancelled first), or a
+ * negative errno (nothing started, cb never called). In every non-negative case *out is a call
+ * the caller must hand back with exo_call_release. */
+int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_call_info_t *info,
+                   exo_call_cb cb, void *data, exo_call_t **out);
+/* For an ended call: appends `"result":<json>` or `"error":{...}` to out. Returns 0 or a
+ * negative errno (on which out is unchanged). */
+int exo_call_write_outcome(exo_call_t *call, exo_buf_t *out);
+/* Stops a waiting call: its coroutine is never resumed and its callback is not called. */
+void exo_call_cancel(exo_call_t *call);
+/* Drops the caller's reference; the call is freed once no libuv operation refers to it. */
+void exo_call_release(exo_call_t *call);
+/* Calls that have started and not ended, across every VM (for draining on shutdown). */
+int exo_calls_in_flight(void);
+
+/* Used by bindings (l_core.c): the call running in coroutine L, or NULL outside a call. */
+exo_call_t *exo_call_of(lua_State *L);
+/* A binding that waits calls exo_call_wait before starting its operation and then yields
+ * (return lua_yield(L, 0)). The operation's callback first asks exo_call_waiting: if the call
+ * ended meanwhile (cancelled or timed out), it calls exo_call_abandon and cleans up only its
+ * own resources, never touching the coroutine; otherwise it pushes its results on
+ * exo_call_thread(call) and calls exo_call_resume. Waiting keeps the call alive. */
+void exo_call_wait(exo_call_t *call);
+int exo_call_waiting(const exo_call_t *call);
+lua_State *exo_call_thread(const exo_call_t *call);
+void exo_call_resume(exo_call_t *call, int nargs);
+void exo_call_abandon(exo_call_t *call);
+const exo_runtime_info_t *exo_lvm_runtime(lua_State *L);
+
+/* Registers the native modules "exo.core" (l_core.c) and "exo.json" (l_json.c). */
+void exo_core_preload(lua_State *L);
+int exo_json_open(lua_State *L);
+
+#endif

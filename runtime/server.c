@@ -1,0 +1,361 @@
+/* Listeners, signals, the CPU sampler, reload and drain. */
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "server.h"
+#include "tls.h"
+
+/* ---- CPU usage from /proc/stat deltas, sampled in the background -------------------------- */
+
+static struct {
+    unsigned long long busy[2], total[2];
+    int samples;
+} cpu_;
+
+static int read_proc_stat(unsigned long long *busy, unsigned long long *total)
+{
+    char line[512];
+    FILE *f = fopen("/proc/stat", "re");
+    if (f == NULL)
+        return -errno;
+    char *ok = fgets(line, sizeof(line), f);
+    fclose(f);
+    unsigned long long v[10] = {0};
+    if (ok == NULL || sscanf(line, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
+                             &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]) < 4)
+        return -EINVAL;
+    /* guest and guest_nice (v[8], v[9]) are already counted in user and nice. */
+    unsigned long long idle = v[3] + v[4];
+    *total = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
+    *busy = *total - idle;
+    return 0;
+}
+
+static void cpu_sample(void)
+{
+    unsigned long long busy, total;
+    if (read_proc_stat(&busy, &total) < 0)
+        return;
+    cpu_.busy[0] = cpu_.busy[1];
+    cpu_.total[0] = cpu_.total[1];
+    cpu_.busy[1] = busy;
+    cpu_.total[1] = total;
+    cpu_.samples++;
+}
+
+/* The busy share over the latest window; before the second sample, since boot. */
+static int cpu_percent(void)
+{
+    if (cpu_.samples == 0)
+        return -1;
+    unsigned long long db = cpu_.busy[1], dt = cpu_.total[1];
+    if (cpu_.samples > 1) {
+        db -= cpu_.busy[0];
+        dt -= cpu_.total[0];
+    }
+    if (dt == 0)
+        return 0;
+    return (int)((db * 100 + dt / 2) / dt);
+}
+
+static void on_cpu_timer(uv_timer_t *t)
+{
+    cpu_sample();
+}
+
+/* ---- listeners ---------------------------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *s, int status)
+{
+    exo_listener_t *l = s->data;
+    if (status < 0) {
+        exo_warn("%s: accept failed: %s", l->name, uv_strerror(status));
+        return;
+    }
+    exo_conn_accept(l);
+}
+
+static int parse_hostport(const char *item, struct sockaddr_storage *ss)
+{
+    char host[64];
+    const char *colon = strrchr(item, ':');
+    if (colon == NULL)
+        return -EINVAL;
+    int port = atoi(colon + 1);
+    size_t hlen = (size_t)(colon - item);
+    if (item[0] == '[' && hlen >= 2 && item[hlen - 1] == ']') {
+        item++;
+        hlen -= 2;
+    }
+    if (hlen >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, item, hlen);
+    host[hlen] = '\0';
+    if (strcmp(host, "localhost") == 0)
+        snprintf(host, sizeof(host), "127.0.0.1");
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
+        return 0;
+    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
+        return 0;
+    return -EINVAL;
+}
+
+static int listen_tcp(exo_server_t *srv, exo_listener_t *l, const char *item, char *err,
+                      size_t errlen)
+{
+    struct sockaddr_storage ss;
+    uv_tcp_init(srv->loop, &l->h.tcp);
+    l->h.handle.data = l;
+    if (parse_hostport(item, &ss) < 0) {
+        snprintf(err, errlen, "listen: bad address '%s'", item);
+        return -EINVAL;
+    }
+    unsigned flags = ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
+    int rc = uv_tcp_bind(&l->h.tcp, (struct sockaddr *)&ss, flags);
+    if (rc == 0)
+        rc = uv_listen(&l->h.stream, 511, on_connection);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", item, uv_strerror(rc));
+        return rc;
+    }
+    l->transport = srv->cfg->tls ? EXO_TRANSPORT_HTTPS : EXO_TRANSPORT_HTTP;
+    snprintf(l->name, sizeof(l->name), "%s://%s", srv->cfg->tls ? "https" : "http", item);
+    return 0;
+}
+
+static int mkdir_parents(const char *path)
+{
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    return 0;
+}
+
+static int listen_unix(exo_server_t *srv, exo_listener_t *l, const char *path, char *err,
+                       size_t errlen)
+{
+    struct stat st;
+    uv_pipe_init(srv->loop, &l->h.pipe, 0);
+    l->h.handle.data = l;
+    mkdir_parents(path);
+    /* A socket left by an earlier run is replaced; any other file there is an error. */
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(err, errlen, "unix_socket: %s exists and is not a socket", path);
+            return -EEXIST;
+        }
+        unlink(path);
+    }
+    int rc = uv_pipe_bind(&l->h.pipe, path);
+    if (rc == 0 && chmod(path, srv->cfg->unix_socket_mode) < 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = uv_listen(&l->h.stream, 128, on_connection);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", path, uv_strerror(rc));
+        return rc;
+    }
+    l->transport = EXO_TRANSPORT_UNIX;
+    snprintf(l->name, sizeof(l->name), "unix:%s", path);
+    return 0;
+}
+
+/* ---- reload and drain --------------------------------------------------------------------- */
+
+int exo_server_reload(exo_server_t *srv)
+{
+    char err[1024];
+    exo_lvm_t *vm;
+    uint64_t t0 = uv_hrtime();
+    int rc = exo_lvm_new(&srv->rt, &vm, err, sizeof(err));
+    if (rc < 0) {
+        exo_error("reload failed, still serving the methods loaded before: %s", err);
+        return rc;
+    }
+    /* Calls in flight hold the old VM; it is freed when the last of them ends. */
+    exo_lvm_release(srv->vm);
+    srv->vm = vm;
+    int loaded, skipped;
+    exo_lvm_counts(vm, &loaded, &skipped);
+    exo_info("reloaded methods: %d loaded, %d skipped, in %.1f ms", loaded, skipped,
+             (double)(uv_hrtime() - t0) / 1e6);
+    return 0;
+}
+
+static void close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void stop_everything(exo_server_t *srv)
+{
+    for (size_t i = 0; i < srv->n_listeners; i++)
+        close_handle(&srv->listeners[i].h.handle);
+    if (!srv->handles_ready)
+        return;
+    close_handle((uv_handle_t *)&srv->sig_term);
+    close_handle((uv_handle_t *)&srv->sig_int);
+    close_handle((uv_handle_t *)&srv->sig_hup);
+    close_handle((uv_handle_t *)&srv->cpu_timer);
+    close_handle((uv_handle_t *)&srv->drain_timer);
+}
+
+static void on_drain_tick(uv_timer_t *t)
+{
+    exo_server_t *srv = t->data;
+    exo_conn_close_idle(srv);
+    uint64_t waited = uv_now(srv->loop) - srv->ready_ms;
+    if (exo_calls_in_flight() > 0 && srv->conns != NULL && waited < srv->cfg->drain_timeout_ms)
+        return;
+    if (exo_calls_in_flight() > 0)
+        exo_warn("drain timeout: %d calls still running are abandoned", exo_calls_in_flight());
+    /* Connections still open now have nothing left to answer, or ran out of time. */
+    exo_conn_close_all(srv);
+    stop_everything(srv);
+}
+
+static void start_drain(exo_server_t *srv, const char *why)
+{
+    if (srv->draining)
+        return;
+    srv->draining = 1;
+    exo_info("%s: draining (up to %u ms for %d calls in flight)", why,
+             (unsigned)srv->cfg->drain_timeout_ms, exo_calls_in_flight());
+    for (size_t i = 0; i < srv->n_listeners; i++)
+        close_handle(&srv->listeners[i].h.handle);
+    srv->ready_ms = uv_now(srv->loop);
+    uv_timer_start(&srv->drain_timer, on_drain_tick, 0, 20);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    exo_server_t *srv = s->data;
+    if (signum == SIGHUP)
+        exo_server_reload(srv);
+    else
+        start_drain(srv, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* ---- start ------------------------------------------------------------------------------- */
+
+int exo_server_start(exo_server_t *srv, uv_loop_t *loop, exo_config_t *cfg, int dev, char *err,
+                     size_t errlen)
+{
+    memset(srv, 0, sizeof(*srv));
+    srv->loop = loop;
+    srv->cfg = cfg;
+    srv->dev = dev;
+    unsigned char rnd[4];
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+        memset(rnd, 0, sizeof(rnd));
+    snprintf(srv->id_prefix, sizeof(srv->id_prefix), "%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
+             rnd[3]);
+    srv->rt.loop = loop;
+    srv->rt.config = cfg;
+    srv->rt.dev = dev;
+    srv->rt.started = (int64_t)time(NULL);
+    srv->rt.started_ms = uv_now(loop);
+    srv->rt.cpu_percent = cpu_percent;
+    cpu_sample();
+
+    int rc;
+    if (cfg->tls) {
+        if (mkdir(cfg->state_dir, 0700) < 0 && errno != EEXIST) {
+            snprintf(err, errlen, "state_dir %s: %s", cfg->state_dir, strerror(errno));
+            return -errno;
+        }
+        rc = exo_tls_setup(cfg->tls_certificate, cfg->tls_private_key, cfg->state_dir,
+                           &srv->ssl_ctx, srv->tls_fingerprint, sizeof(srv->tls_fingerprint),
+                           err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    rc = exo_lvm_new(&srv->rt, &srv->vm, err, errlen);
+    if (rc < 0)
+        return rc;
+
+    size_t n = cfg->listen.n + (cfg->unix_socket && cfg->unix_socket[0] ? 1 : 0);
+    srv->listeners = calloc(n ? n : 1, sizeof(*srv->listeners));
+    if (srv->listeners == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < cfg->listen.n; i++) {
+        exo_listener_t *l = &srv->listeners[srv->n_listeners];
+        l->srv = srv;
+        rc = listen_tcp(srv, l, cfg->listen.items[i], err, errlen);
+        srv->n_listeners++;
+        if (rc < 0)
+            return rc;
+    }
+    if (cfg->unix_socket && cfg->unix_socket[0]) {
+        exo_listener_t *l = &srv->listeners[srv->n_listeners];
+        l->srv = srv;
+        rc = listen_unix(srv, l, cfg->unix_socket, err, errlen);
+        srv->n_listeners++;
+        if (rc < 0)
+            return rc;
+    }
+    uv_signal_init(loop, &srv->sig_term);
+    uv_signal_init(loop, &srv->sig_int);
+    uv_signal_init(loop, &srv->sig_hup);
+    srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv;
+    uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&srv->sig_int, on_signal, SIGINT);
+    uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
+    uv_timer_init(loop, &srv->drain_timer);
+    srv->drain_timer.data = srv;
+    uv_timer_init(loop, &srv->cpu_timer);
+    uv_timer_start(&srv->cpu_timer, on_cpu_timer, cfg->cpu_sample_interval_ms,
+                   cfg->cpu_sample_interval_ms);
+    uv_unref((uv_handle_t *)&srv->cpu_timer);
+    srv->ready_ms = uv_now(loop);
+    srv->handles_ready = 1;
+
+    int loaded, skipped;
+    exo_lvm_counts(srv->vm, &loaded, &skipped);
+    for (size_t i = 0; i < srv->n_listeners; i++)
+        exo_info("listening on %s", srv->listeners[i].name);
+    if (cfg->tls)
+        exo_info("TLS certificate SHA-256 fingerprint %s", srv->tls_fingerprint);
+    exo_info("exosphere-guest-agent %s ready: %d method files loaded, %d skipped%s", EXO_VERSION,
+             loaded, skipped, dev ? " (development mode)" : "");
+    return 0;
+}
+
+int exo_server_run(exo_server_t *srv)
+{
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+    return srv->exit_code;
+}
+
+void exo_server_close(exo_server_t *srv)
+{
+    if (srv->loop) {
+        stop_everything(srv);
+        exo_conn_close_all(srv);
+        uv_run(srv->loop, UV_RUN_DEFAULT);
+    }
+    if (srv->vm)
+        exo_lvm_release(srv->vm);
+    srv->vm = NULL;
+    if (srv->ssl_ctx)
+        SSL_CTX_free(srv->ssl_ctx);
+    srv->ssl_ctx = NULL;
+    free(srv->listeners);
+    srv->listeners = NULL;
+}

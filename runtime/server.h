@@ -1,0 +1,134 @@
+/* The serving process: listeners, connections, HTTP requests, and the lifecycle (start,
+ * reload, drain). http.c implements connections and requests, server.c listeners and
+ * signals, rpc.c the JSON-RPC endpoint. */
+#ifndef EXO_SERVER_H
+#define EXO_SERVER_H
+
+#include <llhttp.h>
+#include <openssl/ssl.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "config.h"
+#include "lvm.h"
+
+typedef struct exo_server_s exo_server_t;
+typedef struct exo_conn_s exo_conn_t;
+typedef struct exo_req_s exo_req_t;
+typedef struct exo_rpc_s exo_rpc_t;
+
+typedef enum { EXO_TRANSPORT_HTTPS, EXO_TRANSPORT_HTTP, EXO_TRANSPORT_UNIX } exo_transport_t;
+
+typedef struct exo_listener_s {
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    exo_server_t *srv;
+    exo_transport_t transport;
+    char name[80];
+} exo_listener_t;
+
+struct exo_server_s {
+    uv_loop_t *loop;
+    exo_config_t *cfg;
+    int dev;
+    SSL_CTX *ssl_ctx;
+    char tls_fingerprint[100];
+    exo_lvm_t *vm; /* the current VM; new calls start on it */
+    exo_runtime_info_t rt;
+    exo_listener_t *listeners;
+    size_t n_listeners;
+    exo_conn_t *conns; /* every open connection, for draining */
+    int n_conns;       /* connections served normally */
+    int n_rejecting;   /* connections over the limit, answered 503 */
+    int draining;
+    int handles_ready; /* signals and timers were initialised */
+    int exit_code;
+    uint64_t request_seq;
+    char id_prefix[12];
+    char read_buf[65536]; /* shared: every read is consumed before the next one */
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t drain_timer, cpu_timer;
+    uint64_t ready_ms; /* uv_now() when listening started */
+};
+
+typedef enum { CONN_HEADERS, CONN_BODY, CONN_IDLE, CONN_LINGER } exo_conn_phase_t;
+
+struct exo_conn_s {
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown_req;
+    exo_server_t *srv;
+    exo_conn_t *prev, *next;
+    exo_transport_t transport;
+    SSL *ssl;
+    BIO *rbio, *wbio;
+    llhttp_t parser;
+    exo_req_t *cur;              /* the request being parsed */
+    exo_req_t *head, *tail;      /* parsed requests, answered in this order */
+    int n_queued;
+    exo_buf_t pending;           /* received bytes not parsed yet (parser paused) */
+    exo_conn_phase_t phase;
+    size_t header_bytes;
+    char field[64];              /* the header name being read, lower case */
+    size_t field_len;
+    int field_overflow;
+    int value_target;            /* which header the value belongs to, see http.c */
+    int error_status;            /* set by a parser callback that refuses the request */
+    int writes_pending;
+    int paused, reading, closing, close_after_write, rejecting, shut_down;
+    char peer[72];
+    uid_t peer_uid; /* Unix socket peers only, else (uid_t)-1 */
+};
+
+struct exo_req_s {
+    exo_req_t *next;
+    exo_conn_t *conn;
+    uint8_t method;
+    int keep_alive;
+    int ready;
+    int expect_continue;
+    char path[256];
+    char content_type[96];
+    char request_id[32];
+    exo_buf_t body;
+    exo_buf_t resp; /* the whole response, once ready */
+    exo_rpc_t *rpc; /* in flight on /rpc */
+};
+
+/* Server lifecycle (server.c). exo_server_start returns 0 or a negative errno with a message
+ * in err; exo_server_run runs the loop until a drain ends and returns the exit code. */
+int exo_server_start(exo_server_t *srv, uv_loop_t *loop, exo_config_t *cfg, int dev, char *err,
+                     size_t errlen);
+int exo_server_run(exo_server_t *srv);
+void exo_server_close(exo_server_t *srv);
+/* Builds a new VM from the method directories and, if it loads, makes it current. */
+int exo_server_reload(exo_server_t *srv);
+
+/* Connections (http.c). */
+void exo_conn_accept(exo_listener_t *l);
+/* Closes connections that have no request in flight (used when draining). */
+void exo_conn_close_idle(exo_server_t *srv);
+/* Closes every connection, cancelling the calls still running for them. */
+void exo_conn_close_all(exo_server_t *srv);
+/* Completes req with a response; the body is copied. Responses leave in request order. */
+void exo_http_reply(exo_req_t *req, int status, const char *content_type, const char *body,
+                    size_t len);
+const char *exo_transport_name(exo_transport_t t);
+
+/* The JSON-RPC endpoint (rpc.c): handles req's body and eventually calls exo_http_reply. */
+void exo_rpc_handle(exo_req_t *req);
+/* The connection went away: stops the calls of req; exo_http_reply will not be called. */
+void exo_rpc_cancel(exo_req_t *req);
+
+#endif
