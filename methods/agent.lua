@@ -1,0 +1,63 @@
+-- agent.*: about the agent itself.
+
+local MethodsLoaded = T.object({
+  loaded = T.integer({ min = 0 }):describe("Methods that can be called, rpc.discover included"),
+  skipped = T.array(T.object({
+    file = T.string():describe("Path of the method file"),
+    error = T.string():describe("Why it was not loaded, with the file and line"),
+  })):describe("Method files that failed to load; their methods are missing"),
+})
+
+local Info = T.object({
+  version = T.string():describe("Version of the agent runtime"),
+  api_versions = T.array(T.string({ pattern = "^%d%d%d%d%-%d%d%-%d%d$" }), { min_items = 1 })
+    :describe("Dated API versions this agent serves, oldest first"),
+  current_api_version = T.string({ pattern = "^%d%d%d%d%-%d%d%-%d%d$" })
+    :describe("The API version a client gets when it names none"),
+  lua_api_level = T.integer({ min = 1 }):describe("Lua API level of the runtime, for method packages"),
+  hostname = T.string():describe("Host name of the instance"),
+  started = T.integer({ min = 0 }):describe("When the agent started, in Unix seconds"),
+  uptime = T.integer({ min = 0 }):describe("Seconds since the agent started"),
+  methods = MethodsLoaded,
+})
+
+return method({
+  name = "agent.info",
+  summary = "Describe the running agent",
+  description = "Version, supported API versions and uptime of the agent, and which method "
+    .. "files loaded. Needs no login, so that a client can find out what it talks to first.",
+  since = "2026-12-01",
+  stability = "stable",
+  permission = "public",
+  params = T.object({}),
+  result = Info,
+  examples = {
+    {
+      name = "a freshly started agent",
+      params = {},
+      result = {
+        version = "0.1.0",
+        api_versions = { "2026-12-01" },
+        current_api_version = "2026-12-01",
+        lua_api_level = 1,
+        hostname = "my-instance",
+        started = 1764072000,
+        uptime = 42,
+        methods = { loaded = 3, skipped = {} },
+      },
+    },
+  },
+  handler = function(ctx, params)
+    local info = agent.info()
+    return {
+      version = info.version,
+      api_versions = info.api_versions,
+      current_api_version = info.current_api_version,
+      lua_api_level = info.lua_api_level,
+      hostname = agent.hostname(),
+      started = info.started,
+      uptime = info.uptime,
+      methods = info.methods,
+    }
+  end,
+})

@@ -1,0 +1,110 @@
+-- system_load.*: how busy the instance is, in the shape of the console line that Exosphere
+-- charts today: {"epoch":..,"cpuPctUsed":..,"memPctUsed":..,"rootfsPctUsed":..,"gpuPctUsed":[..]|null}.
+-- Exosphere's decoder requires integers for the three percentages.
+
+local NVIDIA_SMI = { "nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits" }
+local NVIDIA_SMI_TIMEOUT_MS = 5000
+
+local Percent = T.integer({ min = 0, max = 100 })
+
+local Load = T.object({
+  epoch = T.integer({ min = 0 }):describe("When the sample was taken, in Unix seconds"),
+  cpuPctUsed = Percent:describe("CPU busy share over the latest sampling window of /proc/stat"),
+  memPctUsed = Percent:describe("Memory in use: 100 - MemAvailable / MemTotal * 100, rounded"),
+  rootfsPctUsed = Percent:describe("Used share of the root file system, as df shows it"),
+  gpuPctUsed = T.nullable(T.array(Percent))
+    :describe("Utilisation of each NVIDIA GPU, or null when there is none"),
+})
+
+-- Memory in use, rounded, from /proc/meminfo's MemTotal and MemAvailable (both in kB).
+local function mem_pct_used()
+  local text, err = agent.read_file("/proc/meminfo")
+  if not text then
+    error(errors.Unavailable("cannot read /proc/meminfo: " .. err))
+  end
+  local total = tonumber(text:match("MemTotal:%s*(%d+)"))
+  local available = tonumber(text:match("MemAvailable:%s*(%d+)"))
+  if not total or not available or total == 0 then
+    error(errors.Unavailable("/proc/meminfo has no MemTotal or MemAvailable"))
+  end
+  return math.floor(100 - available * 100 / total + 0.5)
+end
+
+-- The used share of / as df computes it: used = blocks - bfree, out of what a user could
+-- have (used + bavail, leaving out the reserved blocks), rounded up.
+local function rootfs_pct_used()
+  local fs, err = agent.statfs("/")
+  if not fs then
+    error(errors.Unavailable("cannot statfs /: " .. err))
+  end
+  local used = fs.blocks - fs.bfree
+  local usable = used + fs.bavail
+  if usable == 0 then
+    return 0
+  end
+  return (used * 100 + usable - 1) // usable
+end
+
+-- Each GPU's utilisation from nvidia-smi, one integer per line; nil when there is no
+-- nvidia-smi (no GPU driver) or when its answer cannot be trusted.
+local function gpu_pct_used(ctx)
+  local res, err = agent.run(NVIDIA_SMI, { timeout_ms = NVIDIA_SMI_TIMEOUT_MS })
+  if not res then
+    if not err:find("^not found") then
+      ctx.log("warn", "nvidia-smi failed: " .. err)
+    end
+    return nil
+  elseif res.timed_out or res.exit ~= 0 then
+    ctx.log("warn", ("nvidia-smi failed (exit %s, signal %s%s): %s"):format(tostring(res.exit),
+      tostring(res.signal), res.timed_out and ", timed out" or "", res.stderr))
+    return nil
+  end
+  local gpus = {}
+  for line in res.stdout:gmatch("[^\n]+") do
+    local pct = math.tointeger(tonumber(line:match("^%s*(%d+)%s*$")))
+    if not pct or pct > 100 then
+      ctx.log("warn", "nvidia-smi gave an unexpected line: " .. line)
+      return nil
+    end
+    gpus[#gpus + 1] = pct
+  end
+  if #gpus == 0 then
+    ctx.log("warn", "nvidia-smi listed no GPUs")
+    return nil
+  end
+  return gpus
+end
+
+return method({
+  name = "system_load.current",
+  summary = "Current CPU, memory, root file system and GPU use",
+  description = "The same object the agent writes to the console once a minute for older "
+    .. "Exosphere versions. Percentages are integers from 0 to 100.",
+  since = "2026-12-01",
+  stability = "stable",
+  permission = "user",
+  params = T.object({}),
+  result = Load,
+  errors = { errors.Unavailable },
+  examples = {
+    {
+      name = "an instance with two GPUs",
+      params = {},
+      result = { epoch = 1764072000, cpuPctUsed = 12, memPctUsed = 43, rootfsPctUsed = 67, gpuPctUsed = { 5, 97 } },
+    },
+    {
+      name = "an instance without a GPU",
+      params = {},
+      result = { epoch = 1764072000, cpuPctUsed = 3, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = json.null },
+    },
+  },
+  handler = function(ctx, params)
+    return {
+      epoch = agent.time(),
+      cpuPctUsed = agent.cpu_percent(),
+      memPctUsed = mem_pct_used(),
+      rootfsPctUsed = rootfs_pct_used(),
+      gpuPctUsed = gpu_pct_used(ctx) or json.null,
+    }
+  end,
+})

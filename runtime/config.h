@@ -1,0 +1,95 @@
+/* The agent's configuration: the parsed form of agent.conf, its defaults, its checks and its
+ * printout. The file format and every key are described in docs/configuration.md; the key
+ * table in config.c is the single source of names, types, defaults and ranges.
+ *
+ * Every function that can fail returns 0 or a negative errno and, when it takes `err`, leaves
+ * a one-line message there that names the file, the line and the key. */
+#ifndef EXO_CONFIG_H
+#define EXO_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* The build sets this from the install prefix; the fallback matches the Debian and RPM
+ * packages so that a bare compile of the sources still finds the shipped methods. */
+#ifndef EXO_DEFAULT_METHODS_DIR
+#define EXO_DEFAULT_METHODS_DIR "/usr/share/exosphere-guest-agent/methods"
+#endif
+
+typedef enum { EXO_LOG_DEBUG = 0, EXO_LOG_INFO, EXO_LOG_WARN, EXO_LOG_ERROR } exo_log_level_t;
+
+/* A list of owned, NUL-terminated strings; `items` is NULL when n is 0. */
+typedef struct exo_strlist_s {
+    char **items;
+    size_t n;
+} exo_strlist_t;
+
+typedef struct exo_config_s {
+    /* [server] */
+    exo_strlist_t listen;       /* "host:port" items; IPv6 as "[::1]:8443" */
+    char *unix_socket;          /* absolute path; the empty string disables the socket */
+    unsigned unix_socket_mode;  /* permission bits of the socket, 0..0777 */
+    int tls;                    /* 1: HTTPS; 0: plain HTTP */
+    int allow_plain_http;       /* 1: plain HTTP may be served on non-loopback addresses */
+    char *tls_certificate;      /* absolute path, or NULL to use a self-signed one */
+    char *tls_private_key;      /* absolute path; set if and only if tls_certificate is */
+    char *state_dir;            /* absolute path of keys, certificate and state */
+    uint32_t max_connections;   /* open connections at most */
+    uint32_t max_header_size;   /* bytes of request line and headers */
+    uint32_t max_body_size;     /* bytes of one request body */
+    uint32_t header_timeout_ms; /* time to receive the headers of a request */
+    uint32_t body_timeout_ms;   /* time to receive the body of a request */
+    uint32_t idle_timeout_ms;   /* keep-alive idle time before the connection closes */
+    uint32_t max_pipelined;     /* requests parsed ahead on one connection */
+    uint32_t max_batch;         /* entries in one JSON-RPC batch */
+    uint32_t call_timeout_ms;   /* deadline of one method call */
+    uint32_t drain_timeout_ms;  /* how long SIGTERM waits for in-flight calls */
+    /* [methods] */
+    exo_strlist_t method_dirs;       /* absolute paths of method directories */
+    uint32_t cpu_sample_interval_ms; /* period of /proc/stat sampling for CPU usage */
+    /* [log] */
+    exo_log_level_t log_level; /* least severe level that is logged */
+} exo_config_t;
+
+/* Fills c, whose previous contents are ignored, with the documented defaults. Returns 0 or
+ * -ENOMEM; on failure c holds nothing that needs freeing. */
+int exo_config_defaults(exo_config_t *c);
+
+/* Parses `len` bytes of configuration text, named `name` in messages, on top of what c holds:
+ * keys the text sets replace their values, the others keep theirs. Returns 0, -EINVAL with a
+ * message such as "agent.conf:12: unknown key 'foo' in section [server]", or -ENOMEM. On
+ * failure c is left exactly as it was. */
+int exo_config_parse(exo_config_t *c, const char *text, size_t len, const char *name, char *err,
+                     size_t errlen);
+
+/* Reads the file at `path` and parses it as exo_config_parse() does, naming the file in
+ * messages ("/etc/x.conf: cannot read: No such file or directory"). Returns 0 or a negative
+ * errno; on failure c is left exactly as it was. */
+int exo_config_load(exo_config_t *c, const char *path, char *err, size_t errlen);
+
+/* Checks what single values cannot: that every listen item is host:port with a numeric
+ * address or localhost, that there is somewhere to listen, that a certificate comes with its
+ * key, and that plain HTTP is served off loopback only when allow_plain_http says so. Returns
+ * 0 or -EINVAL with a message naming the key, such as "[server] tls_private_key: ...". */
+int exo_config_validate(const exo_config_t *c, char *err, size_t errlen);
+
+/* Replaces the list l with copies of the n given items. Returns 0 or -ENOMEM; on failure l
+ * is unchanged. */
+int exo_config_set_list(exo_strlist_t *l, const char *const *items, size_t n);
+
+/* Replaces *field with a copy of value, or with NULL when value is NULL. Returns 0 or
+ * -ENOMEM; on failure *field is unchanged. */
+int exo_config_set_string(char **field, const char *value);
+
+/* Frees everything c owns and leaves it zeroed; freeing twice is harmless. */
+void exo_config_free(exo_config_t *c);
+
+/* Returns "debug", "info", "warn" or "error", or "unknown" for any other value. */
+const char *exo_log_level_name(exo_log_level_t l);
+
+/* Writes c in the file format, every key with a one-line comment, in the order of the key
+ * table, so that parsing the output gives c back. */
+void exo_config_dump(const exo_config_t *c, FILE *out);
+
+#endif

@@ -1,0 +1,331 @@
+-- The host: what the C runtime calls. It loads the method files into sandboxes (init),
+-- describes them (discover) and runs one JSON-RPC call per coroutine (call).
+--
+-- host.call is the body of a fresh coroutine per call. It never raises: every outcome is
+-- `true, result` or `false, {code, message, data}`, and the handler runs under xpcall, which
+-- Lua 5.4 lets yield, so handlers may wait on the runtime's bindings.
+
+local core = require("exo.core")
+local json = require("exo.json")
+local schema = require("sandbox.schema")
+local errors = require("sandbox.errors")
+local method = require("sandbox.method")
+local registry = require("sandbox.registry")
+local env = require("sandbox.env")
+local agent = require("sandbox.agent")
+local openrpc = require("sandbox.openrpc")
+
+local M = {}
+
+-- Dated API versions this host serves, oldest first; the last is the current one.
+M.API_VERSIONS = { "2026-12-01" }
+M.CURRENT_API_VERSION = M.API_VERSIONS[#M.API_VERSIONS]
+
+-- Set by M.init: { registry =, dev =, document = (built on first use) }.
+local state
+
+local function message_of(e)
+  if type(e) == "string" then
+    return e
+  end
+  return ("(error object is a %s value: %s)"):format(type(e), tostring(e))
+end
+
+--------------------------------------------------------------------------------------------
+-- Loading.
+
+local function sample_document(version)
+  return {
+    openrpc = openrpc.OPENRPC_VERSION,
+    info = { title = "Exosphere Guest Agent", version = version },
+    methods = json.array(),
+  }
+end
+
+-- rpc.discover is the host's own method; it is declared like any other so that it appears
+-- in the document it returns.
+local function discover_declaration()
+  return method.check({
+    name = "rpc.discover",
+    summary = "Describe the agent's API",
+    description = "Returns the OpenRPC document, the same one served at GET /openrpc.json: every "
+      .. "method with its parameters, result, errors, examples, stability and permission.",
+    since = "2026-12-01",
+    stability = "stable",
+    permission = "public",
+    result = schema.T.any():describe("The OpenRPC document"),
+    examples = {
+      { name = "the document (abridged)", params = {}, result = sample_document(core.info().version) },
+    },
+    handler = function() return M.discover() end,
+  }, true)
+end
+
+local function json_api()
+  return { encode = json.encode, decode = json.decode, null = json.null, array = json.array,
+           is_array = json.is_array }
+end
+
+local function host_info(s)
+  return {
+    api_versions = M.API_VERSIONS,
+    current_api_version = M.CURRENT_API_VERSION,
+    methods = s.registry.count,
+    skipped = s.registry.skipped,
+  }
+end
+
+local function load_dir(reg, dir, allow)
+  if type(core.list_dir) ~= "function" then
+    error("host.init: exo.core.list_dir is missing; the runtime cannot list method directories", 0)
+  end
+  local names, err = core.list_dir(dir)
+  if not names then
+    core.log("warn", ("method directory %s not loaded: %s"):format(dir, tostring(err)))
+    return
+  end
+  for _, name in ipairs(registry.method_files(names)) do
+    reg:load_file(dir:gsub("/+$", "") .. "/" .. name, env.build(allow), core.log)
+  end
+end
+
+local function check_init_options(opts)
+  if type(opts) ~= "table" then
+    error("host.init: options must be a table", 3)
+  end
+  for _, key in ipairs({ "method_dirs", "method_files" }) do
+    local list = opts[key]
+    if list ~= nil and type(list) ~= "table" then
+      error(("host.init: %s must be an array of paths"):format(key), 3)
+    end
+    for i, path in ipairs(list or {}) do
+      if type(path) ~= "string" then
+        error(("host.init: %s[%d] must be a string"):format(key, i), 3)
+      end
+    end
+  end
+end
+
+-- Loads every method file of opts.method_dirs (in order, each sorted by name), then the
+-- files of opts.method_files (used by tests and tools). A broken file is logged and
+-- skipped; this raises only if the host itself cannot start. Returns
+-- { methods = <count>, skipped = { {file =, error =}, ... } }.
+function M.init(opts)
+  opts = opts or {}
+  check_init_options(opts)
+  env.protect_string_metatable()
+  local s = { registry = registry.new(), dev = opts.dev == true }
+  local allow = env.allow_list({
+    T = schema.T,
+    errors = errors.api(),
+    method = method.declare,
+    json = json_api(),
+    agent = agent.build(function() return host_info(s) end),
+  })
+  assert(s.registry:add({ method.get(discover_declaration()) }, "<builtin>"))
+  for _, dir in ipairs(opts.method_dirs or {}) do
+    load_dir(s.registry, dir, allow)
+  end
+  for _, path in ipairs(opts.method_files or {}) do
+    s.registry:load_file(path, env.build(allow), core.log)
+  end
+  state = s
+  core.log("info", ("loaded %d methods; skipped %d method files"):format(s.registry.count, #s.registry.skipped))
+  local skipped = json.array()
+  for i, entry in ipairs(s.registry.skipped) do
+    skipped[i] = { file = entry.file, error = entry.error }
+  end
+  return { methods = s.registry.count, skipped = skipped }
+end
+
+-- The OpenRPC document of the loaded methods, built once per init.
+function M.discover()
+  if not state then
+    error("host.discover: host.init has not run", 2)
+  end
+  if not state.document then
+    local info = core.info()
+    state.document = openrpc.document(state.registry, {
+      version = info.version,
+      api_version = M.CURRENT_API_VERSION,
+      lua_api_level = info.lua_api_level,
+    })
+  end
+  return state.document
+end
+
+--------------------------------------------------------------------------------------------
+-- Calls.
+
+-- Positional params map onto param_order; a missing required one or an extra one is
+-- reported by its position.
+local function bind_positional(d, list)
+  local order, n = d.param_order, #list
+  if n > #order then
+    return nil, errors.invalid_params(schema.index_path("params", #order + 1),
+      ("is one parameter too many: the method takes %d"):format(#order))
+  end
+  local args = {}
+  for i = 1, n do
+    args[order[i]] = list[i]
+  end
+  local ok, path, reason = schema.validate_fields(d.params, args, order, function(_, i)
+    return schema.index_path("params", i)
+  end)
+  if not ok then
+    return nil, errors.invalid_params(path, reason)
+  end
+  return args
+end
+
+-- The handler's params (a table by name), or nil and the -32602 error.
+local function bind_params(d, params)
+  if params == nil then
+    params = {}
+  elseif type(params) ~= "table" then
+    return nil, errors.invalid_params("params", "expected an object or an array")
+  elseif json.is_array(params) then
+    return bind_positional(d, params)
+  end
+  local ok, path, reason = method.check_named_params(d, params)
+  if not ok then
+    return nil, errors.invalid_params(path, reason)
+  end
+  return params
+end
+
+local function handler_ctx(d, ctx)
+  local prefix = ("%s (request %s): "):format(d.name, tostring(ctx.request_id))
+  return {
+    method = d.name,
+    request_id = ctx.request_id,
+    transport = ctx.transport,
+    peer = ctx.peer,
+    dev = ctx.dev == true,
+    deadline_ms = ctx.deadline_ms,
+    log = function(level, message)
+      local err = agent.level_error(level)
+      if err then
+        error("ctx.log: " .. err, 2)
+      end
+      core.log(level, prefix .. tostring(message))
+    end,
+  }
+end
+
+-- In dev mode the xpcall message handler keeps the traceback of unexpected errors; agent
+-- errors are expected outcomes and pass through untouched.
+local Failure = {}
+
+local function with_traceback(e)
+  if errors.to_rpc(e) then
+    return e
+  end
+  return setmetatable({ err = e, traceback = debug.traceback(message_of(e), 2) }, Failure)
+end
+
+local function pass(e)
+  return e
+end
+
+-- Error data goes to the client as JSON; data that cannot be encoded is dropped (and
+-- logged) rather than failing the whole response in the runtime.
+local function encodable(d, data)
+  if data ~= nil and not pcall(json.encode, data) then
+    core.log("warn", ("method %s raised an error whose data is not JSON; dropped it"):format(d.name))
+    return nil
+  end
+  return data
+end
+
+local function failure(d, ctx, e)
+  local rpc = errors.to_rpc(e)
+  if rpc then
+    rpc.data = encodable(d, rpc.data)
+    return rpc
+  end
+  local traceback
+  if getmetatable(e) == Failure then
+    e, traceback = e.err, e.traceback
+  end
+  core.log("error", ("method %s failed (request %s): %s"):format(d.name, tostring(ctx.request_id), message_of(e)))
+  return errors.internal({ request_id = ctx.request_id, traceback = ctx.dev and traceback or nil })
+end
+
+local function check_dev_result(d, ctx, result)
+  local ok, path, reason = schema.validate(d.result, result, "result")
+  if ok then
+    return true
+  end
+  core.log("error", ("method %s (request %s): result does not match schema: %s %s"):format(
+    d.name, tostring(ctx.request_id), path, reason))
+  return false, errors.internal({
+    reason = "result does not match schema", path = path, detail = reason, request_id = ctx.request_id,
+  })
+end
+
+local function dispatch(name, params, ctx)
+  local d = state and state.registry:get(name)
+  if not d then
+    return false, errors.method_not_found(name)
+  end
+  local args, err = bind_params(d, params)
+  if not args then
+    return false, err
+  end
+  local ok, result = xpcall(d.handler, ctx.dev and with_traceback or pass, handler_ctx(d, ctx), args)
+  if not ok then
+    return false, failure(d, ctx, result)
+  end
+  result = result == nil and json.null or schema.normalize(d.result, result)
+  if ctx.dev then
+    local valid, rerr = check_dev_result(d, ctx, result)
+    if not valid then
+      return false, rerr
+    end
+  end
+  return true, result
+end
+
+-- Runs one call. `ctx` = { request_id, transport, peer, dev, deadline_ms }; a missing dev
+-- falls back to init's. Returns true, result or false, err; never raises.
+function M.call(name, params, ctx)
+  ctx = type(ctx) == "table" and ctx or {}
+  if ctx.dev == nil and state then
+    ctx.dev = state.dev
+  end
+  local ok, done, value = pcall(dispatch, name, params, ctx)
+  if ok then
+    return done, value
+  end
+  -- A bug in the host itself: still answer the call.
+  core.log("error", ("host failed on %s (request %s): %s"):format(tostring(name), tostring(ctx.request_id), message_of(done)))
+  return false, errors.internal({ request_id = ctx.request_id })
+end
+
+-- Checks a result against the method's result schema the way host.call does in dev mode
+-- (after marking its arrays in place). Returns true or false, path, reason.
+function M.check_result(name, result)
+  local d = state and state.registry:get(name)
+  if not d then
+    return false, nil, "no such method: " .. tostring(name)
+  end
+  return schema.validate(d.result, result == nil and json.null or schema.normalize(d.result, result), "result")
+end
+M.validate_result = M.check_result
+
+-- Checks params (by name or positional) the way host.call does before running a handler.
+-- Returns true or false, path, reason.
+function M.check_params(name, params)
+  local d = state and state.registry:get(name)
+  if not d then
+    return false, nil, "no such method: " .. tostring(name)
+  end
+  local args, err = bind_params(d, params)
+  if not args then
+    return false, err.data.path, err.data.reason
+  end
+  return true
+end
+
+return M

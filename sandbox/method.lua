@@ -1,0 +1,252 @@
+-- Method declarations: `method { ... }` in a method file (DESIGN.md "Methods").
+--
+-- The declaration is data, checked once when the file loads: a mistake is raised at the
+-- author's line, naming the method and the field, and the file is skipped. What passes is
+-- frozen into an opaque token; the registry reads it back with M.get, so nothing can change
+-- a method (its handler, its permission) after it was checked.
+
+local json = require("exo.json")
+local schema = require("sandbox.schema")
+local errors = require("sandbox.errors")
+
+local M = {}
+
+M.STABILITY = { "experimental", "stable", "deprecated" }
+M.PERMISSION = { "public", "user", "admin" }
+
+local FIELDS = {
+  name = true, summary = true, description = true, since = true, stability = true,
+  permission = true, capabilities = true, params = true, param_order = true, result = true,
+  errors = true, examples = true, handler = true,
+}
+
+local declarations = setmetatable({}, { __mode = "k" })
+
+local function one_of(list, v)
+  for _, x in ipairs(list) do
+    if x == v then
+      return true
+    end
+  end
+  return false
+end
+
+-- Raised without a position; M.declare's caller adds the author's line.
+local function fail(decl, fmt, ...)
+  local who = type(decl.name) == "string" and ("method '%s'"):format(decl.name) or "method"
+  error(who .. ": " .. fmt:format(...), 0)
+end
+
+local function is_array(v)
+  return type(v) == "table" and schema.is_array_like(v)
+end
+
+local function check_name(decl, reserved_ok)
+  local name = decl.name
+  if type(name) ~= "string" then
+    fail(decl, "name is required (a string like \"namespace.verb\")")
+  end
+  local ok = #name <= 128
+  for part in (name .. "."):gmatch("([^.]*)%.") do
+    ok = ok and part:find("^[a-z][a-z0-9_]*$") ~= nil
+  end
+  if not ok or not name:find(".", 1, true) then
+    fail(decl, "name must be dotted lower-case words like \"system_load.current\"")
+  elseif name:find("^rpc%.") and not reserved_ok then
+    fail(decl, "names starting with \"rpc.\" are reserved by JSON-RPC")
+  end
+end
+
+local function check_text(decl)
+  if type(decl.summary) ~= "string" or decl.summary == "" then
+    fail(decl, "summary is required (a one-line string)")
+  elseif decl.description ~= nil and type(decl.description) ~= "string" then
+    fail(decl, "description must be a string")
+  elseif type(decl.since) ~= "string" or not decl.since:find("^%d%d%d%d%-%d%d%-%d%d$") then
+    fail(decl, "since must be the API version date that introduced the method, like \"2026-12-01\"")
+  end
+end
+
+local function check_choice(decl, field, choices)
+  if not one_of(choices, decl[field]) then
+    fail(decl, "%s must be one of %s (got %s)", field, table.concat(choices, ", "),
+      schema.quote(tostring(decl[field])))
+  end
+end
+
+local function check_capabilities(decl)
+  local caps = decl.capabilities or {}
+  if not is_array(caps) then
+    fail(decl, "capabilities must be an array of strings")
+  end
+  for i, c in ipairs(caps) do
+    if type(c) ~= "string" or not c:find("^[a-z][a-z0-9_.]*$") then
+      fail(decl, "capabilities[%d] must be a name like \"mounts.read\"", i)
+    end
+  end
+  return { table.unpack(caps) }
+end
+
+-- The parameter order: param_order as given (every parameter exactly once, required ones
+-- first, since a positional call cannot skip a parameter), or the sorted names.
+local function check_param_order(decl, params)
+  local fields, order = schema.fields(params), decl.param_order
+  if order == nil then
+    return { table.unpack(schema.field_names(params)) }
+  elseif not is_array(order) then
+    fail(decl, "param_order must be an array of parameter names")
+  end
+  local seen, optional_seen = {}, nil
+  for i, name in ipairs(order) do
+    if fields[name] == nil then
+      fail(decl, "param_order[%d]: %s is not a parameter", i, schema.quote(tostring(name)))
+    elseif seen[name] then
+      fail(decl, "param_order[%d]: %s appears twice", i, schema.quote(name))
+    elseif schema.is_optional(fields[name]) then
+      optional_seen = name
+    elseif optional_seen then
+      fail(decl, "param_order: required %s follows optional %s", schema.quote(name), schema.quote(optional_seen))
+    end
+    seen[name] = true
+  end
+  for _, name in ipairs(schema.field_names(params)) do
+    if not seen[name] then
+      fail(decl, "param_order: parameter %s is missing", schema.quote(name))
+    end
+  end
+  return { table.unpack(order) }
+end
+
+local function check_params(decl)
+  local params = decl.params or schema.T.object({})
+  if not schema.is_schema(params) or schema.kind(params) ~= "object" then
+    fail(decl, "params must be a T.object schema (one field per parameter)")
+  end
+  return params, check_param_order(decl, params)
+end
+
+local function check_errors(decl)
+  local list = decl.errors or {}
+  if not is_array(list) then
+    fail(decl, "errors must be an array of error kinds like errors.NotFound")
+  end
+  for i, kind in ipairs(list) do
+    if not errors.is_kind(kind) then
+      fail(decl, "errors[%d] must be an error kind like errors.NotFound", i)
+    end
+  end
+  return { table.unpack(list) }
+end
+
+-- Checks params given by name against the declaration; also used by the host for calls.
+-- Returns true or false, path, reason.
+function M.check_named_params(d, params, root)
+  root = root or "params"
+  local ok, p, r = schema.validate_fields(d.params, params, d.param_order, function(name)
+    return schema.field_path(root, name)
+  end)
+  if not ok then
+    return false, p, r
+  end
+  local unknown = schema.unknown_field(d.params, params)
+  if unknown ~= nil then
+    return false, schema.field_path(root, tostring(unknown)), "is not a parameter of this method"
+  end
+  return true
+end
+
+local function check_example(decl, d, i, ex)
+  local at = ("examples[%d]"):format(i)
+  if type(ex) ~= "table" or type(ex.name) ~= "string" or ex.name == "" then
+    fail(decl, "%s needs a name", at)
+  end
+  for k in pairs(ex) do
+    if k ~= "name" and k ~= "description" and k ~= "params" and k ~= "result" then
+      fail(decl, "%s: unknown field %s", at, schema.quote(tostring(k)))
+    end
+  end
+  local params = ex.params or {}
+  if type(params) ~= "table" or json.is_array(params) then
+    fail(decl, "%s.params must be a table of parameters by name", at)
+  end
+  local ok, p, r = M.check_named_params(d, params, at .. ".params")
+  if ok then
+    ok, p, r = schema.validate(d.result, schema.normalize(d.result, ex.result), at .. ".result")
+  end
+  if not ok then
+    fail(decl, "%s does not match its schema: %s %s", at, p, r)
+  end
+  return { name = ex.name, description = ex.description, params = params, result = ex.result }
+end
+
+local function check_examples(decl, d)
+  if not is_array(decl.examples) or decl.examples[1] == nil then
+    fail(decl, "examples must be an array with at least one example")
+  end
+  local out = {}
+  for i, ex in ipairs(decl.examples) do
+    out[i] = check_example(decl, d, i, ex)
+  end
+  return out
+end
+
+-- Checks a declaration table and returns its token. `reserved_ok` lets the host declare
+-- rpc.* methods. Raises a message without a position (see `declare` below).
+function M.check(decl, reserved_ok)
+  if type(decl) ~= "table" then
+    error("method: the declaration must be a table, got " .. type(decl), 0)
+  end
+  check_name(decl, reserved_ok)
+  for k in pairs(decl) do
+    if not FIELDS[k] then
+      fail(decl, "unknown field %s", schema.quote(tostring(k)))
+    end
+  end
+  check_text(decl)
+  check_choice(decl, "stability", M.STABILITY)
+  check_choice(decl, "permission", M.PERMISSION)
+  if not schema.is_schema(decl.result) then
+    fail(decl, "result must be a schema made with T")
+  elseif type(decl.handler) ~= "function" then
+    fail(decl, "handler must be a function(ctx, params), got %s", type(decl.handler))
+  end
+  local d = {
+    name = decl.name, summary = decl.summary, description = decl.description,
+    since = decl.since, stability = decl.stability, permission = decl.permission,
+    capabilities = check_capabilities(decl), result = decl.result, handler = decl.handler,
+    errors = check_errors(decl),
+  }
+  d.params, d.param_order = check_params(decl)
+  d.examples = check_examples(decl, d)
+  local token = setmetatable({}, { __metatable = "method", __newindex = function()
+    error("method declarations are read-only", 2)
+  end, __tostring = function() return "method " .. d.name end })
+  declarations[token] = d
+  return token
+end
+
+-- The `method` global of method code: like M.check, but a mistake is raised at the line of
+-- the caller, so the load error reads "<file>:<line>: method 'x': <field> ...".
+function M.declare(decl)
+  local ok, r = pcall(M.check, decl)
+  if ok then
+    return r
+  elseif not debug.getinfo(1, "t").istailcall then
+    error(r, 2)
+  end
+  -- `return method { ... }` is a tail call, which leaves no caller frame to name. The
+  -- handler is defined inside the declaration, so its line is the next best; without one
+  -- the registry still names the file.
+  local h = type(decl) == "table" and type(decl.handler) == "function" and debug.getinfo(decl.handler, "S")
+  if h and h.source:find("^@") then
+    error(("%s:%d: %s"):format(h.source:sub(2), h.linedefined, r), 0)
+  end
+  error(r, 0)
+end
+
+-- The checked declaration behind a token, or nil when v is not one.
+function M.get(token)
+  return declarations[token]
+end
+
+return M

@@ -1,0 +1,111 @@
+local setup = require("tests.lua.helpers.setup")
+local agent = require("sandbox.agent")
+
+local core = setup.core
+
+describe("the agent API", function()
+  local api
+
+  before_each(function()
+    core.reset()
+    api = agent.build(function()
+      return { api_versions = { "2026-12-01" }, current_api_version = "2026-12-01", methods = 3,
+               skipped = { { file = "/x.lua", error = "/x.lua:1: oops" } } }
+    end)
+  end)
+
+  describe("read_file", function()
+    it("reads under /proc and /sys with a 1 MiB default limit", function()
+      core.files["/proc/meminfo"] = "MemTotal: 1 kB\n"
+      assert.equal("MemTotal: 1 kB\n", core.drive(api.read_file, "/proc/meminfo"))
+      core.files["/sys/block/vda/size"] = "123456"
+      assert.equal("123", core.drive(api.read_file, "/sys/block/vda/size", 3))
+    end)
+
+    it("refuses other paths and ways out of /proc and /sys", function()
+      for _, path in ipairs({ "/etc/shadow", "/proc/../etc/shadow", "/sys/./../etc/passwd", "/proc",
+                              "/proc/self/root/etc/shadow", "/proc/1/cwd/x", "/proc/self/environ",
+                              "/proc/self/fd/3", "/proc/self/task/1/root/etc/passwd", "/proc//meminfo",
+                              "proc/meminfo" }) do
+        assert.same({ nil, "not permitted: " .. path }, { api.read_file(path) }, path)
+      end
+    end)
+
+    it("passes on the runtime's error", function()
+      assert.same({ nil, "ENOENT: no such file or directory: /proc/nope" },
+        { core.drive(api.read_file, "/proc/nope") })
+    end)
+
+    it("raises on misuse", function()
+      assert.has_error(function() api.read_file(1) end, "agent.read_file: path must be a string")
+      assert.has_error(function() api.read_file("/proc/meminfo", 0) end)
+      assert.has_error(function() api.read_file("/proc/meminfo", 64 * 1024 * 1024) end)
+    end)
+  end)
+
+  describe("run", function()
+    it("spawns without a shell with default limits", function()
+      core.programs["true"] = function() return { exit = 0 } end
+      local argv = { "true", "--flag" }
+      local res = core.drive(api.run, argv)
+      assert.same({ exit = 0, stdout = "", stderr = "", timed_out = false, truncated = false }, res)
+      assert.same({ argv = { "true", "--flag" }, opts = { timeout_ms = 10000, max_output = 1048576 } }, core.spawned[1])
+      assert.are_not.equal(argv, core.spawned[1].argv)
+    end)
+
+    it("passes options through", function()
+      core.programs["cat"] = function(_, opts) return { exit = 0, stdout = opts.stdin } end
+      local res = core.drive(api.run, { "cat" }, { timeout_ms = 5000, max_output = 10, stdin = "hi" })
+      assert.equal("hi", res.stdout)
+      assert.same({ timeout_ms = 5000, max_output = 10, stdin = "hi" }, core.spawned[1].opts)
+    end)
+
+    it("reports a missing program", function()
+      assert.same({ nil, "not found: nvidia-smi" }, { core.drive(api.run, { "nvidia-smi" }) })
+    end)
+
+    it("raises on misuse", function()
+      assert.has_error(function() api.run("ls -l") end, "agent.run: argv must be a non-empty array of strings")
+      assert.has_error(function() api.run({ "ls", 1 }) end, "agent.run: argv[2] must be a string, got number")
+      assert.has_error(function() api.run({ "ls" }, { timeout = 1 }) end, "agent.run: bad option 'timeout'")
+      assert.has_error(function() api.run({ "ls" }, { timeout_ms = -1 }) end,
+        "agent.run: timeout_ms must be a positive integer")
+    end)
+  end)
+
+  it("sleeps by yielding", function()
+    local before = core.now_ms()
+    core.drive(api.sleep, 1500)
+    assert.equal(before + 1500, core.now_ms())
+    assert.has_error(function() api.sleep(1.5) end, "agent.sleep: ms must be a non-negative integer")
+  end)
+
+  it("passes statfs through", function()
+    core.statfs_results["/"] = { blocks = 10 }
+    assert.same({ blocks = 10 }, core.drive(api.statfs, "/"))
+    assert.same({ nil, "ENOENT: no such file or directory: /nope" }, { core.drive(api.statfs, "/nope") })
+  end)
+
+  it("answers time, clock, host name and CPU from the runtime", function()
+    core.cpu, core.host_name = 37, "vm-9"
+    assert.same({ 1764072000, 1000000, "vm-9", 37 }, { api.time(), api.now_ms(), api.hostname(), api.cpu_percent() })
+  end)
+
+  it("describes the agent, with a copy of the load summary", function()
+    local info = api.info()
+    assert.same({
+      version = "0.1.0", lua_api_level = 1, started = 1764070000, uptime = 2000,
+      api_versions = { "2026-12-01" }, current_api_version = "2026-12-01",
+      methods = { loaded = 3, skipped = { { file = "/x.lua", error = "/x.lua:1: oops" } } },
+    }, info)
+    info.methods.skipped[1].file = "changed"
+    assert.equal("/x.lua", api.info().methods.skipped[1].file)
+  end)
+
+  it("logs at the given level, and refuses unknown levels", function()
+    api.log("warn", "careful")
+    assert.same({ "careful" }, core.logged("warn"))
+    assert.has_error(function() api.log("loud", "x") end,
+      "agent.log: log level must be one of debug, info, warn, error (got loud)")
+  end)
+end)

@@ -1,0 +1,44 @@
+local setup = require("tests.lua.helpers.setup")
+local tmp = require("tests.lua.helpers.tmp")
+local kit = require("tests.lua.helpers.kit")
+
+describe("agent.info", function()
+  after_each(function()
+    tmp.cleanup()
+    setup.restore_string_metatable()
+  end)
+
+  it("describes the running agent", function()
+    local k = kit.new({ files = { "methods/agent.lua" } })
+    k.core.host_name = "exo-vm-1"
+    k.core.started, k.core.unix_time = 1764000000, 1764000123
+    local ok, text = k:rpc_text("agent.info", {})
+    assert.is_true(ok)
+    assert.equal('{"api_versions":["2026-12-01"],"current_api_version":"2026-12-01","hostname":"exo-vm-1",'
+      .. '"lua_api_level":1,"methods":{"loaded":2,"skipped":[]},"started":1764000000,"uptime":123,'
+      .. '"version":"0.1.0"}', text)
+  end)
+
+  it("lists method files that failed to load", function()
+    local broken = tmp.file("return method {")
+    local k = kit.new({ files = { "methods/agent.lua", broken } })
+    local result = k:call_ok("agent.info")
+    assert.equal(2, result.methods.loaded)
+    assert.equal(1, #result.methods.skipped)
+    assert.equal(broken, result.methods.skipped[1].file)
+    assert.matches(broken .. ":1: ", result.methods.skipped[1].error, 1, true)
+  end)
+
+  it("takes no params", function()
+    local k = kit.new({ files = { "methods/agent.lua" } })
+    local ok, err = k:call("agent.info", { verbose = true })
+    assert.is_false(ok)
+    assert.same({ path = "params.verbose", reason = "is not a parameter of this method" }, err.data)
+  end)
+
+  it("needs no login", function()
+    local k = kit.new({ files = { "methods/agent.lua" } })
+    local m = k.host.discover().methods[1]
+    assert.same({ "agent.info", "public" }, { m.name, m["x-permission"] })
+  end)
+end)
