@@ -37,6 +37,7 @@ typedef enum {
     CT_PATH_NONE,  /* absolute path, or "" stored as NULL (meaning "not set") */
     CT_ADDR_LIST,  /* list of host:port items */
     CT_PATH_LIST,  /* list of absolute paths */
+    CT_NAME_LIST,  /* list of dotted lower-case names, such as capability names */
 } cfg_type_t;
 
 /* One configuration key. For numbers min and max bound the value, for paths max bounds the
@@ -98,6 +99,21 @@ static const cfg_key_t keys[] = {
         "Directories to load methods from."),
     KEY("methods", "cpu_sample_interval", CT_DURATION, cpu_sample_interval_ms, 100, MIN, "2s",
         "How often /proc/stat is sampled to compute CPU usage."),
+    KEY("methods", "operator_dir", CT_PATH_EMPTY, operator_dir, 0, 4095,
+        "\"/etc/exosphere-guest-agent/methods.d\"",
+        "Directory of the operator's own methods; \"\" disables it."),
+    KEY("methods", "allow_override", CT_BOOL, allow_override, 0, 1, "false",
+        "Let an operator method replace a shipped method of the same name."),
+    KEY("methods", "operator_capabilities", CT_NAME_LIST, operator_capabilities, 0, 32, "",
+        "Capabilities operator methods may use (system.read, process.run)."),
+    KEY("methods", "memory_limit", CT_SIZE, memory_limit, 4 * MIB, 4095 * MIB, "128M",
+        "Memory ceiling of the Lua VM that runs methods."),
+    KEY("methods", "call_memory_limit", CT_SIZE, call_memory_limit, 256 * KIB, 4095 * MIB, "32M",
+        "Memory one call may add to the VM before it is stopped."),
+    KEY("methods", "call_instruction_limit", CT_UINT, call_instruction_limit, 10000, 4000000000ULL,
+        "200000000", "Lua instructions one call may run before it is stopped."),
+    KEY("methods", "preempt_slice", CT_DURATION, preempt_slice_ms, 1, SEC, "5ms",
+        "How long a CPU-bound call runs before other work gets the loop."),
     KEY("log", "level", CT_LOGLEVEL, log_level, EXO_LOG_DEBUG, EXO_LOG_ERROR, "info",
         "Least severe level logged: debug, info, warn or error."),
 };
@@ -187,7 +203,7 @@ static void list_free(exo_strlist_t *l)
 
 static bool is_list(cfg_type_t t)
 {
-    return t == CT_ADDR_LIST || t == CT_PATH_LIST;
+    return t == CT_ADDR_LIST || t == CT_PATH_LIST || t == CT_NAME_LIST;
 }
 
 static bool is_string(cfg_type_t t)
@@ -442,6 +458,25 @@ static int lookup(const char *const *names, size_t n, const char *s)
     return -1;
 }
 
+/* A capability-style name: lower-case letters, digits and underscores in dot-separated parts. */
+static bool is_dotted_name(const char *s)
+{
+    bool start = true;
+    if (*s == '\0' || strlen(s) > 64) return false;
+    for (; *s; s++) {
+        if (*s == '.') {
+            if (start) return false;
+            start = true;
+        } else if ((*s >= 'a' && *s <= 'z') ||
+                   (!start && ((*s >= '0' && *s <= '9') || *s == '_'))) {
+            start = false;
+        } else {
+            return false;
+        }
+    }
+    return !start;
+}
+
 /* Parses the raw value text of key cx->key into its field of c, replacing what was there. */
 static int set_value(cfg_ctx_t *cx, exo_config_t *c, const char *s, size_t len)
 {
@@ -459,7 +494,11 @@ static int set_value(cfg_ctx_t *cx, exo_config_t *c, const char *s, size_t len)
             const char *why = NULL;
             if (k->type == CT_PATH_LIST)
                 rc = check_path(cx, CT_PATH, 4095, l.items[j]);
-            else if ((why = check_listen(l.items[j], &loopback)) != NULL)
+            else if (k->type == CT_NAME_LIST) {
+                if (!is_dotted_name(l.items[j]))
+                    rc = fail(cx, "'%s' is not a name like system.read",
+                              show(shown, sizeof(shown), l.items[j], strlen(l.items[j])));
+            } else if ((why = check_listen(l.items[j], &loopback)) != NULL)
                 rc = fail(cx, "'%s' %s", show(shown, sizeof(shown), l.items[j], strlen(l.items[j])),
                           why);
         }

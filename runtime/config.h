@@ -46,8 +46,15 @@ typedef struct exo_config_s {
     uint32_t call_timeout_ms;   /* deadline of one method call */
     uint32_t drain_timeout_ms;  /* how long SIGTERM waits for in-flight calls */
     /* [methods] */
-    exo_strlist_t method_dirs;       /* absolute paths of method directories */
-    uint32_t cpu_sample_interval_ms; /* period of /proc/stat sampling for CPU usage */
+    exo_strlist_t method_dirs;           /* absolute paths of method directories */
+    uint32_t cpu_sample_interval_ms;     /* period of /proc/stat sampling for CPU usage */
+    char *operator_dir;                  /* absolute path, "" disables; operators' methods */
+    int allow_override;                  /* bool: an operator method may replace a shipped one */
+    exo_strlist_t operator_capabilities; /* capability names granted to operator methods */
+    uint32_t memory_limit;               /* size: ceiling of the method VM's memory */
+    uint32_t call_memory_limit;          /* size: memory one call may add to the VM */
+    uint32_t call_instruction_limit;     /* Lua VM instructions one call may run */
+    uint32_t preempt_slice_ms;           /* duration: CPU-bound calls yield the loop this often */
     /* [log] */
     exo_log_level_t log_level; /* least severe level that is logged */
 } exo_config_t;

@@ -25,8 +25,7 @@ static const char *const exo_path[] = {"/usr/local/sbin", "/usr/local/bin", "/us
 static exo_call_t *check_call(lua_State *L)
 {
     exo_call_t *c = exo_call_of(L);
-    if (c == NULL)
-        luaL_error(L, "this function waits and can only be used while handling a call");
+    if (c == NULL) luaL_error(L, "this function waits and can only be used while handling a call");
     return c;
 }
 
@@ -56,8 +55,7 @@ static int l_hostname(lua_State *L)
 {
     char name[256];
     size_t len = sizeof(name);
-    if (uv_os_gethostname(name, &len) != 0)
-        snprintf(name, sizeof(name), "localhost");
+    if (uv_os_gethostname(name, &len) != 0) snprintf(name, sizeof(name), "localhost");
     lua_pushstring(L, name);
     return 1;
 }
@@ -145,8 +143,7 @@ static int l_sleep(lua_State *L)
     lua_Integer ms = luaL_checkinteger(L, 1);
     luaL_argcheck(L, ms >= 0 && ms <= 24 * 3600 * 1000, 1, "must be 0 to 86400000 ms");
     sleep_op_t *op = calloc(1, sizeof(*op));
-    if (op == NULL)
-        return luaL_error(L, "out of memory");
+    if (op == NULL) return luaL_error(L, "out of memory");
     op->call = c;
     uv_timer_init(exo_lvm_runtime(L)->loop, &op->timer);
     op->timer.data = op;
@@ -196,8 +193,7 @@ static void on_read_closed(uv_fs_t *req)
 static void read_close(read_op_t *op)
 {
     uv_fs_req_cleanup(&op->req);
-    if (uv_fs_close(op->req.loop, &op->req, op->fd, on_read_closed) < 0)
-        read_finish(op);
+    if (uv_fs_close(op->req.loop, &op->req, op->fd, on_read_closed) < 0) read_finish(op);
 }
 
 static void on_read(uv_fs_t *req);
@@ -206,8 +202,7 @@ static void read_more(read_op_t *op)
 {
     /* One byte more than the cap tells a file that is too big from one that fits exactly. */
     size_t want = op->max + 1 - op->len;
-    if (want > 65536)
-        want = 65536;
+    if (want > 65536) want = 65536;
     char *p = realloc(op->data, op->len + want);
     if (p == NULL) {
         op->err = UV_ENOMEM;
@@ -261,12 +256,12 @@ static void on_open(uv_fs_t *req)
 static int l_read_file(lua_State *L)
 {
     exo_call_t *c = check_call(L);
+    exo_call_require(L, "system.read");
     const char *path = luaL_checkstring(L, 1);
     lua_Integer max = luaL_optinteger(L, 2, EXO_READ_DEFAULT_MAX);
     luaL_argcheck(L, max > 0 && max <= 64 * 1024 * 1024, 2, "must be 1 to 64 MiB");
     read_op_t *op = calloc(1, sizeof(*op));
-    if (op == NULL)
-        return luaL_error(L, "out of memory");
+    if (op == NULL) return luaL_error(L, "out of memory");
     op->call = c;
     op->max = (size_t)max;
     op->req.data = op;
@@ -321,10 +316,10 @@ static void on_statfs(uv_fs_t *req)
 static int l_statfs(lua_State *L)
 {
     exo_call_t *c = check_call(L);
+    exo_call_require(L, "system.read");
     const char *path = luaL_checkstring(L, 1);
     uv_fs_t *req = calloc(1, sizeof(*req));
-    if (req == NULL)
-        return luaL_error(L, "out of memory");
+    if (req == NULL) return luaL_error(L, "out of memory");
     req->data = c;
     int rc = uv_fs_statfs(exo_lvm_runtime(L)->loop, req, path, on_statfs);
     if (rc < 0) {
@@ -392,14 +387,12 @@ static void spawn_finish(spawn_op_t *op)
 static void on_spawn_handle_closed(uv_handle_t *h)
 {
     spawn_op_t *op = h->data;
-    if (--op->open_handles == 0)
-        spawn_finish(op);
+    if (--op->open_handles == 0) spawn_finish(op);
 }
 
 static void spawn_close(spawn_op_t *op, uv_handle_t *h)
 {
-    if (!uv_is_closing(h))
-        uv_close(h, on_spawn_handle_closed);
+    if (!uv_is_closing(h)) uv_close(h, on_spawn_handle_closed);
 }
 
 static void on_spawn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -420,8 +413,7 @@ static void on_spawn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     /* Past the cap, output is read and dropped so the child never blocks on a full pipe. */
     size_t room = op->max_output > op->lens[i] ? op->max_output - op->lens[i] : 0;
     size_t take = (size_t)n < room ? (size_t)n : room;
-    if (take < (size_t)n)
-        op->truncated = 1;
+    if (take < (size_t)n) op->truncated = 1;
     if (take > 0) {
         char *p = realloc(op->bufs[i], op->lens[i] + take);
         if (p == NULL) {
@@ -461,15 +453,13 @@ static void on_spawn_written(uv_write_t *w, int status)
 static int resolve_program(const char *name, char *out, size_t outlen)
 {
     if (strchr(name, '/')) {
-        if (access(name, X_OK) != 0)
-            return -errno;
+        if (access(name, X_OK) != 0) return -errno;
         snprintf(out, outlen, "%s", name);
         return 0;
     }
     for (size_t i = 0; i < sizeof(exo_path) / sizeof(exo_path[0]); i++) {
         snprintf(out, outlen, "%s/%s", exo_path[i], name);
-        if (access(out, X_OK) == 0)
-            return 0;
+        if (access(out, X_OK) == 0) return 0;
     }
     return -ENOENT;
 }
@@ -477,6 +467,7 @@ static int resolve_program(const char *name, char *out, size_t outlen)
 static int l_spawn(lua_State *L)
 {
     exo_call_t *c = check_call(L);
+    exo_call_require(L, "process.run");
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_Integer argc = luaL_len(L, 1);
     luaL_argcheck(L, argc >= 1 && argc < EXO_SPAWN_MAX_ARGS, 1, "needs 1 to 255 strings");
@@ -514,8 +505,7 @@ static int l_spawn(lua_State *L)
         return 2;
     }
     spawn_op_t *op = calloc(1, sizeof(*op));
-    if (op == NULL)
-        return luaL_error(L, "out of memory");
+    if (op == NULL) return luaL_error(L, "out of memory");
     uv_loop_t *loop = exo_lvm_runtime(L)->loop;
     op->call = c;
     op->max_output = (size_t)max_output;
@@ -535,8 +525,8 @@ static int l_spawn(lua_State *L)
     op->out.data = op->err.data = op->in.data = op->timer.data = op->proc.data = op;
     op->wreq.data = op;
 
-    char *env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                   "LC_ALL=C", NULL};
+    char *env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C",
+                   NULL};
     uv_stdio_container_t stdio[3];
     stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
     stdio[0].data.stream = (uv_stream_t *)&op->in;
@@ -581,13 +571,31 @@ static int l_spawn(lua_State *L)
     return lua_yield(L, 0);
 }
 
+/* Grants the running call its method's capabilities; the host calls it once per call before
+ * the handler runs. Method code cannot reach it: exo.core is not in the sandbox. */
+static int l_set_capabilities(lua_State *L)
+{
+    exo_call_t *c = exo_call_of(L);
+    if (c == NULL) return luaL_error(L, "set_capabilities is only for a running call");
+    return exo_call_set_capabilities(L, c);
+}
+
 static int luaopen_exo_core(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"log", l_log},       {"now_ms", l_now_ms},           {"time", l_time},
-        {"sleep", l_sleep},   {"read_file", l_read_file},     {"statfs", l_statfs},
-        {"spawn", l_spawn},   {"cpu_percent", l_cpu_percent}, {"hostname", l_hostname},
-        {"info", l_info},     {"list_dir", l_list_dir},       {NULL, NULL},
+        {"log", l_log},
+        {"now_ms", l_now_ms},
+        {"time", l_time},
+        {"sleep", l_sleep},
+        {"read_file", l_read_file},
+        {"statfs", l_statfs},
+        {"spawn", l_spawn},
+        {"cpu_percent", l_cpu_percent},
+        {"hostname", l_hostname},
+        {"info", l_info},
+        {"list_dir", l_list_dir},
+        {"set_capabilities", l_set_capabilities},
+        {NULL, NULL},
     };
     luaL_newlib(L, fns);
     return 1;

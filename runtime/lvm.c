@@ -12,22 +12,31 @@
 #include "json.h"
 #include "log.h"
 
-/* How often (in VM instructions) a running call checks its deadline. Small enough that a
- * runaway loop is stopped within about a millisecond past its deadline, large enough that the
- * check costs nothing measurable. */
-#define EXO_HOOK_INSTRUCTIONS 10000
+/* How often (in VM instructions) the hook of a running call counts its budget and checks
+ * the clock: a few microseconds of Lua, so preemption and deadlines are precise, while the
+ * check itself stays well under one percent of the work. */
+#define EXO_HOOK_INSTRUCTIONS 1000
 
 struct exo_lvm_s {
     lua_State *L;
+    size_t mem;   /* bytes the allocator has handed out */
+    size_t limit; /* the VM's memory ceiling */
     int refs;
     int call_ref;  /* host.call */
+    int host_ref;  /* the host table */
     char *openrpc; /* encoded once at load */
     size_t openrpc_len;
     int loaded, skipped;
     const exo_runtime_info_t *rt;
 };
 
-enum { CALL_RUNNING, CALL_WAITING, CALL_ENDED, CALL_CANCELLED };
+enum { CALL_RUNNING, CALL_WAITING, CALL_PREEMPTED, CALL_ENDED, CALL_CANCELLED };
+
+/* Why the runtime stopped a call from outside Lua; the answer is made in C. */
+enum { KILL_NONE, KILL_DEADLINE, KILL_MEMORY, KILL_INSTRUCTIONS };
+
+/* Capabilities a method may be granted; bindings check them (see exo_call_require). */
+static const char *const cap_names[] = {"system.read", "process.run"};
 
 struct exo_call_s {
     exo_lvm_t *vm;
@@ -36,9 +45,15 @@ struct exo_call_s {
     int state;
     int refs; /* the owner, each operation in flight, and the deadline timer until closed */
     int in_start;
-    int timed_out;
+    int killed; /* KILL_*: stopped by a limit; never resumed */
     int failed; /* the coroutine raised: the outcome is an internal error */
+    int caps_set;
+    uint32_t caps; /* bit i: cap_names[i] granted */
+    int64_t mem;   /* bytes this call has added to the VM while it ran */
+    uint64_t instructions;
     uint64_t deadline_ns;
+    uint64_t slice_start;          /* uv_hrtime() when the current resume began */
+    exo_call_t *rq_prev, *rq_next; /* the run queue of preempted calls */
     uv_timer_t timer;
     exo_call_cb cb;
     void *data;
@@ -48,6 +63,14 @@ struct exo_call_s {
 
 static int calls_in_flight_;
 static const char registry_rt_key = 'r';
+/* The call whose coroutine (or a coroutine it resumed) is running now. The loop has one
+ * thread, so at most one call runs at a time; bindings find their call here, which also
+ * works inside coroutines that method code creates. */
+static exo_call_t *current_;
+/* Preempted calls wait here for the next loop iteration, oldest first. */
+static exo_call_t *rq_head_, *rq_tail_;
+static uv_idle_t rq_idle_;
+static int rq_idle_ready_;
 
 int exo_calls_in_flight(void)
 {
@@ -62,10 +85,8 @@ static int l_embedded_loader(lua_State *L)
     char chunk[128];
     snprintf(chunk, sizeof(chunk), "@%s.lua", m->name);
     for (char *p = chunk + 1; *p; p++)
-        if (*p == '.' && strcmp(p, ".lua") != 0)
-            *p = '/';
-    if (luaL_loadbufferx(L, m->source, m->len, chunk, "t") != LUA_OK)
-        return lua_error(L);
+        if (*p == '.' && strcmp(p, ".lua") != 0) *p = '/';
+    if (luaL_loadbufferx(L, m->source, m->len, chunk, "t") != LUA_OK) return lua_error(L);
     lua_pushstring(L, m->name);
     lua_call(L, 1, 1);
     return 1;
@@ -86,8 +107,7 @@ static void preload_embedded(lua_State *L)
 /* Runs fn with nargs arguments in protected mode; on error copies the message to err. */
 static int pcall_msg(lua_State *L, int nargs, int nres, char *err, size_t errlen)
 {
-    if (lua_pcall(L, nargs, nres, 0) == LUA_OK)
-        return 0;
+    if (lua_pcall(L, nargs, nres, 0) == LUA_OK) return 0;
     const char *msg = lua_tostring(L, -1);
     snprintf(err, errlen, "%s", msg ? msg : "(error object is not a string)");
     lua_pop(L, 1);
@@ -109,15 +129,25 @@ static int load_host(exo_lvm_t *vm, char *err, size_t errlen)
     lua_State *L = vm->L;
     lua_getglobal(L, "require");
     lua_pushliteral(L, "sandbox.host");
-    if (pcall_msg(L, 1, 1, err, errlen) < 0)
-        return -EINVAL;
+    if (pcall_msg(L, 1, 1, err, errlen) < 0) return -EINVAL;
     /* stack: host */
     lua_getfield(L, -1, "init");
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 6);
     lua_pushboolean(L, vm->rt->dev);
     lua_setfield(L, -2, "dev");
-    push_string_list(L, &vm->rt->config->method_dirs);
+    const exo_config_t *cfg = vm->rt->config;
+    push_string_list(L, &cfg->method_dirs);
     lua_setfield(L, -2, "method_dirs");
+    lua_createtable(L, 1, 0);
+    if (cfg->operator_dir && cfg->operator_dir[0]) {
+        lua_pushstring(L, cfg->operator_dir);
+        lua_rawseti(L, -2, 1);
+    }
+    lua_setfield(L, -2, "operator_dirs");
+    lua_pushboolean(L, cfg->allow_override);
+    lua_setfield(L, -2, "allow_override");
+    push_string_list(L, &cfg->operator_capabilities);
+    lua_setfield(L, -2, "operator_capabilities");
     if (pcall_msg(L, 1, 1, err, errlen) < 0) {
         lua_pop(L, 1);
         return -EINVAL;
@@ -156,8 +186,46 @@ static int load_host(exo_lvm_t *vm, char *err, size_t errlen)
         return -EINVAL;
     }
     vm->call_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 1);
+    vm->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
+}
+
+/* The VM's allocator. While a call runs, growth past the call's budget or the VM's ceiling
+ * is refused: Lua raises a memory error in that call, and the call is marked to be stopped
+ * at its next instructions even if the method catches the error. Outside calls (loading,
+ * decoding requests, pushing results) nothing is refused, so the runtime's own work never
+ * meets an error it cannot handle. */
+static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    exo_lvm_t *vm = ud;
+    size_t old = ptr ? osize : 0;
+    exo_call_t *c = current_ && current_->vm == vm ? current_ : NULL;
+    if (nsize == 0) {
+        free(ptr);
+        vm->mem -= old;
+        if (c) c->mem -= (int64_t)old;
+        return NULL;
+    }
+    if (c && nsize > old) {
+        size_t grow = nsize - old;
+        if (vm->mem + grow > vm->limit ||
+            c->mem + (int64_t)grow > (int64_t)vm->rt->config->call_memory_limit) {
+            if (!c->killed) c->killed = KILL_MEMORY;
+            return NULL;
+        }
+    }
+    void *p = realloc(ptr, nsize);
+    if (p == NULL) return NULL;
+    vm->mem += nsize - old;
+    if (c) c->mem += (int64_t)nsize - (int64_t)old;
+    return p;
+}
+
+static int vm_panic(lua_State *L)
+{
+    const char *msg = lua_tostring(L, -1);
+    exo_error("unprotected Lua error: %s", msg ? msg : "(not a string)");
+    abort();
 }
 
 int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t errlen)
@@ -170,15 +238,15 @@ int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t
     vm->rt = rt;
     vm->refs = 1;
     vm->call_ref = LUA_NOREF;
-    vm->L = luaL_newstate();
+    vm->limit = rt->config->memory_limit;
+    vm->L = lua_newstate(vm_alloc, vm);
     if (vm->L == NULL) {
         free(vm);
         snprintf(err, errlen, "cannot create a Lua state");
         return -ENOMEM;
     }
     lua_State *L = vm->L;
-    /* The main thread's extra space stays NULL: it marks code that runs outside any call. */
-    memset(lua_getextraspace(L), 0, LUA_EXTRASPACE);
+    lua_atpanic(L, vm_panic);
     lua_pushlightuserdata(L, (void *)(uintptr_t)rt);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &registry_rt_key);
     luaL_openlibs(L);
@@ -195,6 +263,72 @@ int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t
     return 0;
 }
 
+int exo_lvm_check_files(const exo_runtime_info_t *rt, char **files, int n, FILE *out)
+{
+    exo_config_t none;
+    char err[1024];
+    exo_lvm_t *vm;
+    /* The files are checked in a VM that loads nothing else, so that a clash with an
+     * installed method does not hide the file's own mistakes. */
+    none = *rt->config;
+    none.method_dirs.n = 0;
+    none.operator_dir = NULL;
+    exo_runtime_info_t quiet = *rt;
+    quiet.config = &none;
+    if (exo_lvm_new(&quiet, &vm, err, sizeof(err)) < 0) {
+        fprintf(out, "cannot start the checker: %s\n", err);
+        return -EINVAL;
+    }
+    lua_State *L = vm->L;
+    int failed = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->host_ref);
+    lua_getfield(L, -1, "check_files");
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, files[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    if (pcall_msg(L, 1, 1, err, sizeof(err)) < 0) {
+        fprintf(out, "check failed: %s\n", err);
+        failed = -EINVAL;
+        goto out;
+    }
+    /* stack: host, results */
+    for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
+        lua_rawgeti(L, -1, i);
+        lua_getfield(L, -1, "file");
+        lua_getfield(L, -2, "ok");
+        const char *file = lua_tostring(L, -2);
+        if (lua_toboolean(L, -1)) {
+            lua_getfield(L, -3, "methods");
+            fprintf(out, "%s: ok", file ? file : "?");
+            for (lua_Integer k = 1; lua_istable(L, -1) && k <= (lua_Integer)lua_rawlen(L, -1);
+                 k++) {
+                lua_rawgeti(L, -1, k);
+                fprintf(out, "%s%s", k == 1 ? " (" : ", ", lua_tostring(L, -1));
+                lua_pop(L, 1);
+            }
+            fprintf(out, "%s\n", lua_istable(L, -1) && lua_rawlen(L, -1) ? ")" : "");
+            lua_pop(L, 1);
+        } else {
+            failed++;
+            lua_getfield(L, -3, "errors");
+            for (lua_Integer k = 1; lua_istable(L, -1) && k <= (lua_Integer)lua_rawlen(L, -1);
+                 k++) {
+                lua_rawgeti(L, -1, k);
+                fprintf(out, "%s\n", lua_tostring(L, -1));
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 3);
+    }
+out:
+    lua_settop(L, 0);
+    exo_lvm_release(vm);
+    return failed;
+}
+
 void exo_lvm_retain(exo_lvm_t *vm)
 {
     vm->refs++;
@@ -202,8 +336,7 @@ void exo_lvm_retain(exo_lvm_t *vm)
 
 void exo_lvm_release(exo_lvm_t *vm)
 {
-    if (--vm->refs > 0)
-        return;
+    if (--vm->refs > 0) return;
     lua_close(vm->L);
     free(vm->openrpc);
     free(vm);
@@ -236,9 +369,8 @@ const exo_runtime_info_t *exo_lvm_runtime(lua_State *L)
 
 exo_call_t *exo_call_of(lua_State *L)
 {
-    exo_call_t *c;
-    memcpy(&c, lua_getextraspace(L), sizeof(c));
-    return c;
+    (void)L;
+    return current_;
 }
 
 lua_State *exo_call_thread(const exo_call_t *call)
@@ -251,10 +383,41 @@ int exo_call_waiting(const exo_call_t *call)
     return call->state == CALL_WAITING;
 }
 
+int exo_call_set_capabilities(lua_State *L, exo_call_t *c)
+{
+    /* stack: ..., names (at index 1) */
+    if (c->caps_set) return luaL_error(L, "capabilities are set once per call");
+    luaL_checktype(L, 1, LUA_TTABLE);
+    uint32_t caps = 0;
+    lua_Integer n = luaL_len(L, 1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        const char *name = lua_tostring(L, -1);
+        size_t k = 0;
+        while (name && k < sizeof(cap_names) / sizeof(cap_names[0]) && strcmp(name, cap_names[k]))
+            k++;
+        if (name == NULL || k == sizeof(cap_names) / sizeof(cap_names[0]))
+            return luaL_error(L, "unknown capability '%s'", name ? name : "?");
+        caps |= 1u << k;
+        lua_pop(L, 1);
+    }
+    c->caps = caps;
+    c->caps_set = 1;
+    return 0;
+}
+
+void exo_call_require(lua_State *L, const char *capability)
+{
+    exo_call_t *c = current_;
+    if (c == NULL) return; /* host code outside any call (loading) is trusted */
+    for (size_t k = 0; k < sizeof(cap_names) / sizeof(cap_names[0]); k++)
+        if (strcmp(capability, cap_names[k]) == 0 && (c->caps & (1u << k))) return;
+    luaL_error(L, "capability '%s' is not granted to this method", capability);
+}
+
 static void call_unref(exo_call_t *c)
 {
-    if (--c->refs > 0)
-        return;
+    if (--c->refs > 0) return;
     exo_lvm_release(c->vm);
     free(c);
 }
@@ -264,10 +427,73 @@ static void on_timer_closed(uv_handle_t *h)
     call_unref(h->data);
 }
 
-/* Ends the call: drops the coroutine anchor unless the outcome is still to be read, stops
- * the deadline timer, and leaves the in-flight count. */
+/* ---- the run queue of preempted calls ----------------------------------------------------- */
+
+static void rq_remove(exo_call_t *c)
+{
+    if (c->rq_prev)
+        c->rq_prev->rq_next = c->rq_next;
+    else
+        rq_head_ = c->rq_next;
+    if (c->rq_next)
+        c->rq_next->rq_prev = c->rq_prev;
+    else
+        rq_tail_ = c->rq_prev;
+    c->rq_prev = c->rq_next = NULL;
+    if (rq_head_ == NULL && rq_idle_ready_) uv_idle_stop(&rq_idle_);
+}
+
+static void call_step(exo_call_t *c, int nargs);
+
+/* Each loop iteration resumes every call that was preempted before it began, once, so
+ * I/O and new requests are served between the slices of CPU-bound calls. */
+static void on_rq_idle(uv_idle_t *h)
+{
+    exo_call_t *last = rq_tail_;
+    int done = 0;
+    while (rq_head_ && !done) {
+        exo_call_t *c = rq_head_;
+        done = c == last;
+        rq_remove(c);
+        call_step(c, 0);
+        call_unref(c); /* the queue's reference */
+    }
+}
+
+static void rq_push(exo_call_t *c)
+{
+    if (!rq_idle_ready_) {
+        uv_idle_init(c->vm->rt->loop, &rq_idle_);
+        rq_idle_ready_ = 1;
+    }
+    c->refs++;
+    c->rq_prev = rq_tail_;
+    c->rq_next = NULL;
+    if (rq_tail_)
+        rq_tail_->rq_next = c;
+    else
+        rq_head_ = c;
+    rq_tail_ = c;
+    uv_idle_start(&rq_idle_, on_rq_idle);
+}
+
+void exo_calls_shutdown(void)
+{
+    if (rq_idle_ready_ && !uv_is_closing((uv_handle_t *)&rq_idle_))
+        uv_close((uv_handle_t *)&rq_idle_, NULL);
+    rq_idle_ready_ = 0;
+}
+
+/* ---- call lifecycle ---------------------------------------------------------------------- */
+
+/* Ends the call: drops the coroutine anchor if nobody will read the outcome, stops the
+ * deadline timer, leaves the run queue and the in-flight count. */
 static void call_end(exo_call_t *c, int state)
 {
+    if (c->state == CALL_PREEMPTED) {
+        rq_remove(c);
+        call_unref(c);
+    }
     c->state = state;
     calls_in_flight_--;
     if (!uv_is_closing((uv_handle_t *)&c->timer))
@@ -278,59 +504,102 @@ static void call_end(exo_call_t *c, int state)
     }
 }
 
-/* The count hook: past the deadline, every further count raises, so a method that catches
- * the error with pcall is stopped again at its next instructions. */
-static void deadline_hook(lua_State *L, lua_Debug *ar)
+static const char *kill_reason(int killed)
 {
-    exo_call_t *c = exo_call_of(L);
-    if (c == NULL || c->deadline_ns == 0)
-        return;
-    if (uv_hrtime() >= c->deadline_ns) {
-        c->timed_out = 1;
-        luaL_error(L, "deadline exceeded");
+    return killed == KILL_DEADLINE ? "deadline exceeded"
+           : killed == KILL_MEMORY ? "memory limit of the call exceeded"
+                                   : "instruction limit of the call exceeded";
+}
+
+/* The count hook of every coroutine of a call. It counts the call's instruction budget,
+ * checks its deadline, and preempts it when its slice is used up. A call stopped by a limit
+ * yields from here: a yield leaves every pcall of the method behind at once, where an error
+ * would be caught by a pcall around a loop over and over, and call_step then ends the call
+ * without resuming it. Where a C function that cannot yield is on the stack (a table.sort
+ * comparator), the hook raises instead and fires at every instruction from then on, so the
+ * method is stopped as soon as it is back in code that can yield. */
+static void call_hook(lua_State *L, lua_Debug *ar)
+{
+    exo_call_t *c = current_;
+    if (c == NULL) return;
+    if (!c->killed) {
+        const exo_config_t *cfg = c->vm->rt->config;
+        uint64_t now = uv_hrtime();
+        c->instructions += EXO_HOOK_INSTRUCTIONS;
+        if (c->instructions > cfg->call_instruction_limit) {
+            c->killed = KILL_INSTRUCTIONS;
+        } else if (c->deadline_ns && now >= c->deadline_ns) {
+            c->killed = KILL_DEADLINE;
+        } else if (now - c->slice_start >= (uint64_t)cfg->preempt_slice_ms * 1000000u) {
+            if (lua_isyieldable(L)) {
+                c->state = CALL_PREEMPTED;
+                lua_yield(L, 0); /* in a hook, lua_yield returns; the yield happens on return */
+            }
+            return;
+        } else {
+            return;
+        }
     }
+    if (lua_isyieldable(L)) {
+        lua_yield(L, 0);
+        return;
+    }
+    lua_sethook(L, call_hook, LUA_MASKCOUNT, 1);
+    luaL_error(L, "%s", kill_reason(c->killed));
+}
+
+static void call_finished(exo_call_t *c)
+{
+    call_end(c, CALL_ENDED);
+    if (!c->in_start && c->cb) c->cb(c, c->data);
 }
 
 static void call_step(exo_call_t *c, int nargs)
 {
     int nres = 0;
+    exo_call_t *outer = current_;
     c->state = CALL_RUNNING;
+    c->slice_start = uv_hrtime();
+    current_ = c;
     int st = lua_resume(c->co, NULL, nargs, &nres);
-    if (st == LUA_YIELD && c->state == CALL_WAITING) {
+    current_ = outer;
+    if (st == LUA_YIELD && !c->killed && c->state == CALL_WAITING) {
         lua_pop(c->co, nres);
         return;
     }
-    if (st == LUA_YIELD) {
-        /* A yield that no binding asked for (coroutine.yield at the top of a handler) would
-         * leave the call suspended forever; it is a method bug. */
+    if (st == LUA_YIELD && !c->killed && c->state == CALL_PREEMPTED) {
+        lua_pop(c->co, nres);
+        rq_push(c);
+        return;
+    }
+    if (c->killed) {
+        exo_warn("method %s stopped (request %s): %s", c->method, c->request_id,
+                 kill_reason(c->killed));
+    } else if (st == LUA_YIELD) {
+        /* A yield that no binding asked for would leave the call suspended forever. */
         exo_error("method %s yielded outside a binding (request %s)", c->method, c->request_id);
         c->failed = 1;
     } else if (st != LUA_OK) {
         const char *msg = lua_tostring(c->co, -1);
-        if (!c->timed_out)
-            exo_error("method %s failed (request %s): %s", c->method, c->request_id,
-                      msg ? msg : "(error object)");
+        exo_error("method %s failed (request %s): %.500s", c->method, c->request_id,
+                  msg ? msg : "(error object)");
         c->failed = 1;
     } else if (nres < 2) {
         c->failed = 1;
     }
-    call_end(c, CALL_ENDED);
-    if (!c->in_start && c->cb)
-        c->cb(c, c->data);
+    call_finished(c);
 }
 
 static void on_deadline(uv_timer_t *t)
 {
     exo_call_t *c = t->data;
-    if (c->state != CALL_WAITING)
-        return;
-    /* The call is waiting on an operation: it ends now with a timeout; the operation's
-     * callback will find it cancelled. */
-    c->timed_out = 1;
-    exo_warn("method %s timed out (request %s)", c->method, c->request_id);
-    call_end(c, CALL_ENDED);
-    if (c->cb)
-        c->cb(c, c->data);
+    if (c->state != CALL_WAITING && c->state != CALL_PREEMPTED) return;
+    /* The call waits on an operation or for its next slice: it ends now; an operation's
+     * callback will find it no longer waiting. */
+    c->killed = KILL_DEADLINE;
+    exo_warn("method %s stopped (request %s): %s", c->method, c->request_id,
+             kill_reason(c->killed));
+    call_finished(c);
 }
 
 int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_call_info_t *info,
@@ -356,7 +625,6 @@ int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_c
     /* stack: params */
     c->co = lua_newthread(L);
     c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    memcpy(lua_getextraspace(c->co), &c, sizeof(c));
     lua_rawgeti(c->co, LUA_REGISTRYINDEX, vm->call_ref);
     lua_pushlstring(c->co, name, name_len);
     lua_xmove(L, c->co, 1);
@@ -376,8 +644,8 @@ int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_c
     if (info->timeout_ms > 0) {
         c->deadline_ns = uv_hrtime() + (uint64_t)info->timeout_ms * 1000000u;
         uv_timer_start(&c->timer, on_deadline, info->timeout_ms, 0);
-        lua_sethook(c->co, deadline_hook, LUA_MASKCOUNT, EXO_HOOK_INSTRUCTIONS);
     }
+    lua_sethook(c->co, call_hook, LUA_MASKCOUNT, EXO_HOOK_INSTRUCTIONS);
     *out = c;
     c->in_start = 1;
     call_step(c, 3);
@@ -404,7 +672,7 @@ void exo_call_abandon(exo_call_t *call)
 
 void exo_call_cancel(exo_call_t *call)
 {
-    if (call->state == CALL_WAITING)
+    if (call->state == CALL_WAITING || call->state == CALL_PREEMPTED)
         call_end(call, CALL_CANCELLED);
     call->cb = NULL;
 }
@@ -428,10 +696,17 @@ static int write_error(exo_buf_t *out, int code, const char *message, const char
 
 int exo_call_write_outcome(exo_call_t *c, exo_buf_t *out)
 {
-    char data[128];
-    snprintf(data, sizeof(data), "{\"request_id\":\"%s\"}", c->request_id);
-    if (c->timed_out)
+    char data[160];
+    if (c->killed == KILL_DEADLINE) {
+        snprintf(data, sizeof(data), "{\"request_id\":\"%s\"}", c->request_id);
         return write_error(out, -32004, "Timeout", data);
+    }
+    if (c->killed) {
+        snprintf(data, sizeof(data), "{\"limit\":\"%s\",\"request_id\":\"%s\"}",
+                 c->killed == KILL_MEMORY ? "memory" : "instructions", c->request_id);
+        return write_error(out, -32007, "LimitExceeded", data);
+    }
+    snprintf(data, sizeof(data), "{\"request_id\":\"%s\"}", c->request_id);
     if (c->failed || c->co_ref == LUA_NOREF)
         return write_error(out, -32603, "Internal error", data);
 
@@ -440,23 +715,14 @@ int exo_call_write_outcome(exo_call_t *c, exo_buf_t *out)
     int ok = lua_toboolean(co, -2);
     size_t mark = out->len;
     exo_json_err_t jerr;
-    int rc;
-    if (ok) {
-        rc = exo_buf_appends(out, "\"result\":");
-        if (rc == 0 && (rc = exo_json_encode(co, -1, out, &jerr)) < 0)
-            exo_error("method %s returned a result that is not JSON (request %s): %s", c->method,
-                      c->request_id, jerr.msg);
-    } else {
-        rc = exo_buf_appends(out, "\"error\":");
-        if (rc == 0 && (rc = exo_json_encode(co, -1, out, &jerr)) < 0)
-            exo_error("method %s raised an error that is not JSON (request %s): %s", c->method,
-                      c->request_id, jerr.msg);
-    }
+    int rc = exo_buf_appends(out, ok ? "\"result\":" : "\"error\":");
+    if (rc == 0 && (rc = exo_json_encode(co, -1, out, &jerr)) < 0)
+        exo_error("method %s returned %s that is not JSON (request %s): %s", c->method,
+                  ok ? "a result" : "an error", c->request_id, jerr.msg);
     if (rc == -EINVAL) {
         out->len = mark;
         return write_error(out, -32603, "Internal error", data);
     }
-    if (rc < 0)
-        out->len = mark;
+    if (rc < 0) out->len = mark;
     return rc;
 }

@@ -1,8 +1,8 @@
 /* The Lua VM that runs methods, and the calls that run in it.
  *
- * One VM is a Lua state holding the host (the Lua files of sandbox/, compiled in) and the methods loaded
- * from the configured directories. Each JSON-RPC call runs host.call(name, params, ctx) in its
- * own coroutine. A binding that waits starts a libuv operation and yields; the operation's
+ * One VM is a Lua state holding the host (the Lua files of sandbox/, compiled in) and the methods
+ * loaded from the configured directories. Each JSON-RPC call runs host.call(name, params, ctx) in
+ * its own coroutine. A binding that waits starts a libuv operation and yields; the operation's
  * callback resumes the coroutine. A reload builds a new VM; calls in flight finish on the VM
  * they started on, which is freed when its last call ends. */
 #ifndef EXO_LVM_H
@@ -10,6 +10,7 @@
 
 #include <lua.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "buf.h"
@@ -38,6 +39,10 @@ void exo_lvm_release(exo_lvm_t *vm);
 const char *exo_lvm_openrpc(const exo_lvm_t *vm, size_t *len);
 /* The VM's main state: JSON request bodies are decoded here. */
 lua_State *exo_lvm_state(const exo_lvm_t *vm);
+/* Checks method files (host.check_files) in a VM that loads nothing else, printing one line
+ * per file that passes and each error of those that do not. Returns how many failed, or a
+ * negative errno if the checker itself could not run. */
+int exo_lvm_check_files(const exo_runtime_info_t *rt, char **files, int n, FILE *out);
 /* Number of method files loaded and skipped, for the start-up log. */
 void exo_lvm_counts(const exo_lvm_t *vm, int *loaded, int *skipped);
 
@@ -81,6 +86,13 @@ lua_State *exo_call_thread(const exo_call_t *call);
 void exo_call_resume(exo_call_t *call, int nargs);
 void exo_call_abandon(exo_call_t *call);
 const exo_runtime_info_t *exo_lvm_runtime(lua_State *L);
+/* Raises a Lua error unless the running call was granted `capability` (host code outside
+ * any call is trusted). Privileged bindings call it before acting. */
+void exo_call_require(lua_State *L, const char *capability);
+/* core.set_capabilities: grants the running call the names in the table at index 1, once. */
+int exo_call_set_capabilities(lua_State *L, exo_call_t *call);
+/* Closes the run queue's handle (at shutdown, after the last call). */
+void exo_calls_shutdown(void);
 
 /* Registers the native modules "exo.core" (l_core.c) and "exo.json" (l_json.c). */
 void exo_core_preload(lua_State *L);

@@ -28,6 +28,7 @@ static const char usage_main[] =
     "  serve     run the agent\n"
     "  call      call a method over the local Unix socket\n"
     "  openrpc   print the OpenRPC document of the installed methods\n"
+    "  check     check method files before installing them\n"
     "  version   print the version\n"
     "\n"
     "Run 'exosphere-guest-agent COMMAND --help' for a command's options.\n";
@@ -39,8 +40,7 @@ static const char usage_serve[] =
     "Runs the agent in the foreground until SIGTERM or SIGINT (which drain calls in flight)\n"
     "SIGHUP reloads the methods.\n"
     "\n"
-    "  --config FILE    configuration file (default " EXO_DEFAULT_CONFIG
-    ",\n"
+    "  --config FILE    configuration file (default " EXO_DEFAULT_CONFIG ",\n"
     "                   used when it exists)\n"
     "  --dev            development mode: plain HTTP on " DEV_LISTEN " only, no TLS,\n"
     "                   tracebacks in error data, results checked against their schemas\n"
@@ -64,11 +64,18 @@ static const char usage_openrpc[] =
     "\n"
     "Prints the OpenRPC document of the methods the agent would load.\n";
 
+static const char usage_check[] =
+    "Usage: exosphere-guest-agent check FILE...\n"
+    "\n"
+    "Checks method files as the agent would load them: Lua syntax, the declaration, the\n"
+    "schemas, and every example against the method's schemas. Prints one line per good file\n"
+    "and file:line: message for each problem. Exit status: 0 all good, 1 a file has problems,\n"
+    "2 usage error.\n";
+
 static int want_help(int argc, char **argv)
 {
     for (int i = 0; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-            return 1;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return 1;
     return 0;
 }
 
@@ -124,8 +131,7 @@ static int load_config(exo_config_t *cfg, const opts_t *o)
         return -1;
     }
     const char *path = o->config;
-    if (path == NULL && access(EXO_DEFAULT_CONFIG, F_OK) == 0)
-        path = EXO_DEFAULT_CONFIG;
+    if (path == NULL && access(EXO_DEFAULT_CONFIG, F_OK) == 0) path = EXO_DEFAULT_CONFIG;
     if (path && exo_config_load(cfg, path, err, sizeof(err)) < 0) {
         fprintf(stderr, "exosphere-guest-agent: %s\n", err);
         return -1;
@@ -135,10 +141,10 @@ static int load_config(exo_config_t *cfg, const opts_t *o)
     if (o->dev) {
         /* Development mode never faces the network: loopback, plain HTTP. */
         const char *listen[] = {DEV_LISTEN};
-        if (exo_config_set_list(&cfg->listen, listen, 1) < 0)
-            return -1;
+        if (exo_config_set_list(&cfg->listen, listen, 1) < 0) return -1;
         cfg->tls = 0;
-        if (cfg->unix_socket && strcmp(cfg->unix_socket, "/run/exosphere-guest-agent/agent.sock") == 0 &&
+        if (cfg->unix_socket &&
+            strcmp(cfg->unix_socket, "/run/exosphere-guest-agent/agent.sock") == 0 &&
             access("/run/exosphere-guest-agent", W_OK) != 0)
             exo_config_set_string(&cfg->unix_socket, "");
     }
@@ -157,8 +163,7 @@ static int cmd_serve(int argc, char **argv)
     }
     opts_t o = {0};
     if (parse_opts(argc, argv, &o, usage_serve) < 0 || o.n_args > 0) {
-        if (o.n_args > 0)
-            fprintf(stderr, "exosphere-guest-agent: serve takes no arguments\n");
+        if (o.n_args > 0) fprintf(stderr, "exosphere-guest-agent: serve takes no arguments\n");
         return 2;
     }
     exo_config_t cfg;
@@ -195,12 +200,10 @@ static int cmd_serve(int argc, char **argv)
 static int unix_post(const char *path, const char *body, size_t len, exo_buf_t *resp)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path))
-        return -ENAMETOOLONG;
+    if (strlen(path) >= sizeof(sa.sun_path)) return -ENAMETOOLONG;
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) return -errno;
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         int e = errno;
         close(fd);
@@ -215,8 +218,7 @@ static int unix_post(const char *path, const char *body, size_t len, exo_buf_t *
     size_t off = 0;
     while (off < req.len) {
         ssize_t n = write(fd, req.data + off, req.len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
+        if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             int e = errno;
             exo_buf_free(&req);
@@ -229,10 +231,8 @@ static int unix_post(const char *path, const char *body, size_t len, exo_buf_t *
     char buf[65536];
     for (;;) {
         ssize_t n = read(fd, buf, sizeof(buf));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
         if (exo_buf_append(resp, buf, (size_t)n) < 0) {
             close(fd);
             return -ENOMEM;
@@ -249,8 +249,7 @@ static int cmd_call(int argc, char **argv)
         return 0;
     }
     opts_t o = {0};
-    if (parse_opts(argc, argv, &o, usage_call) < 0)
-        return 2;
+    if (parse_opts(argc, argv, &o, usage_call) < 0) return 2;
     if (o.n_args < 1 || o.n_args > 2) {
         fprintf(stderr, "exosphere-guest-agent: call needs METHOD and optional PARAMS_JSON\n\n%s",
                 usage_call);
@@ -338,8 +337,7 @@ static int cmd_openrpc(int argc, char **argv)
         return 0;
     }
     opts_t o = {0};
-    if (parse_opts(argc, argv, &o, usage_openrpc) < 0 || o.n_args > 0)
-        return 2;
+    if (parse_opts(argc, argv, &o, usage_openrpc) < 0 || o.n_args > 0) return 2;
     exo_config_t cfg;
     if (load_config(&cfg, &o) < 0) {
         exo_config_free(&cfg);
@@ -366,6 +364,34 @@ static int cmd_openrpc(int argc, char **argv)
     return code;
 }
 
+static int cmd_check(int argc, char **argv)
+{
+    if (want_help(argc, argv)) {
+        fputs(usage_check, stdout);
+        return 0;
+    }
+    if (argc < 1) {
+        fprintf(stderr, "exosphere-guest-agent: check needs at least one FILE\n\n%s", usage_check);
+        return 2;
+    }
+    for (int i = 0; i < argc; i++) {
+        if (argv[i][0] == '-') {
+            fprintf(stderr, "exosphere-guest-agent: unknown option '%s'\n\n%s", argv[i],
+                    usage_check);
+            return 2;
+        }
+    }
+    exo_config_t cfg;
+    if (exo_config_defaults(&cfg) < 0) return 2;
+    exo_log_init(EXO_LOG_ERROR);
+    uv_loop_t *loop = uv_default_loop();
+    exo_runtime_info_t rt = {.loop = loop, .config = &cfg};
+    int failed = exo_lvm_check_files(&rt, argv, argc, stdout);
+    uv_loop_close(loop);
+    exo_config_free(&cfg);
+    return failed == 0 ? 0 : failed > 0 ? 1 : 2;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
@@ -374,12 +400,10 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "serve") == 0)
-        return cmd_serve(argc - 2, argv + 2);
-    if (strcmp(cmd, "call") == 0)
-        return cmd_call(argc - 2, argv + 2);
-    if (strcmp(cmd, "openrpc") == 0)
-        return cmd_openrpc(argc - 2, argv + 2);
+    if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
+    if (strcmp(cmd, "call") == 0) return cmd_call(argc - 2, argv + 2);
+    if (strcmp(cmd, "openrpc") == 0) return cmd_openrpc(argc - 2, argv + 2);
+    if (strcmp(cmd, "check") == 0) return cmd_check(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (want_help(argc - 2, argv + 2)) {
             puts("Usage: exosphere-guest-agent version\n\nPrints the version and the Lua API "

@@ -24,8 +24,7 @@ static int read_proc_stat(unsigned long long *busy, unsigned long long *total)
 {
     char line[512];
     FILE *f = fopen("/proc/stat", "re");
-    if (f == NULL)
-        return -errno;
+    if (f == NULL) return -errno;
     char *ok = fgets(line, sizeof(line), f);
     fclose(f);
     unsigned long long v[10] = {0};
@@ -42,8 +41,7 @@ static int read_proc_stat(unsigned long long *busy, unsigned long long *total)
 static void cpu_sample(void)
 {
     unsigned long long busy, total;
-    if (read_proc_stat(&busy, &total) < 0)
-        return;
+    if (read_proc_stat(&busy, &total) < 0) return;
     cpu_.busy[0] = cpu_.busy[1];
     cpu_.total[0] = cpu_.total[1];
     cpu_.busy[1] = busy;
@@ -54,15 +52,13 @@ static void cpu_sample(void)
 /* The busy share over the latest window; before the second sample, since boot. */
 static int cpu_percent(void)
 {
-    if (cpu_.samples == 0)
-        return -1;
+    if (cpu_.samples == 0) return -1;
     unsigned long long db = cpu_.busy[1], dt = cpu_.total[1];
     if (cpu_.samples > 1) {
         db -= cpu_.busy[0];
         dt -= cpu_.total[0];
     }
-    if (dt == 0)
-        return 0;
+    if (dt == 0) return 0;
     return (int)((db * 100 + dt / 2) / dt);
 }
 
@@ -87,24 +83,19 @@ static int parse_hostport(const char *item, struct sockaddr_storage *ss)
 {
     char host[64];
     const char *colon = strrchr(item, ':');
-    if (colon == NULL)
-        return -EINVAL;
+    if (colon == NULL) return -EINVAL;
     int port = atoi(colon + 1);
     size_t hlen = (size_t)(colon - item);
     if (item[0] == '[' && hlen >= 2 && item[hlen - 1] == ']') {
         item++;
         hlen -= 2;
     }
-    if (hlen >= sizeof(host))
-        return -EINVAL;
+    if (hlen >= sizeof(host)) return -EINVAL;
     memcpy(host, item, hlen);
     host[hlen] = '\0';
-    if (strcmp(host, "localhost") == 0)
-        snprintf(host, sizeof(host), "127.0.0.1");
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-        return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
-        return 0;
+    if (strcmp(host, "localhost") == 0) snprintf(host, sizeof(host), "127.0.0.1");
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0) return 0;
+    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0) return 0;
     return -EINVAL;
 }
 
@@ -120,8 +111,7 @@ static int listen_tcp(exo_server_t *srv, exo_listener_t *l, const char *item, ch
     }
     unsigned flags = ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
     int rc = uv_tcp_bind(&l->h.tcp, (struct sockaddr *)&ss, flags);
-    if (rc == 0)
-        rc = uv_listen(&l->h.stream, 511, on_connection);
+    if (rc == 0) rc = uv_listen(&l->h.stream, 511, on_connection);
     if (rc < 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", item, uv_strerror(rc));
         return rc;
@@ -136,11 +126,9 @@ static int mkdir_parents(const char *path)
     char buf[4096];
     snprintf(buf, sizeof(buf), "%s", path);
     for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
+        if (*p != '/') continue;
         *p = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-            return -errno;
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST) return -errno;
         *p = '/';
     }
     return 0;
@@ -162,10 +150,8 @@ static int listen_unix(exo_server_t *srv, exo_listener_t *l, const char *path, c
         unlink(path);
     }
     int rc = uv_pipe_bind(&l->h.pipe, path);
-    if (rc == 0 && chmod(path, srv->cfg->unix_socket_mode) < 0)
-        rc = -errno;
-    if (rc == 0)
-        rc = uv_listen(&l->h.stream, 128, on_connection);
+    if (rc == 0 && chmod(path, srv->cfg->unix_socket_mode) < 0) rc = -errno;
+    if (rc == 0) rc = uv_listen(&l->h.stream, 128, on_connection);
     if (rc < 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", path, uv_strerror(rc));
         return rc;
@@ -192,28 +178,30 @@ int exo_server_reload(exo_server_t *srv)
     srv->vm = vm;
     int loaded, skipped;
     exo_lvm_counts(vm, &loaded, &skipped);
-    exo_info("reloaded methods: %d loaded, %d skipped, in %.1f ms", loaded, skipped,
+    exo_info("reloaded methods: %d loaded, %d method files skipped, in %.1f ms", loaded, skipped,
              (double)(uv_hrtime() - t0) / 1e6);
     return 0;
 }
 
 static void close_handle(uv_handle_t *h)
 {
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
+    if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
 static void stop_everything(exo_server_t *srv)
 {
     for (size_t i = 0; i < srv->n_listeners; i++)
         close_handle(&srv->listeners[i].h.handle);
-    if (!srv->handles_ready)
-        return;
+    if (!srv->handles_ready) return;
     close_handle((uv_handle_t *)&srv->sig_term);
     close_handle((uv_handle_t *)&srv->sig_int);
     close_handle((uv_handle_t *)&srv->sig_hup);
     close_handle((uv_handle_t *)&srv->cpu_timer);
     close_handle((uv_handle_t *)&srv->drain_timer);
+    close_handle((uv_handle_t *)&srv->watch_timer);
+    for (size_t i = 0; i < srv->n_watches; i++)
+        close_handle((uv_handle_t *)&srv->watches[i]);
+    exo_calls_shutdown();
 }
 
 static void on_drain_tick(uv_timer_t *t)
@@ -232,8 +220,7 @@ static void on_drain_tick(uv_timer_t *t)
 
 static void start_drain(exo_server_t *srv, const char *why)
 {
-    if (srv->draining)
-        return;
+    if (srv->draining) return;
     srv->draining = 1;
     exo_info("%s: draining (up to %u ms for %d calls in flight)", why,
              (unsigned)srv->cfg->drain_timeout_ms, exo_calls_in_flight());
@@ -252,6 +239,40 @@ static void on_signal(uv_signal_t *s, int signum)
         start_drain(srv, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* ---- development mode: reload when a method file changes --------------------------------- */
+
+static void on_watch_timer(uv_timer_t *t)
+{
+    exo_server_reload(t->data);
+}
+
+static void on_method_change(uv_fs_event_t *h, const char *file, int events, int status)
+{
+    exo_server_t *srv = h->data;
+    /* Editors write a file in several steps; one reload after the burst is enough. */
+    uv_timer_start(&srv->watch_timer, on_watch_timer, 150, 0);
+}
+
+static void watch_methods(exo_server_t *srv)
+{
+    const exo_config_t *cfg = srv->cfg;
+    uv_timer_init(srv->loop, &srv->watch_timer);
+    srv->watch_timer.data = srv;
+    const char *dirs[17];
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->method_dirs.n && n < 16; i++)
+        dirs[n++] = cfg->method_dirs.items[i];
+    if (cfg->operator_dir && cfg->operator_dir[0]) dirs[n++] = cfg->operator_dir;
+    for (size_t i = 0; i < n; i++) {
+        uv_fs_event_t *w = &srv->watches[srv->n_watches];
+        uv_fs_event_init(srv->loop, w);
+        w->data = srv;
+        srv->n_watches++;
+        if (uv_fs_event_start(w, on_method_change, dirs[i], 0) == 0)
+            exo_info("watching %s: a change reloads the methods", dirs[i]);
+    }
+}
+
 /* ---- start ------------------------------------------------------------------------------- */
 
 int exo_server_start(exo_server_t *srv, uv_loop_t *loop, exo_config_t *cfg, int dev, char *err,
@@ -262,8 +283,7 @@ int exo_server_start(exo_server_t *srv, uv_loop_t *loop, exo_config_t *cfg, int 
     srv->cfg = cfg;
     srv->dev = dev;
     unsigned char rnd[4];
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-        memset(rnd, 0, sizeof(rnd));
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) memset(rnd, 0, sizeof(rnd));
     snprintf(srv->id_prefix, sizeof(srv->id_prefix), "%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
              rnd[3]);
     srv->rt.loop = loop;
@@ -280,35 +300,30 @@ int exo_server_start(exo_server_t *srv, uv_loop_t *loop, exo_config_t *cfg, int 
             snprintf(err, errlen, "state_dir %s: %s", cfg->state_dir, strerror(errno));
             return -errno;
         }
-        rc = exo_tls_setup(cfg->tls_certificate, cfg->tls_private_key, cfg->state_dir,
-                           &srv->ssl_ctx, srv->tls_fingerprint, sizeof(srv->tls_fingerprint),
-                           err, errlen);
-        if (rc < 0)
-            return rc;
+        rc =
+            exo_tls_setup(cfg->tls_certificate, cfg->tls_private_key, cfg->state_dir, &srv->ssl_ctx,
+                          srv->tls_fingerprint, sizeof(srv->tls_fingerprint), err, errlen);
+        if (rc < 0) return rc;
     }
     rc = exo_lvm_new(&srv->rt, &srv->vm, err, errlen);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
 
     size_t n = cfg->listen.n + (cfg->unix_socket && cfg->unix_socket[0] ? 1 : 0);
     srv->listeners = calloc(n ? n : 1, sizeof(*srv->listeners));
-    if (srv->listeners == NULL)
-        return -ENOMEM;
+    if (srv->listeners == NULL) return -ENOMEM;
     for (size_t i = 0; i < cfg->listen.n; i++) {
         exo_listener_t *l = &srv->listeners[srv->n_listeners];
         l->srv = srv;
         rc = listen_tcp(srv, l, cfg->listen.items[i], err, errlen);
         srv->n_listeners++;
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
     }
     if (cfg->unix_socket && cfg->unix_socket[0]) {
         exo_listener_t *l = &srv->listeners[srv->n_listeners];
         l->srv = srv;
         rc = listen_unix(srv, l, cfg->unix_socket, err, errlen);
         srv->n_listeners++;
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
     }
     uv_signal_init(loop, &srv->sig_term);
     uv_signal_init(loop, &srv->sig_int);
@@ -324,16 +339,19 @@ int exo_server_start(exo_server_t *srv, uv_loop_t *loop, exo_config_t *cfg, int 
                    cfg->cpu_sample_interval_ms);
     uv_unref((uv_handle_t *)&srv->cpu_timer);
     srv->ready_ms = uv_now(loop);
+    if (dev)
+        watch_methods(srv);
+    else
+        uv_timer_init(loop, &srv->watch_timer);
     srv->handles_ready = 1;
 
     int loaded, skipped;
     exo_lvm_counts(srv->vm, &loaded, &skipped);
     for (size_t i = 0; i < srv->n_listeners; i++)
         exo_info("listening on %s", srv->listeners[i].name);
-    if (cfg->tls)
-        exo_info("TLS certificate SHA-256 fingerprint %s", srv->tls_fingerprint);
-    exo_info("exosphere-guest-agent %s ready: %d method files loaded, %d skipped%s", EXO_VERSION,
-             loaded, skipped, dev ? " (development mode)" : "");
+    if (cfg->tls) exo_info("TLS certificate SHA-256 fingerprint %s", srv->tls_fingerprint);
+    exo_info("exosphere-guest-agent %s ready: %d methods loaded, %d method files skipped%s",
+             EXO_VERSION, loaded, skipped, dev ? " (development mode)" : "");
     return 0;
 }
 
@@ -350,11 +368,9 @@ void exo_server_close(exo_server_t *srv)
         exo_conn_close_all(srv);
         uv_run(srv->loop, UV_RUN_DEFAULT);
     }
-    if (srv->vm)
-        exo_lvm_release(srv->vm);
+    if (srv->vm) exo_lvm_release(srv->vm);
     srv->vm = NULL;
-    if (srv->ssl_ctx)
-        SSL_CTX_free(srv->ssl_ctx);
+    if (srv->ssl_ctx) SSL_CTX_free(srv->ssl_ctx);
     srv->ssl_ctx = NULL;
     free(srv->listeners);
     srv->listeners = NULL;

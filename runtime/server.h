@@ -53,7 +53,9 @@ struct exo_server_s {
     char id_prefix[12];
     char read_buf[65536]; /* shared: every read is consumed before the next one */
     uv_signal_t sig_term, sig_int, sig_hup;
-    uv_timer_t drain_timer, cpu_timer;
+    uv_timer_t drain_timer, cpu_timer, watch_timer;
+    uv_fs_event_t watches[17]; /* --dev: the method directories */
+    size_t n_watches;
     uint64_t ready_ms; /* uv_now() when listening started */
 };
 
@@ -74,17 +76,17 @@ struct exo_conn_s {
     SSL *ssl;
     BIO *rbio, *wbio;
     llhttp_t parser;
-    exo_req_t *cur;              /* the request being parsed */
-    exo_req_t *head, *tail;      /* parsed requests, answered in this order */
+    exo_req_t *cur;         /* the request being parsed */
+    exo_req_t *head, *tail; /* parsed requests, answered in this order */
     int n_queued;
-    exo_buf_t pending;           /* received bytes not parsed yet (parser paused) */
+    exo_buf_t pending; /* received bytes not parsed yet (parser paused) */
     exo_conn_phase_t phase;
     size_t header_bytes;
-    char field[64];              /* the header name being read, lower case */
+    char field[64]; /* the header name being read, lower case */
     size_t field_len;
     int field_overflow;
-    int value_target;            /* which header the value belongs to, see http.c */
-    int error_status;            /* set by a parser callback that refuses the request */
+    int value_target; /* which header the value belongs to, see http.c */
+    int error_status; /* set by a parser callback that refuses the request */
     int writes_pending;
     int paused, reading, closing, close_after_write, rejecting, shut_down;
     char peer[72];
