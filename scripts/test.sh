@@ -45,6 +45,16 @@ count_node() {
     count "$name" "$p" "$f"
 }
 
+# Any runner's plain summary: "N passed, N failed"
+count_plain() {
+    local name=$1 log=$2 rc=$3 line p f
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
+    p=$(awk '{print $1}' <<<"$line"); f=$(awk '{print $3}' <<<"$line")
+    p=${p:-0}; f=${f:-0}
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    count "$name" "$p" "$f"
+}
+
 note "dependencies"
 scripts/deps.sh test || { echo "cannot install dependencies"; echo "0 passed, 1 failed"; exit 1; }
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error) >"$logs/npm.log" 2>&1 ||
@@ -80,6 +90,12 @@ else
 fi
 
 if [ "${EXO_TEST_QUICK:-0}" != 1 ]; then
+    note "compatibility: OpenSSL 1.1.1 and Lua 5.4 of Debian 11, in a cached chroot"
+    tests/compat/openssl11.sh >"$logs/compat.log" 2>&1
+    rc=$?
+    grep -E '^(ok|not ok) ' "$logs/compat.log"
+    count_plain compat-openssl11 "$logs/compat.log" $rc
+
     note "sanitizers: build with ASan + UBSan"
     if cmake -S . -B build-asan -DEXO_WERROR=ON -DEXO_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
             >"$logs/cmake-asan.log" 2>&1 &&
