@@ -26,24 +26,42 @@ enum { HDR_NONE, HDR_CONTENT_TYPE, HDR_EXPECT };
 static const char *status_text(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -73,8 +91,7 @@ static void on_written(uv_write_t *w, int status)
     free(wr);
     c->writes_pending--;
     /* Closing, or lingering after the FIN: the linger timer or the peer's EOF closes. */
-    if (c->closing || c->shut_down)
-        return;
+    if (c->closing || c->shut_down) return;
     if (status < 0) {
         conn_close(c);
         return;
@@ -93,8 +110,7 @@ static void on_linger_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 
 static void send_raw(exo_conn_t *c, const char *data, size_t len)
 {
-    if (len == 0 || c->closing)
-        return;
+    if (len == 0 || c->closing) return;
     write_req_t *wr = malloc(sizeof(*wr) + len);
     if (wr == NULL) {
         conn_close(c);
@@ -157,19 +173,15 @@ static void conn_send_ready(exo_conn_t *c)
     while (c->head && c->head->ready && !c->closing) {
         exo_req_t *r = c->head;
         c->head = r->next;
-        if (c->head == NULL)
-            c->tail = NULL;
+        if (c->head == NULL) c->tail = NULL;
         c->n_queued--;
         conn_send(c, r->resp.data, r->resp.len);
-        if (!r->keep_alive)
-            c->close_after_write = 1;
+        if (!r->keep_alive) c->close_after_write = 1;
         req_free(r);
     }
-    if (c->closing)
-        return;
+    if (c->closing) return;
     if (c->close_after_write) {
-        if (c->writes_pending == 0)
-            conn_finish(c);
+        if (c->writes_pending == 0) conn_finish(c);
         return;
     }
     conn_set_timer(c);
@@ -184,23 +196,20 @@ void exo_http_reply(exo_req_t *r, int status, const char *content_type, const ch
     exo_buf_t *o = &r->resp;
     exo_buf_reset(o);
     int closing = !r->keep_alive || c->srv->draining || c->rejecting;
-    if (closing)
-        r->keep_alive = 0;
+    if (closing) r->keep_alive = 0;
     int rc = exo_buf_printf(o, "HTTP/1.1 %d %s\r\n", status, status_text(status));
     if (status != 204 && status != 100)
         rc |= exo_buf_printf(o, "Content-Type: %s\r\nContent-Length: %zu\r\n",
                              content_type ? content_type : "text/plain; charset=utf-8", len);
     if (status == 405)
-        rc |= exo_buf_printf(o, "Allow: %s\r\n", strcmp(r->path, "/rpc") == 0
-                                                      ? "POST, OPTIONS"
-                                                      : "GET, HEAD, OPTIONS");
-    if (status == 503)
-        rc |= exo_buf_appends(o, "Retry-After: 1\r\n");
-    rc |= exo_buf_printf(o, "X-Request-Id: %s\r\nCache-Control: no-store\r\n"
-                            "X-Content-Type-Options: nosniff\r\n%s\r\n",
+        rc |= exo_buf_printf(o, "Allow: %s\r\n",
+                             strcmp(r->path, "/rpc") == 0 ? "POST, OPTIONS" : "GET, HEAD, OPTIONS");
+    if (status == 503) rc |= exo_buf_appends(o, "Retry-After: 1\r\n");
+    rc |= exo_buf_printf(o,
+                         "X-Request-Id: %s\r\nCache-Control: no-store\r\n"
+                         "X-Content-Type-Options: nosniff\r\n%s\r\n",
                          r->request_id, closing ? "Connection: close\r\n" : "");
-    if (r->method != HTTP_HEAD && status != 204)
-        rc |= exo_buf_append(o, body, len);
+    if (r->method != HTTP_HEAD && status != 204) rc |= exo_buf_append(o, body, len);
     if (rc != 0) {
         conn_close(c);
         return;
@@ -221,8 +230,7 @@ static void reply_text(exo_req_t *r, int status, const char *text)
 static exo_req_t *req_new(exo_conn_t *c)
 {
     exo_req_t *r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return NULL;
+    if (r == NULL) return NULL;
     r->conn = c;
     r->keep_alive = 1;
     snprintf(r->request_id, sizeof(r->request_id), "%s-%llu", c->srv->id_prefix,
@@ -244,8 +252,7 @@ static int is_json_type(const char *ct)
 {
     /* application/json with optional parameters such as charset. */
     size_t n = strlen("application/json");
-    if (strncasecmp(ct, "application/json", n) != 0)
-        return 0;
+    if (strncasecmp(ct, "application/json", n) != 0) return 0;
     return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
 }
 
@@ -254,6 +261,8 @@ static void route(exo_req_t *r)
 {
     exo_server_t *srv = r->conn->srv;
     if (r->conn->rejecting) {
+        exo_info("%s: refused a request: 503 %s, over max_connections (request %s)", r->conn->peer,
+                 status_text(503), r->request_id);
         reply_text(r, 503, "the agent is at its connection limit; retry shortly");
         return;
     }
@@ -266,6 +275,8 @@ static void route(exo_req_t *r)
         } else if (!is_json_type(r->content_type)) {
             reply_text(r, 415, "Content-Type must be application/json");
         } else if (srv->draining) {
+            exo_info("%s: refused a request: 503 %s, shutting down (request %s)", r->conn->peer,
+                     status_text(503), r->request_id);
             reply_text(r, 503, "the agent is shutting down");
         } else {
             exo_rpc_handle(r);
@@ -315,8 +326,7 @@ static int on_message_begin(llhttp_t *p)
 {
     exo_conn_t *c = p->data;
     c->cur = req_new(c);
-    if (c->cur == NULL)
-        return refuse(c, 503);
+    if (c->cur == NULL) return refuse(c, 503);
     c->header_bytes = 0;
     c->field_len = 0;
     c->value_target = HDR_NONE;
@@ -330,11 +340,9 @@ static int on_message_begin(llhttp_t *p)
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     exo_conn_t *c = p->data;
-    if (count_header_bytes(c, len) < 0)
-        return -1;
+    if (count_header_bytes(c, len) < 0) return -1;
     size_t have = strlen(c->cur->path);
-    if (have + len >= sizeof(c->cur->path))
-        return refuse(c, 414);
+    if (have + len >= sizeof(c->cur->path)) return refuse(c, 414);
     memcpy(c->cur->path + have, at, len);
     c->cur->path[have + len] = '\0';
     return 0;
@@ -343,8 +351,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     exo_conn_t *c = p->data;
-    if (count_header_bytes(c, len) < 0)
-        return -1;
+    if (count_header_bytes(c, len) < 0) return -1;
     for (size_t i = 0; i < len; i++) {
         if (c->field_len + 1 >= sizeof(c->field)) {
             c->field_overflow = 1;
@@ -359,6 +366,9 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_field_complete(llhttp_t *p)
 {
     exo_conn_t *c = p->data;
+    /* The ": " and the CRLF count too, so that many short headers cannot pass a limit meant
+     * for the bytes on the wire. */
+    if (count_header_bytes(c, 4) < 0) return -1;
     c->field[c->field_len] = '\0';
     c->value_target = HDR_NONE;
     if (!c->field_overflow) {
@@ -377,8 +387,7 @@ static int on_header_field_complete(llhttp_t *p)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     exo_conn_t *c = p->data;
-    if (count_header_bytes(c, len) < 0)
-        return -1;
+    if (count_header_bytes(c, len) < 0) return -1;
     if (c->value_target == HDR_CONTENT_TYPE) {
         char *ct = c->cur->content_type;
         size_t have = strlen(ct);
@@ -388,11 +397,27 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
         memcpy(ct + have, at, take);
         ct[have + take] = '\0';
     } else if (c->value_target == HDR_EXPECT) {
-        if (len >= 12 && strncasecmp(at, "100-continue", 12) == 0)
-            c->cur->expect_continue = 1;
-        else
-            return refuse(c, 417);
+        /* The value may arrive in pieces: it is collected in the field buffer, which is free
+         * until the next header name, and checked once complete. */
+        size_t take =
+            len < sizeof(c->field) - 1 - c->field_len ? len : sizeof(c->field) - 1 - c->field_len;
+        memcpy(c->field + c->field_len, at, take);
+        c->field_len += take;
     }
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    exo_conn_t *c = p->data;
+    if (c->value_target != HDR_EXPECT) return 0;
+    while (c->field_len > 0 &&
+           (c->field[c->field_len - 1] == ' ' || c->field[c->field_len - 1] == '\t'))
+        c->field_len--;
+    c->field[c->field_len] = '\0';
+    c->field_len = 0;
+    if (strcasecmp(c->field, "100-continue") != 0) return refuse(c, 417);
+    c->cur->expect_continue = 1;
     return 0;
 }
 
@@ -402,8 +427,7 @@ static int on_headers_complete(llhttp_t *p)
     exo_req_t *r = c->cur;
     r->method = (uint8_t)llhttp_get_method(p);
     char *q = strchr(r->path, '?');
-    if (q)
-        *q = '\0';
+    if (q) *q = '\0';
     if (p->upgrade) /* WebSocket arrives with a later issue; until then it is refused. */
         return refuse(c, 501);
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->srv->cfg->max_body_size)
@@ -423,10 +447,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     exo_conn_t *c = p->data;
     exo_req_t *r = c->cur;
-    if (r->body.len + len > c->srv->cfg->max_body_size)
-        return refuse(c, 413);
-    if (exo_buf_append(&r->body, at, len) < 0)
-        return refuse(c, 503);
+    if (r->body.len + len > c->srv->cfg->max_body_size) return refuse(c, 413);
+    if (exo_buf_append(&r->body, at, len) < 0) return refuse(c, 503);
     return 0;
 }
 
@@ -435,15 +457,15 @@ static int on_message_complete(llhttp_t *p)
     exo_conn_t *c = p->data;
     exo_req_t *r = c->cur;
     c->cur = NULL;
-    r->keep_alive = llhttp_should_keep_alive(p);
+    int keep_alive = r->keep_alive = llhttp_should_keep_alive(p);
     c->phase = CONN_IDLE;
     req_enqueue(c, r);
-    route(r);
+    /* The header or body timer must not run on while the request is being answered. */
+    conn_set_timer(c);
+    route(r); /* an answer ready at once is sent, and r freed, before route returns */
     /* The callback may have closed the connection; the parser is then not used again. */
-    if (c->closing || c->close_after_write)
-        return HPE_PAUSED;
-    if (!r->keep_alive || c->n_queued >= (int)c->srv->cfg->max_pipelined)
-        return HPE_PAUSED;
+    if (c->closing || c->close_after_write) return HPE_PAUSED;
+    if (!keep_alive || c->n_queued >= (int)c->srv->cfg->max_pipelined) return HPE_PAUSED;
     return 0;
 }
 
@@ -453,6 +475,7 @@ static const llhttp_settings_t parser_settings = {
     .on_header_field = on_header_field,
     .on_header_field_complete = on_header_field_complete,
     .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
@@ -472,8 +495,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 static void start_reading(exo_conn_t *c)
 {
     if (!c->reading && !c->closing) {
-        if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
-            c->reading = 1;
+        if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0) c->reading = 1;
     }
 }
 
@@ -495,9 +517,11 @@ static void fail_request(exo_conn_t *c, int status)
         conn_close(c);
         return;
     }
-    if (status == 400 || status == 431 || status == 413 || status == 414)
-        exo_info("%s: refused a request: %d %s (request %s)", c->peer, status,
-                 status_text(status), r->request_id);
+    exo_info("%s: refused a request: %d %s%s (request %s)", c->peer, status, status_text(status),
+             status != 408              ? ""
+             : c->phase == CONN_HEADERS ? ", the headers did not arrive in time"
+                                        : ", the body did not arrive in time",
+             r->request_id);
     r->keep_alive = 0;
     req_enqueue(c, r);
     c->phase = CONN_LINGER;
@@ -526,8 +550,7 @@ static void conn_feed(exo_conn_t *c, const char *data, size_t len)
         return;
     }
     enum llhttp_errno e = llhttp_execute(&c->parser, data, len);
-    if (e == HPE_OK)
-        return;
+    if (e == HPE_OK) return;
     if (e == HPE_PAUSED) {
         const char *stop = llhttp_get_error_pos(&c->parser);
         size_t used = (size_t)(stop - data);
@@ -537,23 +560,19 @@ static void conn_feed(exo_conn_t *c, const char *data, size_t len)
             return;
         }
         stop_reading(c);
-        if (!c->closing && !c->close_after_write && c->n_queued == 0)
-            conn_flush(c);
+        if (!c->closing && !c->close_after_write && c->n_queued == 0) conn_flush(c);
         return;
     }
-    if (c->closing)
-        return;
+    if (c->closing) return;
     fail_request(c, c->error_status ? c->error_status : 400);
 }
 
 /* Resumes parsing what was held back while the parser was paused, then reading. */
 static void conn_flush(exo_conn_t *c)
 {
-    if (c->closing || c->close_after_write || c->phase == CONN_LINGER)
-        return;
+    if (c->closing || c->close_after_write || c->phase == CONN_LINGER) return;
     if (c->paused) {
-        if (c->n_queued >= (int)c->srv->cfg->max_pipelined)
-            return;
+        if (c->n_queued >= (int)c->srv->cfg->max_pipelined) return;
         c->paused = 0;
         llhttp_resume(&c->parser);
         if (c->pending.len > 0) {
@@ -561,8 +580,7 @@ static void conn_flush(exo_conn_t *c)
             c->pending = (exo_buf_t)EXO_BUF_INIT;
             conn_feed(c, held.data, held.len);
             exo_buf_free(&held);
-            if (c->paused || c->closing)
-                return;
+            if (c->paused || c->closing) return;
         }
     }
     if (uv_stream_get_write_queue_size(&c->h.stream) >= EXO_WRITE_HIGH_WATER)
@@ -600,8 +618,7 @@ static void tls_read(exo_conn_t *c, const char *data, size_t len)
         }
         int e = SSL_get_error(c->ssl, n);
         tls_flush(c);
-        if (e == SSL_ERROR_WANT_READ)
-            return;
+        if (e == SSL_ERROR_WANT_READ) return;
         if (e == SSL_ERROR_ZERO_RETURN && c->n_queued > 0) {
             /* The client closed its sending side; answer what it asked, then close. */
             c->close_after_write = 1;
@@ -617,8 +634,7 @@ static void tls_read(exo_conn_t *c, const char *data, size_t len)
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     exo_conn_t *c = s->data;
-    if (n == 0)
-        return;
+    if (n == 0) return;
     if (n < 0) {
         if (n == UV_EOF && c->n_queued > 0 && c->phase != CONN_LINGER) {
             c->close_after_write = 1;
@@ -636,8 +652,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 static void on_linger_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
-    if (n < 0)
-        conn_close(s->data);
+    if (n < 0) conn_close(s->data);
 }
 
 /* ---- timers, closing ------------------------------------------------------------------- */
@@ -649,7 +664,6 @@ static void on_conn_timer(uv_timer_t *t)
         conn_close(c);
         return;
     }
-    exo_info("%s: %s timeout", c->peer, c->phase == CONN_HEADERS ? "header" : "body");
     fail_request(c, 408);
 }
 
@@ -658,9 +672,15 @@ static void conn_set_timer(exo_conn_t *c)
     const exo_config_t *cfg = c->srv->cfg;
     uint64_t ms;
     switch (c->phase) {
-    case CONN_HEADERS: ms = cfg->header_timeout_ms; break;
-    case CONN_BODY: ms = cfg->body_timeout_ms; break;
-    case CONN_LINGER: ms = EXO_LINGER_MS; break;
+    case CONN_HEADERS:
+        ms = cfg->header_timeout_ms;
+        break;
+    case CONN_BODY:
+        ms = cfg->body_timeout_ms;
+        break;
+    case CONN_LINGER:
+        ms = EXO_LINGER_MS;
+        break;
     default:
         /* Time spent running the client's calls is bounded by the call deadline instead. */
         if (c->n_queued > 0) {
@@ -675,8 +695,7 @@ static void conn_set_timer(exo_conn_t *c)
 static void on_conn_closed(uv_handle_t *h)
 {
     exo_conn_t *c = h->data;
-    if (--c->closing > 0)
-        return;
+    if (--c->closing > 0) return;
     exo_server_t *srv = c->srv;
     if (c->rejecting)
         srv->n_rejecting--;
@@ -686,24 +705,20 @@ static void on_conn_closed(uv_handle_t *h)
         c->prev->next = c->next;
     else
         srv->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    if (c->ssl)
-        SSL_free(c->ssl); /* frees both BIOs */
+    if (c->next) c->next->prev = c->prev;
+    if (c->ssl) SSL_free(c->ssl); /* frees both BIOs */
     exo_buf_free(&c->pending);
     free(c);
 }
 
 static void conn_close(exo_conn_t *c)
 {
-    if (c->closing)
-        return;
+    if (c->closing) return;
     c->closing = 2;
     /* Calls still running for this connection are cancelled: nobody can read their answer. */
     for (exo_req_t *r = c->head; r;) {
         exo_req_t *next = r->next;
-        if (r->rpc)
-            exo_rpc_cancel(r);
+        if (r->rpc) exo_rpc_cancel(r);
         req_free(r);
         r = next;
     }
@@ -720,13 +735,15 @@ static void conn_close(exo_conn_t *c)
 /* Every answer is out and the connection is to close. After a refused request the client may
  * still be sending: the connection then sends its FIN (after a TLS close_notify) and keeps
  * reading and dropping input for a moment, so that the close does not reset the answer out
- * of the client's receive buffer. Otherwise it closes at once. */
+ * of the client's receive buffer. A TLS connection always ends that way, because a client
+ * takes a close without close_notify for a truncated answer. A plain one closes at once. */
 static void conn_finish(exo_conn_t *c)
 {
-    if (c->phase != CONN_LINGER || c->shut_down) {
+    if (c->shut_down || (c->phase != CONN_LINGER && c->ssl == NULL)) {
         conn_close(c);
         return;
     }
+    c->phase = CONN_LINGER;
     c->shut_down = 1;
     if (c->ssl) {
         SSL_shutdown(c->ssl);
@@ -738,8 +755,7 @@ static void conn_finish(exo_conn_t *c)
         return;
     }
     stop_reading(c);
-    if (uv_read_start(&c->h.stream, on_alloc, on_linger_read) == 0)
-        c->reading = 1;
+    if (uv_read_start(&c->h.stream, on_alloc, on_linger_read) == 0) c->reading = 1;
     conn_set_timer(c);
 }
 
@@ -747,8 +763,7 @@ void exo_conn_close_idle(exo_server_t *srv)
 {
     for (exo_conn_t *c = srv->conns, *next; c; c = next) {
         next = c->next;
-        if (c->n_queued == 0 && c->writes_pending == 0)
-            conn_close(c);
+        if (c->n_queued == 0 && c->writes_pending == 0) conn_close(c);
     }
 }
 
@@ -797,8 +812,7 @@ void exo_conn_accept(exo_listener_t *l)
 {
     exo_server_t *srv = l->srv;
     exo_conn_t *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return;
+    if (c == NULL) return;
     c->srv = srv;
     c->transport = l->transport;
     c->peer_uid = (uid_t)-1;
@@ -811,8 +825,7 @@ void exo_conn_accept(exo_listener_t *l)
     uv_timer_init(srv->loop, &c->timer);
     c->timer.data = c;
     c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
+    if (srv->conns) srv->conns->prev = c;
     srv->conns = c;
     srv->n_conns++;
     if (uv_accept(&l->h.stream, &c->h.stream) != 0) {
@@ -850,7 +863,8 @@ void exo_conn_accept(exo_listener_t *l)
     }
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
+    exo_debug("%s: connected to %s%s", c->peer, l->name,
+              c->rejecting ? " (over max_connections)" : "");
     conn_set_timer(c);
     start_reading(c);
 }
-

@@ -173,11 +173,21 @@ int exo_server_reload(exo_server_t *srv)
         exo_error("reload failed, still serving the methods loaded before: %s", err);
         return rc;
     }
+    int loaded, skipped, old_loaded, old_skipped;
+    exo_lvm_counts(vm, &loaded, &skipped);
+    exo_lvm_counts(srv->vm, &old_loaded, &old_skipped);
+    /* A method file that no longer loads would take its methods away: the old methods stay
+     * until the files load at least as well as before. The skipped files are logged above. */
+    if (skipped > old_skipped) {
+        exo_error("reload failed, still serving the methods loaded before: %d method files "
+                  "skipped, %d before",
+                  skipped, old_skipped);
+        exo_lvm_release(vm);
+        return -EINVAL;
+    }
     /* Calls in flight hold the old VM; it is freed when the last of them ends. */
     exo_lvm_release(srv->vm);
     srv->vm = vm;
-    int loaded, skipped;
-    exo_lvm_counts(vm, &loaded, &skipped);
     exo_info("reloaded methods: %d loaded, %d method files skipped, in %.1f ms", loaded, skipped,
              (double)(uv_hrtime() - t0) / 1e6);
     return 0;

@@ -14,6 +14,10 @@ import https from 'node:https';
 export const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const bin = process.env.EXO_AGENT_BIN || join(repo, 'build/exosphere-guest-agent');
 export const sanitized = process.env.EXO_SANITIZED === '1';
+export const shippedMethods = join(repo, 'methods');
+export const testMethods = join(repo, 'tests/e2e/methods');
+// Sanitizer builds run several times slower: timing margins are multiplied by this.
+export const slow = sanitized ? 3 : 1;
 
 export function freePort() {
   return new Promise((res, rej) => {
@@ -51,6 +55,8 @@ export async function startAgent(opts = {}) {
   };
   const methods = {
     dirs: (opts.methodDirs || [join(repo, 'methods')]).join(', '),
+    // The machine's own operator methods (/etc/...) are no part of a test.
+    operator_dir: '""',
     ...(opts.methods || {}),
   };
   const config = join(dir, 'agent.conf');
@@ -69,22 +75,39 @@ export async function startAgent(opts = {}) {
   proc.stderr.on('data', (d) => { agent.log += d.toString(); });
   proc.stdout.on('data', (d) => { agent.log += d.toString(); });
   await waitFor(() => agent.exited || /ready:/.test(agent.log), 20000, 'agent start');
-  if (agent.exited) throw new Error(`agent exited at start: ${JSON.stringify(agent.exited)}\n${agent.log}`);
+  if (agent.exited) {
+    if (!opts.dir) rmSync(dir, { recursive: true, force: true });
+    throw new Error(`agent exited at start: ${JSON.stringify(agent.exited)}\n${agent.log}`);
+  }
   if (tlsOn) {
     agent.certPem = readFileSync(opts.certFile || join(server.state_dir, 'tls-cert.pem'), 'utf8');
     const m = agent.log.match(/fingerprint ([0-9A-F:]+)/);
     agent.fingerprint = m && m[1];
   }
   agent.stop = (signal = 'SIGTERM') => stopAgent(agent, signal);
+  // Waits for an exit that a signal already sent will cause (a second signal during the
+  // final clean-up would kill the process).
+  agent.wait = () => stopAgent(agent, null);
   agent.cleanup = async () => {
-    if (!agent.exited) await stopAgent(agent, 'SIGKILL');
+    if (!agent.exited) {
+      agent.proc.kill('SIGKILL');
+      await agent.exitPromise;
+    }
     if (!opts.dir) rmSync(dir, { recursive: true, force: true });
+  };
+  // SIGTERM, wait for the exit (failing on a sanitizer report), and clean up even then.
+  agent.close = async () => {
+    try {
+      await stopAgent(agent, 'SIGTERM');
+    } finally {
+      await agent.cleanup();
+    }
   };
   return agent;
 }
 
 export async function stopAgent(agent, signal = 'SIGTERM') {
-  if (!agent.exited) agent.proc.kill(signal);
+  if (!agent.exited && signal) agent.proc.kill(signal);
   const r = await agent.exitPromise;
   if (sanitized && /ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:/.test(agent.log))
     throw new Error(`sanitizer report in the agent's log:\n${agent.log}`);
@@ -120,7 +143,7 @@ export function request(agent, { method = 'GET', path = '/', headers = {}, body,
       r.on('error', rej);
     });
     req.on('error', rej);
-    if (body !== undefined) req.write(typeof body === 'string' ? body : JSON.stringify(body));
+    if (body !== undefined) req.write(typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body));
     req.end();
   });
 }
@@ -138,23 +161,109 @@ export function rpc(agent, body, extra = {}) {
 export function agentFetch(agent) {
   return async (url, init) => {
     const u = new URL(url);
-    const r = await request(agent, {
-      method: init.method, path: u.pathname, headers: init.headers, body: init.body,
-    });
+    // client-js passes a Headers object, which node:http does not take.
+    const h = init.headers;
+    const headers = h && typeof h.entries === 'function' && !Array.isArray(h) ? Object.fromEntries(h.entries()) : h || {};
+    const r = await request(agent, { method: init.method, path: u.pathname, headers, body: init.body });
     return new Response(r.status === 204 ? null : r.body, { status: r.status, headers: r.headers });
   };
 }
 
 // A raw connection (TLS or plain) for byte-level tests: pipelining, slow clients, garbage.
-export function rawConnect(agent) {
+// { unix: true } connects to the Unix socket instead.
+export function rawConnect(agent, { unix = false } = {}) {
   return new Promise((res, rej) => {
     const onConnect = () => res(s);
-    const s = agent.tls
-      ? tls.connect({ host: '127.0.0.1', port: agent.port, ca: agent.certPem, servername: 'localhost' }, onConnect)
-      : net.connect({ host: '127.0.0.1', port: agent.port }, onConnect);
+    const s = unix
+      ? net.connect({ path: agent.sock }, onConnect)
+      : agent.tls
+        ? tls.connect({ host: '127.0.0.1', port: agent.port, ca: agent.certPem, servername: 'localhost' }, onConnect)
+        : net.connect({ host: '127.0.0.1', port: agent.port }, onConnect);
     s.on('error', rej);
   });
 }
+
+// Writes bytes on a fresh raw connection and collects the answer until the agent closes
+// (or ms pass); resolves { data, closed, responses }.
+export async function exchange(agent, bytes, { ms = 5000, unix = false } = {}) {
+  const s = await rawConnect(agent, { unix });
+  const done = readAll(s, ms);
+  s.write(bytes);
+  const r = await done;
+  s.destroy();
+  return { ...r, responses: parseResponses(r.data) };
+}
+
+// A raw connection that keeps what it receives: c.write(bytes), await c.responses(n) (the
+// first n responses, parsed), await c.closed(ms) (true once the agent has closed it),
+// c.text (everything received), c.destroy().
+export async function rawClient(agent, { unix = false, head = false } = {}) {
+  const s = await rawConnect(agent, { unix });
+  const c = {
+    socket: s, text: '', isClosed: false, closedAt: null,
+    write: (b) => s.write(b),
+    destroy: () => s.destroy(),
+    parsed: () => parseResponses(c.text, { head }),
+    async responses(n, ms = 5000) {
+      await waitFor(() => c.parsed().length >= n || c.isClosed, ms, `${n} responses`);
+      const r = c.parsed();
+      if (r.length < n) throw new Error(`connection closed after ${r.length} of ${n} responses: ${JSON.stringify(c.text)}`);
+      return r;
+    },
+    async closed(ms = 5000) {
+      try {
+        await waitFor(() => c.isClosed, ms, 'close');
+      } catch {
+        return false;
+      }
+      return true;
+    },
+  };
+  s.on('data', (d) => { c.text += d.toString(); });
+  s.on('close', () => { c.isClosed = true; c.closedAt = Date.now(); });
+  s.on('error', () => {});
+  return c;
+}
+
+// Splits raw HTTP/1.1 response text into { status, reason, headers (lower-case names),
+// body, raw }, using Content-Length (responses without one, such as 100 and 204, have no
+// body). A response to HEAD must be parsed with head = true.
+export function parseResponses(data, { head = false } = {}) {
+  const out = [];
+  let rest = data;
+  while (rest.length > 0) {
+    const end = rest.indexOf('\r\n\r\n');
+    if (end < 0) break;
+    const lines = rest.slice(0, end).split('\r\n');
+    const m = lines[0].match(/^HTTP\/1\.1 (\d{3}) (.*)$/);
+    if (!m) throw new Error(`not an HTTP response: ${JSON.stringify(rest.slice(0, 200))}`);
+    const headers = {};
+    for (const l of lines.slice(1)) {
+      const i = l.indexOf(':');
+      const k = l.slice(0, i).trim().toLowerCase();
+      headers[k] = headers[k] === undefined ? l.slice(i + 1).trim() : `${headers[k]}, ${l.slice(i + 1).trim()}`;
+    }
+    const status = Number(m[1]);
+    const len = head || status === 204 || status < 200 ? 0 : Number(headers['content-length'] || 0);
+    const body = Buffer.from(rest.slice(end + 4), 'utf8').subarray(0, len).toString();
+    const consumed = end + 4 + body.length;
+    out.push({ status, reason: m[2], headers, body, raw: rest.slice(0, consumed) });
+    rest = rest.slice(consumed);
+  }
+  return out;
+}
+
+// Lines of the agent's log that match re.
+export function logLines(agent, re) {
+  return agent.log.split('\n').filter((l) => re.test(l));
+}
+
+// Waits until the agent's log has a line that matches re; resolves the matching lines.
+export function waitForLog(agent, re, ms = 5000) {
+  return waitFor(() => { const l = logLines(agent, re); return l.length > 0 && l; }, ms, `log line ${re}`);
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Collects what the peer sends until it closes (or ms pass); resolves { data, closed }.
 export function readAll(sock, ms = 5000) {
@@ -167,11 +276,16 @@ export function readAll(sock, ms = 5000) {
   });
 }
 
+// Runs a program; resolves { code, stdout, stderr }. opts.input is written to its stdin,
+// which is then closed (it is always closed, so a program never waits on it).
 export function run(cmd, args, opts = {}) {
+  const { input, ...rest } = opts;
   return new Promise((res) => {
-    execFile(cmd, args, { timeout: 30000, maxBuffer: 16 << 20, ...opts }, (err, stdout, stderr) => {
+    const child = execFile(cmd, args, { timeout: 30000, maxBuffer: 16 << 20, ...rest }, (err, stdout, stderr) => {
       res({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
     });
+    child.stdin.on('error', () => {});
+    child.stdin.end(input ?? '');
   });
 }
 

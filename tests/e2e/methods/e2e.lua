@@ -1,0 +1,132 @@
+-- Methods for the end-to-end tests: slow, CPU-bound, failing, echoing and nested-params
+-- methods. Loaded next to the shipped methods with the harness's methodDirs option.
+
+return {
+  method({
+    name = "e2e.sleep",
+    summary = "Waits ms milliseconds, then answers",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "public",
+    params = T.object({ ms = T.integer({ min = 0, max = 60000 }) }),
+    result = T.object({ slept = T.integer() }),
+    examples = { { name = "a short nap", params = { ms = 1 }, result = { slept = 1 } } },
+    handler = function(ctx, params)
+      agent.sleep(params.ms)
+      return { slept = params.ms }
+    end,
+  }),
+  method({
+    name = "e2e.spin",
+    summary = "Loops forever on the CPU (stopped by the call deadline)",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "public",
+    result = T.null(),
+    examples = { { name = "never answers", params = {}, result = json.null } },
+    handler = function(ctx, params)
+      local n = 0
+      while true do
+        n = n + 1
+      end
+    end,
+  }),
+  method({
+    name = "e2e.spin_pcall",
+    summary = "Loops forever on the CPU and catches every error it meets",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "public",
+    result = T.null(),
+    examples = { { name = "never answers", params = {}, result = json.null } },
+    handler = function(ctx, params)
+      while true do
+        pcall(function()
+          local n = 0
+          while true do
+            n = n + 1
+          end
+        end)
+      end
+    end,
+  }),
+  method({
+    name = "e2e.hog",
+    summary = "Allocates memory until a limit stops it",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "public",
+    result = T.null(),
+    examples = { { name = "never answers", params = {}, result = json.null } },
+    handler = function(ctx, params)
+      local t = {}
+      for i = 1, math.maxinteger do
+        t[i] = ("x"):rep(1000) .. i
+      end
+    end,
+  }),
+  method({
+    name = "e2e.echo",
+    summary = "Returns its value",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "public",
+    params = T.object({ value = T.any() }),
+    result = T.any(),
+    examples = { { name = "a string", params = { value = "x" }, result = "x" } },
+    handler = function(ctx, params)
+      return params.value
+    end,
+  }),
+  method({
+    name = "e2e.nested",
+    summary = "Takes nested parameters and counts the items",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "public",
+    params = T.object({
+      filter = T.object({
+        items = T.array(T.object({ name = T.string(), size = T.integer():optional() })),
+      }),
+    }),
+    result = T.integer(),
+    examples = {
+      { name = "two items", params = { filter = { items = { { name = "a" }, { name = "b", size = 2 } } } }, result = 2 },
+    },
+    handler = function(ctx, params)
+      return #params.filter.items
+    end,
+  }),
+  method({
+    name = "e2e.whoami",
+    summary = "How the call arrived",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "public",
+    result = T.object({ transport = T.string(), peer = T.string(), request_id = T.string() }),
+    examples = {
+      { name = "over the socket", params = {}, result = { transport = "unix", peer = "unix:uid=0,pid=1", request_id = "0-1" } },
+    },
+    handler = function(ctx, params)
+      ctx.log("debug", "whoami from " .. ctx.peer)
+      return { transport = ctx.transport, peer = ctx.peer, request_id = ctx.request_id }
+    end,
+  }),
+  method({
+    name = "e2e.fail",
+    summary = "Fails with a Lua error (a bug) or with an agent error",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "public",
+    params = T.object({ kind = T.enum({ "bug", "not_found" }) }),
+    result = T.null(),
+    errors = { errors.NotFound },
+    examples = { { name = "never succeeds", params = { kind = "bug" }, result = json.null } },
+    handler = function(ctx, params)
+      if params.kind == "not_found" then
+        error(errors.NotFound("no such thing", { thing = "x" }))
+      end
+      error("e2e.fail: a deliberate bug")
+    end,
+  }),
+}
