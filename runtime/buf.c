@@ -7,17 +7,14 @@
 
 int exo_buf_reserve(exo_buf_t *b, size_t extra)
 {
-    if (b->cap - b->len >= extra && b->data != NULL)
-        return 0;
-    if (extra > ((size_t)-1) / 2 - b->len)
-        return -ENOMEM;
+    if (b->cap - b->len >= extra && b->data != NULL) return 0;
+    if (extra > ((size_t)-1) / 2 - b->len) return -ENOMEM;
     size_t need = b->len + extra;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap *= 2;
     char *p = realloc(b->data, cap);
-    if (p == NULL)
-        return -ENOMEM;
+    if (p == NULL) return -ENOMEM;
     b->data = p;
     b->cap = cap;
     return 0;
@@ -26,10 +23,8 @@ int exo_buf_reserve(exo_buf_t *b, size_t extra)
 int exo_buf_append(exo_buf_t *b, const void *data, size_t len)
 {
     int rc = exo_buf_reserve(b, len);
-    if (rc < 0)
-        return rc;
-    if (len > 0)
-        memcpy(b->data + b->len, data, len);
+    if (rc < 0) return rc;
+    if (len > 0) memcpy(b->data + b->len, data, len);
     b->len += len;
     return 0;
 }
@@ -50,11 +45,9 @@ int exo_buf_printf(exo_buf_t *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return -EINVAL;
+    if (n < 0) return -EINVAL;
     int rc = exo_buf_reserve(b, (size_t)n + 1);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
@@ -87,8 +80,7 @@ void exo_buf_free(exo_buf_t *b)
 char *exo_buf_steal(exo_buf_t *b, size_t *len)
 {
     char *p = b->data;
-    if (len)
-        *len = b->len;
+    if (len) *len = b->len;
     b->data = NULL;
     b->len = b->cap = 0;
     return p;

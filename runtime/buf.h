@@ -11,7 +11,10 @@ typedef struct exo_buf_s {
     size_t cap;
 } exo_buf_t;
 
-#define EXO_BUF_INIT {NULL, 0, 0}
+#define EXO_BUF_INIT                                                                               \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 /* Makes room for at least `extra` more bytes past len. */
 int exo_buf_reserve(exo_buf_t *b, size_t extra);

@@ -258,8 +258,8 @@ static void on_open(uv_fs_t *req)
     char link[64], target[4096];
     snprintf(link, sizeof(link), "/proc/self/fd/%d", op->fd);
     ssize_t n = readlink(link, target, sizeof(target) - 1);
-    if (n < 0 || (target[n] = '\0', strncmp(target, "/proc/", 6) != 0 &&
-                                       strncmp(target, "/sys/", 5) != 0)) {
+    if (n < 0 ||
+        (target[n] = '\0', strncmp(target, "/proc/", 6) != 0 && strncmp(target, "/sys/", 5) != 0)) {
         op->err = UV_EACCES;
         read_close(op);
         return;
@@ -349,6 +349,7 @@ static int l_statfs(lua_State *L)
 /* ---- spawn: an argument vector, never a shell; output capped; a timeout kills ----------- */
 
 typedef struct spawn_op_s {
+    struct spawn_op_s *prev, *next; /* every child still running, for shutdown */
     uv_process_t proc;
     uv_pipe_t out, err, in;
     uv_timer_t timer;
@@ -364,6 +365,25 @@ typedef struct spawn_op_s {
     int64_t exit_status;
     int term_signal;
 } spawn_op_t;
+
+static spawn_op_t *children_;
+
+static void child_unlink(spawn_op_t *op)
+{
+    if (op->prev)
+        op->prev->next = op->next;
+    else if (children_ == op)
+        children_ = op->next;
+    if (op->next) op->next->prev = op->prev;
+    op->prev = op->next = NULL;
+}
+
+void exo_core_shutdown(void)
+{
+    /* Children must not outlive the agent, nor keep its loop running past the drain. */
+    for (spawn_op_t *op = children_; op; op = op->next)
+        if (!op->exited) uv_process_kill(&op->proc, SIGKILL);
+}
 
 static void spawn_finish(spawn_op_t *op)
 {
@@ -444,6 +464,7 @@ static void on_spawn_exit(uv_process_t *p, int64_t status, int sig)
 {
     spawn_op_t *op = p->data;
     op->exited = 1;
+    child_unlink(op);
     op->exit_status = status;
     op->term_signal = sig;
     uv_timer_stop(&op->timer);
@@ -571,6 +592,9 @@ static int l_spawn(lua_State *L)
         return 2;
     }
     op->open_handles = 5;
+    op->next = children_;
+    if (children_) children_->prev = op;
+    children_ = op;
     uv_read_start((uv_stream_t *)&op->out, on_spawn_alloc, on_spawn_read);
     uv_read_start((uv_stream_t *)&op->err, on_spawn_alloc, on_spawn_read);
     if (op->stdin_len > 0) {

@@ -29,8 +29,7 @@ void exo_log(exo_log_level_t level, const char *fmt, ...)
 {
     static const int syslog_prio[] = {7, 6, 4, 3};
     static const char *const names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
-    if (level < min_level_)
-        return;
+    if (level < min_level_) return;
     char line[2048];
     size_t n = 0;
     if (journal_) {
@@ -48,15 +47,12 @@ void exo_log(exo_log_level_t level, const char *fmt, ...)
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
     va_end(ap);
-    if (m < 0)
-        m = 0;
+    if (m < 0) m = 0;
     n += (size_t)m;
-    if (n > sizeof(line) - 2)
-        n = sizeof(line) - 2;
+    if (n > sizeof(line) - 2) n = sizeof(line) - 2;
     /* One line per event: a newline inside a message would let a client forge log lines. */
     for (size_t i = 0; i < n; i++)
-        if (line[i] == '\n' || line[i] == '\r')
-            line[i] = ' ';
+        if (line[i] == '\n' || line[i] == '\r') line[i] = ' ';
     line[n++] = '\n';
     fwrite(line, 1, n, stderr);
 }

@@ -94,6 +94,9 @@ int exo_call_set_capabilities(lua_State *L, exo_call_t *call);
 /* Closes the run queue's handle (at shutdown, after the last call). */
 void exo_calls_shutdown(void);
 
+/* Kills the programs that methods started and that still run (at shutdown). */
+void exo_core_shutdown(void);
+
 /* Registers the native modules "exo.core" (l_core.c) and "exo.json" (l_json.c). */
 void exo_core_preload(lua_State *L);
 int exo_json_open(lua_State *L);

@@ -23,8 +23,8 @@ struct exo_rpc_s {
     size_t n, next;
     span_t *spans;
     span_t single;
-    exo_call_t *call;  /* the entry running now, if it waits */
-    span_t cur_id;     /* raw id text of that entry; len 0 for a notification */
+    exo_call_t *call; /* the entry running now, if it waits */
+    span_t cur_id;    /* raw id text of that entry; len 0 for a notification */
     exo_buf_t out;
     int n_responses;
 };
@@ -34,8 +34,7 @@ static void rpc_free(exo_rpc_t *rpc)
     if (rpc->body_ref != LUA_NOREF)
         luaL_unref(exo_lvm_state(rpc->vm), LUA_REGISTRYINDEX, rpc->body_ref);
     exo_lvm_release(rpc->vm);
-    if (rpc->spans != &rpc->single)
-        free(rpc->spans);
+    if (rpc->spans != &rpc->single) free(rpc->spans);
     exo_buf_free(&rpc->out);
     free(rpc);
 }
@@ -44,8 +43,7 @@ static void rpc_free(exo_rpc_t *rpc)
 static int open_response(exo_rpc_t *rpc, const char *id, size_t id_len)
 {
     int rc = 0;
-    if (rpc->n_responses++ > 0)
-        rc |= exo_buf_appendc(&rpc->out, ',');
+    if (rpc->n_responses++ > 0) rc |= exo_buf_appendc(&rpc->out, ',');
     rc |= exo_buf_appends(&rpc->out, "{\"jsonrpc\":\"2.0\",\"id\":");
     rc |= exo_buf_append(&rpc->out, id, id_len);
     rc |= exo_buf_appendc(&rpc->out, ',');
@@ -55,8 +53,7 @@ static int open_response(exo_rpc_t *rpc, const char *id, size_t id_len)
 static int append_error(exo_rpc_t *rpc, const char *id, size_t id_len, int code,
                         const char *message, const char *reason)
 {
-    if (open_response(rpc, id, id_len) < 0)
-        return -ENOMEM;
+    if (open_response(rpc, id, id_len) < 0) return -ENOMEM;
     /* reason is one of this file's fixed strings, or a JSON decoder message: neither holds
      * a quote or a backslash, so it is written as is. */
     if (reason)
@@ -64,14 +61,12 @@ static int append_error(exo_rpc_t *rpc, const char *id, size_t id_len, int code,
                               "\"error\":{\"code\":%d,\"message\":\"%s\",\"data\":{\"reason\":"
                               "\"%s\"}}}",
                               code, message, reason);
-    return exo_buf_printf(&rpc->out, "\"error\":{\"code\":%d,\"message\":\"%s\"}}", code,
-                          message);
+    return exo_buf_printf(&rpc->out, "\"error\":{\"code\":%d,\"message\":\"%s\"}}", code, message);
 }
 
 static int is_json_array(lua_State *L, int idx)
 {
-    if (!lua_getmetatable(L, idx))
-        return 0;
+    if (!lua_getmetatable(L, idx)) return 0;
     exo_json_push_array_mt(L);
     int eq = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
@@ -109,10 +104,8 @@ static int end_call(exo_rpc_t *rpc, exo_call_t *call)
     int rc = 0;
     if (rpc->cur_id.len > 0) {
         rc = open_response(rpc, rpc->cur_id.p, rpc->cur_id.len);
-        if (rc == 0)
-            rc = exo_call_write_outcome(call, &rpc->out);
-        if (rc == 0)
-            rc = exo_buf_appendc(&rpc->out, '}');
+        if (rc == 0) rc = exo_call_write_outcome(call, &rpc->out);
+        if (rc == 0) rc = exo_buf_appendc(&rpc->out, '}');
     }
     exo_call_release(call);
     return rc;
@@ -146,8 +139,7 @@ static int run_entry(exo_rpc_t *rpc, lua_State *L, size_t i)
 
     /* stack: entry */
     if (!lua_istable(L, -1) || lua_getmetatable(L, -1)) {
-        if (lua_istable(L, -1))
-            lua_pop(L, 1); /* the array metatable */
+        if (lua_istable(L, -1)) lua_pop(L, 1); /* the array metatable */
         lua_pop(L, 1);
         return append_error(rpc, null_id, 4, -32600, "Invalid Request",
                             "a request must be a JSON object") < 0
@@ -166,8 +158,7 @@ static int run_entry(exo_rpc_t *rpc, lua_State *L, size_t i)
     if (!why && (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "2.0") != 0))
         why = "jsonrpc must be exactly \\\"2.0\\\"";
     lua_getfield(L, -3, "method");
-    if (!why && lua_type(L, -1) != LUA_TSTRING)
-        why = "method must be a string";
+    if (!why && lua_type(L, -1) != LUA_TSTRING) why = "method must be a string";
     lua_getfield(L, -4, "params");
     if (!why && !lua_isnil(L, -1) && !lua_istable(L, -1))
         why = "params must be an array or an object";
@@ -205,8 +196,7 @@ static int run_entry(exo_rpc_t *rpc, lua_State *L, size_t i)
         rpc->call = call;
         return 0;
     }
-    if (end_call(rpc, call) < 0)
-        return -ENOMEM;
+    if (end_call(rpc, call) < 0) return -ENOMEM;
     return rc;
 }
 
@@ -221,8 +211,7 @@ static void run_entries(exo_rpc_t *rpc)
             lua_remove(L, -2);
         }
         int rc = run_entry(rpc, L, i);
-        if (rc == 0)
-            return;
+        if (rc == 0) return;
         if (rc < 0) {
             exo_req_t *req = rpc->req;
             rpc_free(rpc);
@@ -262,8 +251,7 @@ void exo_rpc_handle(exo_req_t *req)
         char reason[200];
         snprintf(reason, sizeof(reason), "%s at byte %zu", jerr.msg, jerr.offset);
         for (char *p = reason; *p; p++)
-            if (*p == '"' || *p == '\\')
-                *p = '\'';
+            if (*p == '"' || *p == '\\') *p = '\'';
         append_error(rpc, "null", 4, -32700, "Parse error", reason);
         finish(rpc);
         return;
@@ -298,8 +286,8 @@ void exo_rpc_handle(exo_req_t *req)
             return;
         }
         size_t pos = 0, k = 0;
-        while (k < n && exo_json_array_next(req->body.data, req->body.len, &pos,
-                                            &rpc->spans[k].p, &rpc->spans[k].len))
+        while (k < n && exo_json_array_next(req->body.data, req->body.len, &pos, &rpc->spans[k].p,
+                                            &rpc->spans[k].len))
             k++;
         rpc->n = k;
     }
@@ -310,8 +298,7 @@ void exo_rpc_handle(exo_req_t *req)
 void exo_rpc_cancel(exo_req_t *req)
 {
     exo_rpc_t *rpc = req->rpc;
-    if (rpc == NULL)
-        return;
+    if (rpc == NULL) return;
     req->rpc = NULL;
     if (rpc->call) {
         exo_call_cancel(rpc->call);

@@ -212,6 +212,7 @@ static void stop_everything(exo_server_t *srv)
     for (size_t i = 0; i < srv->n_watches; i++)
         close_handle((uv_handle_t *)&srv->watches[i]);
     exo_calls_shutdown();
+    exo_core_shutdown();
 }
 
 static void on_drain_tick(uv_timer_t *t)

@@ -31,8 +31,7 @@ static EVP_PKEY *make_p256_key(void)
 {
     EVP_PKEY *key = NULL;
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_EC, NULL);
-    if (ctx == NULL)
-        return NULL;
+    if (ctx == NULL) return NULL;
     if (EVP_PKEY_keygen_init(ctx) <= 0 ||
         EVP_PKEY_CTX_set_ec_paramgen_curve_nid(ctx, NID_X9_62_prime256v1) <= 0 ||
         EVP_PKEY_keygen(ctx, &key) <= 0)
@@ -47,8 +46,7 @@ static int add_ext(X509 *cert, int nid, const char *value)
     X509V3_set_ctx_nodb(&ctx);
     X509V3_set_ctx(&ctx, cert, cert, NULL, NULL, 0);
     X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, (char *)(uintptr_t)value);
-    if (ext == NULL)
-        return -1;
+    if (ext == NULL) return -1;
     int ok = X509_add_ext(cert, ext, -1);
     X509_EXTENSION_free(ext);
     return ok ? 0 : -1;
@@ -72,12 +70,10 @@ static int write_pem(const char *path, mode_t mode, EVP_PKEY *key, X509 *cert, c
         snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
         return -EIO;
     }
-    int ok = key ? PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)
-                 : PEM_write_X509(f, cert);
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0)
-        ok = 0;
-    if (fclose(f) != 0)
-        ok = 0;
+    int ok =
+        key ? PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) : PEM_write_X509(f, cert);
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0) ok = 0;
+    if (fclose(f) != 0) ok = 0;
     if (!ok || rename(tmp, path) != 0) {
         unlink(tmp);
         snprintf(err, errlen, "%s: cannot write", path);
@@ -86,8 +82,8 @@ static int write_pem(const char *path, mode_t mode, EVP_PKEY *key, X509 *cert, c
     return 0;
 }
 
-int exo_tls_make_self_signed(const char *cert_path, const char *key_path, const char *cn,
-                             char *err, size_t errlen)
+int exo_tls_make_self_signed(const char *cert_path, const char *key_path, const char *cn, char *err,
+                             size_t errlen)
 {
     int rc = -EIO;
     char ebuf[256];
@@ -98,8 +94,7 @@ int exo_tls_make_self_signed(const char *cert_path, const char *key_path, const 
         goto out;
     }
     unsigned char serial[16];
-    if (RAND_bytes(serial, sizeof(serial)) != 1)
-        goto fail;
+    if (RAND_bytes(serial, sizeof(serial)) != 1) goto fail;
     serial[0] &= 0x7f; /* a positive serial number */
     BIGNUM *bn = BN_bin2bn(serial, sizeof(serial), NULL);
     if (bn == NULL || BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert)) == NULL) {
@@ -110,8 +105,7 @@ int exo_tls_make_self_signed(const char *cert_path, const char *key_path, const 
     char san[512];
     snprintf(san, sizeof(san), "DNS:%s,DNS:localhost,IP:127.0.0.1,IP:::1", cn);
     X509_NAME *name = X509_get_subject_name(cert);
-    if (!X509_set_version(cert, 2) ||
-        !X509_gmtime_adj(X509_getm_notBefore(cert), -3600) ||
+    if (!X509_set_version(cert, 2) || !X509_gmtime_adj(X509_getm_notBefore(cert), -3600) ||
         !X509_gmtime_adj(X509_getm_notAfter(cert), 3650L * 24 * 3600) ||
         !X509_set_pubkey(cert, key) ||
         !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
@@ -122,16 +116,13 @@ int exo_tls_make_self_signed(const char *cert_path, const char *key_path, const 
         add_ext(cert, NID_basic_constraints, "critical,CA:FALSE") < 0 ||
         add_ext(cert, NID_key_usage, "critical,digitalSignature") < 0 ||
         add_ext(cert, NID_ext_key_usage, "serverAuth") < 0 ||
-        add_ext(cert, NID_subject_alt_name, san) < 0 ||
-        X509_sign(cert, key, EVP_sha256()) == 0)
+        add_ext(cert, NID_subject_alt_name, san) < 0 || X509_sign(cert, key, EVP_sha256()) == 0)
         goto fail;
-    if ((rc = write_pem(key_path, 0600, key, NULL, err, errlen)) < 0)
-        goto out;
+    if ((rc = write_pem(key_path, 0600, key, NULL, err, errlen)) < 0) goto out;
     rc = write_pem(cert_path, 0644, NULL, cert, err, errlen);
     goto out;
 fail:
-    snprintf(err, errlen, "cannot create a certificate: %s",
-             exo_tls_strerror(ebuf, sizeof(ebuf)));
+    snprintf(err, errlen, "cannot create a certificate: %s", exo_tls_strerror(ebuf, sizeof(ebuf)));
     rc = -EIO;
 out:
     EVP_PKEY_free(key);
@@ -145,15 +136,14 @@ static void fingerprint_of(SSL_CTX *ctx, char *out, size_t len)
     unsigned int n = 0;
     X509 *cert = SSL_CTX_get0_certificate(ctx);
     out[0] = '\0';
-    if (cert == NULL || !X509_digest(cert, EVP_sha256(), md, &n))
-        return;
+    if (cert == NULL || !X509_digest(cert, EVP_sha256(), md, &n)) return;
     size_t pos = 0;
     for (unsigned int i = 0; i < n && pos + 4 <= len; i++)
         pos += (size_t)snprintf(out + pos, len - pos, i ? ":%02X" : "%02X", md[i]);
 }
 
-int exo_tls_setup(const char *cert_path, const char *key_path, const char *state_dir,
-                  SSL_CTX **out, char *fingerprint, size_t fplen, char *err, size_t errlen)
+int exo_tls_setup(const char *cert_path, const char *key_path, const char *state_dir, SSL_CTX **out,
+                  char *fingerprint, size_t fplen, char *err, size_t errlen)
 {
     char cbuf[4096], kbuf[4096], ebuf[256];
     if (cert_path == NULL) {
@@ -165,8 +155,7 @@ int exo_tls_setup(const char *cert_path, const char *key_path, const char *state
             char host[256] = "localhost";
             gethostname(host, sizeof(host) - 1);
             int rc = exo_tls_make_self_signed(cert_path, key_path, host, err, errlen);
-            if (rc < 0)
-                return rc;
+            if (rc < 0) return rc;
             exo_info("created a self-signed TLS certificate in %s", state_dir);
         }
     }
@@ -192,8 +181,8 @@ int exo_tls_setup(const char *cert_path, const char *key_path, const char *state
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_path, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1) {
-        snprintf(err, errlen, "%s: cannot load the private key or it does not match: %s",
-                 key_path, exo_tls_strerror(ebuf, sizeof(ebuf)));
+        snprintf(err, errlen, "%s: cannot load the private key or it does not match: %s", key_path,
+                 exo_tls_strerror(ebuf, sizeof(ebuf)));
         SSL_CTX_free(ctx);
         return -EINVAL;
     }

@@ -35,8 +35,7 @@ static const char methods_[] =
 static void setup(void)
 {
     snprintf(dir_, sizeof(dir_), "/tmp/exo-test-lvm-XXXXXX");
-    if (mkdtemp(dir_) == NULL)
-        abort();
+    if (mkdtemp(dir_) == NULL) abort();
     char path[128];
     snprintf(path, sizeof(path), "%s/t.lua", dir_);
     FILE *f = fopen(path, "w");
@@ -57,8 +56,7 @@ static void teardown(void)
 {
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir_);
-    if (system(cmd) != 0)
-        abort();
+    if (system(cmd) != 0) abort();
     exo_calls_shutdown();
     uv_run(rt_.loop, UV_RUN_DEFAULT);
     exo_config_free(&cfg_);
@@ -89,8 +87,7 @@ static int start(exo_lvm_t *vm, const char *name, const char *params_lua, uint32
     }
     exo_call_info_t info = {"req-1", "unix", "test", timeout};
     int rc = exo_call_start(vm, name, strlen(name), &info, on_done, r, call);
-    if (rc == 1)
-        exo_call_write_outcome(*call, &r->out);
+    if (rc == 1) exo_call_write_outcome(*call, &r->out);
     return rc;
 }
 
@@ -103,8 +100,7 @@ static exo_lvm_t *new_vm(void)
 {
     char err[512];
     exo_lvm_t *vm = NULL;
-    if (exo_lvm_new(&rt_, &vm, err, sizeof(err)) < 0)
-        fprintf(stderr, "exo_lvm_new: %s\n", err);
+    if (exo_lvm_new(&rt_, &vm, err, sizeof(err)) < 0) fprintf(stderr, "exo_lvm_new: %s\n", err);
     return vm;
 }
 
