@@ -1,6 +1,9 @@
-# Writes OUT, a C file holding every SRC_DIR/*.lua as a named byte array, so the runtime's
-# own Lua ships inside the binary. Run by the build; see CMakeLists.txt.
-file(GLOB files ${SRC_DIR}/*.lua)
+# Writes OUT, a C file holding every SRC_DIR/*.EXT (default lua) as a named byte array, so
+# the runtime's own Lua ships inside the binary. Run by the build; see CMakeLists.txt.
+if(NOT EXT)
+  set(EXT lua)
+endif()
+file(GLOB files ${SRC_DIR}/*.${EXT})
 list(SORT files)
 set(body "/* Generated from the Lua files of sandbox/ by runtime/embed_lua.cmake. Do not edit. */\n#include \"embedded.h\"\n\n")
 set(table "const exo_embedded_t exo_embedded_lua[] = {\n")

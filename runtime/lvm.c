@@ -86,7 +86,9 @@ static int l_embedded_loader(lua_State *L)
     snprintf(chunk, sizeof(chunk), "@%s.lua", m->name);
     for (char *p = chunk + 1; *p; p++)
         if (*p == '.' && strcmp(p, ".lua") != 0) *p = '/';
-    if (luaL_loadbufferx(L, m->source, m->len, chunk, "t") != LUA_OK) return lua_error(L);
+    /* Built-in modules are bytecode made at build time by the same Lua (CMakeLists.txt);
+     * nothing else is ever loaded in binary form. */
+    if (luaL_loadbufferx(L, m->source, m->len, chunk, "b") != LUA_OK) return lua_error(L);
     lua_pushstring(L, m->name);
     lua_call(L, 1, 1);
     return 1;
