@@ -4,6 +4,7 @@ local MethodsLoaded = T.object({
   loaded = T.integer({ min = 0 }):describe("Methods that can be called, rpc.discover included"),
   skipped = T.array(T.object({
     file = T.string():describe("Path of the method file"),
+    line = T.integer({ min = 1 }):optional():describe("Line of the mistake, when it is known"),
     error = T.string():describe("Why it was not loaded, with the file and line"),
   })):describe("Method files that failed to load; their methods are missing"),
 })

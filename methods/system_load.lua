@@ -83,6 +83,8 @@ return method({
   since = "2026-12-01",
   stability = "stable",
   permission = "user",
+  -- /proc/meminfo and statfs("/"); nvidia-smi for the GPUs.
+  capabilities = { "system.read", "process.run" },
   params = T.object({}),
   result = Load,
   errors = { errors.Unavailable },

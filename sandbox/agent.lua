@@ -6,6 +6,10 @@
 -- calling request's coroutine until the runtime has the answer.
 
 local core = require("exo.core")
+local capabilities = require("sandbox.capabilities")
+
+-- The unguarded library functions, for the linear scans of lines and split below.
+local find, gmatch, sub = string.find, string.gmatch, string.sub
 
 local M = {}
 
@@ -94,9 +98,68 @@ end
 local function copy_skipped(skipped)
   local out = {}
   for i, s in ipairs(skipped) do
-    out[i] = { file = s.file, error = s.error }
+    out[i] = { file = s.file, line = s.line, error = s.error }
   end
   return out
+end
+
+-- Raises (at the method's line) unless the running call holds capability `name`.
+local function need(name)
+  capabilities.require(name, 3)
+end
+
+-- agent.lines(s): an iterator over the lines of s, without their "\n" or "\r\n". A final
+-- line without a newline is included; an empty s has no lines. Built on plain find, so it is
+-- linear whatever the text (patterns like "[^\n]+" are too, but do not keep empty lines).
+function M.lines(s)
+  if type(s) ~= "string" then
+    error(("agent.lines: expected a string, got %s"):format(type(s)), 2)
+  end
+  local pos, len = 1, #s
+  return function()
+    if pos > len then
+      return nil
+    end
+    local nl = find(s, "\n", pos, true)
+    local line = sub(s, pos, nl and nl - 1 or len)
+    pos = (nl or len) + 1
+    if nl and sub(line, -1) == "\r" then
+      line = sub(line, 1, -2)
+    end
+    return line
+  end
+end
+
+local MAX_SEP = 64
+
+-- agent.split(s[, sep]): the fields of s as an array. With sep (a plain string, not a
+-- pattern), the pieces between separators, empty ones included: split("a,,b", ",") is
+-- {"a", "", "b"}. Without sep, the runs of non-space characters: split(" a  b ") is
+-- {"a", "b"}. Linear in the length of s.
+function M.split(s, sep)
+  if type(s) ~= "string" then
+    error(("agent.split: expected a string, got %s"):format(type(s)), 2)
+  elseif sep ~= nil and (type(sep) ~= "string" or sep == "" or #sep > MAX_SEP) then
+    -- Bounded, since a plain search compares the separator at each candidate position.
+    error(("agent.split: sep must be a string of 1 to %d bytes"):format(MAX_SEP), 2)
+  end
+  local out = {}
+  if sep == nil then
+    for word in gmatch(s, "%S+") do
+      out[#out + 1] = word
+    end
+    return out
+  end
+  local pos = 1
+  while true do
+    local i, j = find(s, sep, pos, true)
+    if not i then
+      out[#out + 1] = sub(s, pos)
+      return out
+    end
+    out[#out + 1] = sub(s, pos, i - 1)
+    pos = j + 1
+  end
 end
 
 -- Builds the API. `host_info()` returns what the host knows beyond core.info(): the API
@@ -112,6 +175,7 @@ function M.build(host_info)
   end
 
   function api.read_file(path, max_bytes)
+    need("system.read")
     if type(path) ~= "string" then
       raise("agent.read_file: path must be a string")
     end
@@ -125,6 +189,7 @@ function M.build(host_info)
   end
 
   function api.run(argv, opts)
+    need("process.run")
     local args, err = check_argv(argv)
     local options, oerr = run_options(opts)
     if not (args and options) then
@@ -134,6 +199,7 @@ function M.build(host_info)
   end
 
   function api.statfs(path)
+    need("system.read")
     if type(path) ~= "string" then
       raise("agent.statfs: path must be a string")
     end
@@ -157,6 +223,8 @@ function M.build(host_info)
       methods = { loaded = h.methods, skipped = copy_skipped(h.skipped) },
     }
   end
+
+  api.lines, api.split = M.lines, M.split
 
   function api.log(level, message)
     local err = M.level_error(level)

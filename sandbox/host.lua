@@ -14,6 +14,9 @@ local registry = require("sandbox.registry")
 local env = require("sandbox.env")
 local agent = require("sandbox.agent")
 local openrpc = require("sandbox.openrpc")
+local capabilities = require("sandbox.capabilities")
+local pattern_guard = require("sandbox.pattern_guard")
+local check = require("sandbox.check")
 
 local M = {}
 
@@ -24,9 +27,33 @@ M.CURRENT_API_VERSION = M.API_VERSIONS[#M.API_VERSIONS]
 -- Set by M.init: { registry =, dev =, document = (built on first use) }.
 local state
 
+-- Bounds on what a failing method can make the host send or log: an error message or a
+-- traceback of megabytes would otherwise be copied into every answer and log line.
+M.MAX_MESSAGE = 1024
+M.MAX_LOG_MESSAGE = 2048
+M.MAX_TRACEBACK = 16384
+M.MAX_ERROR_DATA = 65536
+
+-- s cut to at most max bytes (at a UTF-8 character boundary), saying how long it was.
+local function truncate(s, max)
+  if #s <= max then
+    return s
+  end
+  local cut = max
+  while cut > 0 and (s:byte(cut + 1) or 0) & 0xC0 == 0x80 do
+    cut = cut - 1
+  end
+  return ("%s... (%d bytes in all)"):format(s:sub(1, cut), #s)
+end
+M.truncate = truncate
+
+-- A loggable description of an error value. Only strings are shown: tostring on a table
+-- would run the method's __tostring here, in the host, where nothing bounds it.
 local function message_of(e)
   if type(e) == "string" then
-    return e
+    return truncate(e, M.MAX_LOG_MESSAGE)
+  elseif type(e) == "table" or type(e) == "userdata" then
+    return ("(error object is a %s value)"):format(type(e))
   end
   return ("(error object is a %s value: %s)"):format(type(e), tostring(e))
 end
@@ -75,28 +102,45 @@ local function host_info(s)
   }
 end
 
-local function load_dir(reg, dir, allow)
+-- dir/name, without doubling a trailing slash of dir (no pattern: dir comes from the
+-- configuration and may be long).
+local function join(dir, name)
+  local n = #dir
+  while n > 1 and dir:byte(n) == 47 do
+    n = n - 1
+  end
+  return dir:sub(1, n) .. "/" .. name
+end
+
+-- The method files of a directory, sorted by name; nil (and a warning) when it cannot be
+-- listed.
+local function dir_files(dir)
   if type(core.list_dir) ~= "function" then
     error("host.init: exo.core.list_dir is missing; the runtime cannot list method directories", 0)
   end
   local names, err = core.list_dir(dir)
   if not names then
     core.log("warn", ("method directory %s not loaded: %s"):format(dir, tostring(err)))
-    return
+    return {}
   end
-  for _, name in ipairs(registry.method_files(names)) do
-    reg:load_file(dir:gsub("/+$", "") .. "/" .. name, env.build(allow), core.log)
+  local files = {}
+  for i, name in ipairs(registry.method_files(names)) do
+    files[i] = join(dir, name)
   end
+  return files
 end
+M.dir_files = dir_files
+
+local PATH_LISTS = { "method_dirs", "method_files", "operator_dirs", "operator_files", "operator_capabilities" }
 
 local function check_init_options(opts)
   if type(opts) ~= "table" then
     error("host.init: options must be a table", 3)
   end
-  for _, key in ipairs({ "method_dirs", "method_files" }) do
+  for _, key in ipairs(PATH_LISTS) do
     local list = opts[key]
     if list ~= nil and type(list) ~= "table" then
-      error(("host.init: %s must be an array of paths"):format(key), 3)
+      error(("host.init: %s must be an array of strings"):format(key), 3)
     end
     for i, path in ipairs(list or {}) do
       if type(path) ~= "string" then
@@ -104,38 +148,83 @@ local function check_init_options(opts)
       end
     end
   end
+  if opts.allow_override ~= nil and type(opts.allow_override) ~= "boolean" then
+    error("host.init: allow_override must be a boolean", 3)
+  end
 end
 
--- Loads every method file of opts.method_dirs (in order, each sorted by name), then the
--- files of opts.method_files (used by tests and tools). A broken file is logged and
--- skipped; this raises only if the host itself cannot start. Returns
--- { methods = <count>, skipped = { {file =, error =}, ... } }.
+-- Errors and logs of the pattern guard (sandbox/pattern_guard.lua): a refused pattern is a
+-- LimitExceeded for the client, and a warning with the method's line for the operator.
+local function install_pattern_guard()
+  pattern_guard.limit_error = function(msg)
+    return errors.LimitExceeded(truncate(msg, M.MAX_MESSAGE), { limit = "pattern" })
+  end
+  pattern_guard.on_refuse = function(msg, where)
+    core.log("warn", ("%s: %s"):format(where or "(a tail call, no line)", msg))
+  end
+end
+
+-- The globals of method code (before env.allow_list makes them read-only). `declare` is the
+-- `method` function: method.declare, or check mode's collecting one.
+function M.method_api(declare, info)
+  return {
+    T = schema.T,
+    errors = errors.api(),
+    method = declare,
+    json = json_api(),
+    agent = agent.build(info),
+  }
+end
+
+-- Loads the method files, in this order: opts.method_dirs (each sorted by name), then
+-- opts.method_files (tests and tools), then the operator's: opts.operator_dirs and
+-- opts.operator_files. Operator methods may only declare capabilities listed in
+-- opts.operator_capabilities, and replace a shipped method only with opts.allow_override.
+-- A broken file is logged and skipped; this raises only if the host itself cannot start
+-- (bad options, an unknown capability in the grants). Returns
+-- { methods = <count>, skipped = { {file =, line =?, error =}, ... } }.
 function M.init(opts)
   opts = opts or {}
   check_init_options(opts)
+  local grants = capabilities.grant_set(opts.operator_capabilities, "host.init: operator_capabilities")
   env.protect_string_metatable()
-  local s = { registry = registry.new(), dev = opts.dev == true }
-  local allow = env.allow_list({
-    T = schema.T,
-    errors = errors.api(),
-    method = method.declare,
-    json = json_api(),
-    agent = agent.build(function() return host_info(s) end),
-  })
+  install_pattern_guard()
+  if type(core.set_capabilities) ~= "function" then
+    core.log("error", "this runtime has no core.set_capabilities: its bindings do not check "
+      .. "capabilities; only the agent API does")
+  end
+  local s = { dev = opts.dev == true }
+  s.registry = registry.new({ operator_capabilities = grants, allow_override = opts.allow_override })
+  local allow = env.allow_list(M.method_api(method.declare, function() return host_info(s) end))
   assert(s.registry:add({ method.get(discover_declaration()) }, "<builtin>"))
+  local function load_all(files, kind)
+    for _, path in ipairs(files) do
+      s.registry:load_file(path, env.build(allow), core.log, kind)
+    end
+  end
   for _, dir in ipairs(opts.method_dirs or {}) do
-    load_dir(s.registry, dir, allow)
+    load_all(dir_files(dir), "shipped")
   end
-  for _, path in ipairs(opts.method_files or {}) do
-    s.registry:load_file(path, env.build(allow), core.log)
+  load_all(opts.method_files or {}, "shipped")
+  for _, dir in ipairs(opts.operator_dirs or {}) do
+    load_all(dir_files(dir), "operator")
   end
+  load_all(opts.operator_files or {}, "operator")
   state = s
   core.log("info", ("loaded %d methods; skipped %d method files"):format(s.registry.count, #s.registry.skipped))
   local skipped = json.array()
   for i, entry in ipairs(s.registry.skipped) do
-    skipped[i] = { file = entry.file, error = entry.error }
+    skipped[i] = { file = entry.file, line = entry.line, error = entry.error }
   end
   return { methods = s.registry.count, skipped = skipped }
+end
+
+-- Checks method files without serving them (`exosphere-guest-agent check FILE...`); see
+-- sandbox/check.lua. Needs no init.
+function M.check_files(paths, opts)
+  env.protect_string_metatable()
+  install_pattern_guard()
+  return check.files(paths, opts or {}, M)
 end
 
 -- The OpenRPC document of the loaded methods, built once per init.
@@ -221,7 +310,7 @@ local function with_traceback(e)
   if errors.to_rpc(e) then
     return e
   end
-  return setmetatable({ err = e, traceback = debug.traceback(message_of(e), 2) }, Failure)
+  return setmetatable({ err = e, traceback = truncate(debug.traceback(message_of(e), 2), M.MAX_TRACEBACK) }, Failure)
 end
 
 local function pass(e)
@@ -231,8 +320,16 @@ end
 -- Error data goes to the client as JSON; data that cannot be encoded is dropped (and
 -- logged) rather than failing the whole response in the runtime.
 local function encodable(d, data)
-  if data ~= nil and not pcall(json.encode, data) then
+  if data == nil then
+    return nil
+  end
+  local ok, text = pcall(json.encode, data)
+  if not ok then
     core.log("warn", ("method %s raised an error whose data is not JSON; dropped it"):format(d.name))
+    return nil
+  elseif #text > M.MAX_ERROR_DATA then
+    core.log("warn", ("method %s raised an error whose data is %d bytes of JSON, over the limit of %d; dropped it"):format(
+      d.name, #text, M.MAX_ERROR_DATA))
     return nil
   end
   return data
@@ -241,6 +338,7 @@ end
 local function failure(d, ctx, e)
   local rpc = errors.to_rpc(e)
   if rpc then
+    rpc.message = truncate(rpc.message, M.MAX_MESSAGE)
     rpc.data = encodable(d, rpc.data)
     return rpc
   end
@@ -266,6 +364,13 @@ end
 
 local function dispatch(name, params, ctx)
   local d = state and state.registry:get(name)
+  -- Exactly once per call, before any method code runs: the runtime's bindings check these
+  -- grants, and so does the agent API (sandbox/capabilities.lua).
+  local granted = d and d.capabilities or {}
+  if core.set_capabilities then
+    core.set_capabilities(granted)
+  end
+  capabilities.begin_call(granted)
   if not d then
     return false, errors.method_not_found(name)
   end
@@ -274,6 +379,7 @@ local function dispatch(name, params, ctx)
     return false, err
   end
   local ok, result = xpcall(d.handler, ctx.dev and with_traceback or pass, handler_ctx(d, ctx), args)
+  capabilities.end_call()
   if not ok then
     return false, failure(d, ctx, result)
   end

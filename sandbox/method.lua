@@ -8,6 +8,7 @@
 local json = require("exo.json")
 local schema = require("sandbox.schema")
 local errors = require("sandbox.errors")
+local capabilities = require("sandbox.capabilities")
 
 local M = {}
 
@@ -46,8 +47,9 @@ local function check_name(decl, reserved_ok)
   if type(name) ~= "string" then
     fail(decl, "name is required (a string like \"namespace.verb\")")
   end
+  -- The length first: the pattern below is quadratic on long subjects.
   local ok = #name <= 128
-  for part in (name .. "."):gmatch("([^.]*)%.") do
+  for part in (ok and name .. "." or ""):gmatch("([^.]*)%.") do
     ok = ok and part:find("^[a-z][a-z0-9_]*$") ~= nil
   end
   if not ok or not name:find(".", 1, true) then
@@ -80,8 +82,10 @@ local function check_capabilities(decl)
     fail(decl, "capabilities must be an array of strings")
   end
   for i, c in ipairs(caps) do
-    if type(c) ~= "string" or not c:find("^[a-z][a-z0-9_.]*$") then
-      fail(decl, "capabilities[%d] must be a name like \"mounts.read\"", i)
+    if type(c) ~= "string" then
+      fail(decl, "capabilities[%d] must be a name like \"system.read\"", i)
+    elseif capabilities.unknown(c) then
+      fail(decl, "capabilities[%d]: %s", i, capabilities.unknown(c))
     end
   end
   return { table.unpack(caps) }
@@ -155,6 +159,36 @@ function M.check_named_params(d, params, root)
   return true
 end
 
+-- Examples are data that the host reads long after the file has loaded (the OpenRPC
+-- document, the replay tests), outside any call and its budgets: so they are copied here,
+-- with raw reads, into plain tables. A metatable (other than the JSON array mark) or a
+-- function is refused, so no method code can run when the host walks them.
+local MAX_EXAMPLE_NODES = 10000
+
+local function plain_copy(decl, at, v, state, depth)
+  local t = type(v)
+  if t == "function" or t == "thread" or (t == "userdata" and v ~= json.null) then
+    fail(decl, "%s must be plain data, got a %s", at, t)
+  elseif t ~= "table" then
+    return v
+  elseif depth > 64 then
+    fail(decl, "%s is nested too deeply", at)
+  elseif getmetatable(v) ~= nil and not json.is_array(v) then
+    fail(decl, "%s must be plain data, not a table with a metatable", at)
+  end
+  local out = json.is_array(v) and json.array() or {}
+  local k, item = next(v)
+  while k ~= nil do
+    state.nodes = state.nodes + 1
+    if state.nodes > MAX_EXAMPLE_NODES then
+      fail(decl, "%s is too large (more than %d values)", at, MAX_EXAMPLE_NODES)
+    end
+    out[plain_copy(decl, at, k, state, depth + 1)] = plain_copy(decl, at, item, state, depth + 1)
+    k, item = next(v, k)
+  end
+  return out
+end
+
 local function check_example(decl, d, i, ex)
   local at = ("examples[%d]"):format(i)
   if type(ex) ~= "table" or type(ex.name) ~= "string" or ex.name == "" then
@@ -165,10 +199,16 @@ local function check_example(decl, d, i, ex)
       fail(decl, "%s: unknown field %s", at, schema.quote(tostring(k)))
     end
   end
-  local params = ex.params or {}
+  if ex.description ~= nil and type(ex.description) ~= "string" then
+    fail(decl, "%s.description must be a string", at)
+  end
+  local state = { nodes = 0 }
+  local params = plain_copy(decl, at .. ".params", ex.params or {}, state, 0)
   if type(params) ~= "table" or json.is_array(params) then
     fail(decl, "%s.params must be a table of parameters by name", at)
   end
+  ex = { name = ex.name, description = ex.description, params = params,
+         result = plain_copy(decl, at .. ".result", ex.result, state, 0) }
   local ok, p, r = M.check_named_params(d, params, at .. ".params")
   if ok then
     ok, p, r = schema.validate(d.result, schema.normalize(d.result, ex.result), at .. ".result")
@@ -225,23 +265,53 @@ function M.check(decl, reserved_ok)
   return token
 end
 
+-- "<file>:<line>: " of the method code that called a declare function, for messages. Called
+-- by that function, so level 2 is the declare function and level 3 its caller.
+local function where(decl)
+  if not debug.getinfo(2, "t").istailcall then
+    local info = debug.getinfo(3, "Sl")
+    if info and info.source:sub(1, 1) == "@" and info.currentline > 0 then
+      return ("%s:%d: "):format(info.source:sub(2), info.currentline)
+    end
+  end
+  -- `return method { ... }` is a tail call, which leaves no caller frame to name. The
+  -- handler is defined inside the declaration, so its line is the next best; without one
+  -- the loader still names the file.
+  local hf = type(decl) == "table" and rawget(decl, "handler")
+  local h = type(hf) == "function" and debug.getinfo(hf, "S")
+  if h and h.source:sub(1, 1) == "@" then
+    return ("%s:%d: "):format(h.source:sub(2), h.linedefined)
+  end
+  return ""
+end
+
 -- The `method` global of method code: like M.check, but a mistake is raised at the line of
 -- the caller, so the load error reads "<file>:<line>: method 'x': <field> ...".
 function M.declare(decl)
   local ok, r = pcall(M.check, decl)
   if ok then
     return r
-  elseif not debug.getinfo(1, "t").istailcall then
-    error(r, 2)
   end
-  -- `return method { ... }` is a tail call, which leaves no caller frame to name. The
-  -- handler is defined inside the declaration, so its line is the next best; without one
-  -- the registry still names the file.
-  local h = type(decl) == "table" and type(decl.handler) == "function" and debug.getinfo(decl.handler, "S")
-  if h and h.source:find("^@") then
-    error(("%s:%d: %s"):format(h.source:sub(2), h.linedefined, r), 0)
+  error(where(decl) .. r, 0)
+end
+
+-- What a failed declaration returns in check mode: a value the loader leaves out.
+M.FAILED = setmetatable({}, { __metatable = "failed method", __newindex = function()
+  error("method declarations are read-only", 2)
+end })
+
+-- The `method` global in check mode (`exosphere-guest-agent check`): a mistake is passed to
+-- record("<file>:<line>: ...") and the file goes on loading, so that one run reports every
+-- declaration of a file that has several.
+function M.collecting_declare(record)
+  return function(decl)
+    local ok, r = pcall(M.check, decl)
+    if ok then
+      return r
+    end
+    record(where(decl) .. r)
+    return M.FAILED
   end
-  error(r, 0)
 end
 
 -- The checked declaration behind a token, or nil when v is not one.

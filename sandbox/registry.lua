@@ -1,116 +1,91 @@
 -- The method registry: loads method files into their own sandbox environments and keeps the
 -- checked declarations by name.
 --
--- A file either loads completely or not at all: a syntax error, a failing declaration or a
--- name that is already taken skips the whole file, which is logged with its path and line and
--- recorded for agent.info, and the other files still load. Shipped methods load before the
--- operator's, so an operator file cannot replace a shipped method by reusing its name.
+-- A file either loads completely or not at all: a syntax error, a failing declaration, a
+-- capability it may not have or a name that is already taken skips the whole file, which
+-- is logged with its path and line and recorded for agent.info, and the other files still
+-- load. Shipped methods load before the operator's. An operator method cannot take a
+-- shipped method's name unless the configuration allows overrides, and then it replaces it.
 
-local method = require("sandbox.method")
+local loader = require("sandbox.loader")
+local capabilities = require("sandbox.capabilities")
 
 local M = {}
 
--- Method files are small; a bigger one is a mistake (or not a method file at all).
-M.MAX_FILE_BYTES = 1024 * 1024
+M.MAX_FILE_BYTES = loader.MAX_FILE_BYTES
 
 local Registry = {}
 Registry.__index = Registry
 
-function M.new()
-  return setmetatable({ by_name = {}, origin = {}, skipped = {}, count = 0 }, Registry)
+-- opts: operator_capabilities = set of names granted to operator methods (default none),
+-- allow_override = whether an operator method may replace a shipped one.
+function M.new(opts)
+  opts = opts or {}
+  return setmetatable({
+    by_name = {}, origin = {}, kind = {}, skipped = {}, count = 0,
+    operator_grants = opts.operator_capabilities or {}, allow_override = opts.allow_override == true,
+  }, Registry)
 end
 
--- Reads a whole file in the host state (full standard library, at load time, before any
--- request runs). Returns the text or nil, err.
-local function read_text(path)
-  local f, err = io.open(path, "rb")
-  if not f then
-    return nil, err
-  end
-  local text, rerr = f:read(M.MAX_FILE_BYTES + 1)
-  f:close()
-  if text == nil and rerr then
-    return nil, path .. ": " .. rerr
-  elseif text and #text > M.MAX_FILE_BYTES then
-    return nil, ("%s: larger than %d bytes"):format(path, M.MAX_FILE_BYTES)
-  end
-  return text or ""
-end
-
-local function message_of(e)
-  if type(e) == "string" then
-    return e
-  end
-  return ("(error object is a %s value: %s)"):format(type(e), tostring(e))
-end
-
--- The checked declarations a file's chunk returned: one token or an array of them.
-local function declarations_of(path, value)
-  local d = method.get(value)
-  if d then
-    return { d }
-  elseif type(value) ~= "table" or value[1] == nil then
-    return nil, path .. ": must return method { ... } or an array of them"
-  end
-  local list = {}
-  for i, token in ipairs(value) do
-    list[i] = method.get(token)
-    if not list[i] then
-      return nil, ("%s: returned value %d is not a method { ... }"):format(path, i)
-    end
-  end
-  return list
-end
-
--- Loads one file with `env` as its environment. Returns the declarations or nil, err.
-local function load_file(path, env)
-  local text, err = read_text(path)
-  if not text then
-    return nil, err
-  end
-  -- Text only ("t"): bytecode could break the VM's invariants, so it is never loaded.
-  local chunk, lerr = load(text, "@" .. path, "t", env)
-  if not chunk then
-    return nil, lerr
-  end
-  local ok, value = pcall(chunk)
-  if not ok then
-    local msg = message_of(value)
-    -- Errors raised without a position (error(x, 0), tail calls) still name the file.
-    if msg:sub(1, #path + 1) ~= path .. ":" then
-      msg = path .. ": " .. msg
-    end
-    return nil, msg
-  end
-  return declarations_of(path, value)
-end
-
--- Adds checked declarations from `origin` (a path, or "<builtin>") if none of their names is
--- taken. Returns true or nil, err.
-function Registry:add(list, origin)
-  local seen = {}
+-- Why an operator file may not have what it declares, or nil.
+local function capability_error(self, list, origin)
   for _, d in ipairs(list) do
-    local other = self.origin[d.name] or seen[d.name]
-    if other then
-      return nil, ("%s: method '%s' is already defined in %s"):format(origin, d.name, other)
+    for _, c in ipairs(d.capabilities) do
+      if not self.operator_grants[c] then
+        return loader.name_file(origin, ("method '%s' declares capability '%s', which is not granted "
+          .. "to operator methods; add it to %s to allow it"):format(d.name, c, capabilities.OPERATOR_KEY))
+      end
+    end
+  end
+end
+
+-- Adds checked declarations from `origin` (a path, or "<builtin>"), of `kind` "shipped"
+-- (the default) or "operator". Returns true, or nil and why nothing was added; `log` gets
+-- the overrides.
+function Registry:add(list, origin, kind, log)
+  kind = kind or "shipped"
+  if kind == "operator" then
+    local err = capability_error(self, list, origin)
+    if err then
+      return nil, err
+    end
+  end
+  local seen, replaces = {}, {}
+  for _, d in ipairs(list) do
+    local other = seen[d.name] or self.origin[d.name]
+    if seen[d.name] or (other and not (kind == "operator" and self.kind[d.name] == "shipped" and self.allow_override)) then
+      local hint = ""
+      if kind == "operator" and self.kind[d.name] == "shipped" and not seen[d.name] then
+        hint = "; set [methods] allow_override = true to replace the shipped method"
+      end
+      return nil, loader.name_file(origin, ("method '%s' is already defined in %s%s"):format(d.name, other, hint))
     end
     seen[d.name] = origin
+    replaces[d.name] = other
   end
   for _, d in ipairs(list) do
-    self.by_name[d.name], self.origin[d.name] = d, origin
-    self.count = self.count + 1
+    if replaces[d.name] then
+      if log then
+        log("warn", ("operator method file %s overrides method '%s' of %s (allow_override is set)"):format(
+          origin, d.name, replaces[d.name]))
+      end
+    else
+      self.count = self.count + 1
+    end
+    self.by_name[d.name], self.origin[d.name], self.kind[d.name] = d, origin, kind
   end
   return true
 end
 
--- Loads a method file; a failure is logged through `log` and recorded in self.skipped.
-function Registry:load_file(path, env, log)
-  local list, err = load_file(path, env)
+-- Loads a method file of `kind`; a failure is logged through `log` and recorded in
+-- self.skipped as { file, line (when known), error }.
+function Registry:load_file(path, env, log, kind)
+  local list, err = loader.load_file(path, env)
   if list then
-    list, err = self:add(list, path)
+    list, err = self:add(list, path, kind, log)
   end
   if not list then
-    self.skipped[#self.skipped + 1] = { file = path, error = err }
+    self.skipped[#self.skipped + 1] = { file = path, line = loader.line_of(path, err), error = err }
     log("error", "skipping method file " .. path .. ": " .. err)
     return false
   end
@@ -123,7 +98,7 @@ end
 function M.method_files(names)
   local files = {}
   for _, name in ipairs(names) do
-    if name:find("%.lua$") and not name:find("^%.") then
+    if name:sub(-4) == ".lua" and name:sub(1, 1) ~= "." then
       files[#files + 1] = name
     end
   end

@@ -12,6 +12,7 @@
 -- M.normalize marks it so that it encodes as an array.
 
 local json = require("exo.json")
+local pattern_guard = require("sandbox.pattern_guard")
 
 local M = {}
 
@@ -169,6 +170,10 @@ function validators.string(d, v, path)
     return false, path, ("must be at least %d characters long"):format(d.min_len)
   elseif d.max_len and n > d.max_len then
     return false, path, ("must be at most %d characters long"):format(d.max_len)
+  elseif d.pattern and not pattern_guard.allowed(d.pattern, #v) then
+    -- The client's string is too long for the method's pattern to be checked in bounded
+    -- time (sandbox/pattern_guard.lua); the client can fix that, so it is invalid params.
+    return false, path, ("is too long (%d bytes) to be checked against the Lua pattern %s"):format(#v, quote(d.pattern))
   elseif d.pattern and not v:find(d.pattern) then
     return false, path, ("must match the Lua pattern %s"):format(quote(d.pattern))
   end
@@ -498,8 +503,13 @@ T.string = public(function(opts)
   opts = options("T.string", opts, { min_len = true, max_len = true, pattern = true })
   bounds("T.string", opts, "min_len", "max_len", is_count, "a non-negative integer")
   local pat = opts.pattern
-  if pat ~= nil and (type(pat) ~= "string" or not pcall(string.find, "", pat)) then
+  if pat ~= nil and type(pat) ~= "string" then
     misuse("T.string: pattern must be a valid Lua pattern")
+  elseif pat ~= nil then
+    local ok, err = pcall(pattern_guard.estimate, pat, 0)
+    if not ok then
+      misuse("T.string: pattern must be a valid Lua pattern: %s", err)
+    end
   end
   return new({ kind = "string", min_len = opts.min_len, max_len = opts.max_len, pattern = pat })
 end)

@@ -3,6 +3,11 @@ local agent = require("sandbox.agent")
 
 local core = setup.core
 
+-- Calls an agent API function as a call granted every capability would.
+local function drive(f, ...)
+  return core.drive_with({ "system.read", "process.run" }, f, ...)
+end
+
 describe("the agent API", function()
   local api
 
@@ -17,9 +22,9 @@ describe("the agent API", function()
   describe("read_file", function()
     it("reads under /proc and /sys with a 1 MiB default limit", function()
       core.files["/proc/meminfo"] = "MemTotal: 1 kB\n"
-      assert.equal("MemTotal: 1 kB\n", core.drive(api.read_file, "/proc/meminfo"))
+      assert.equal("MemTotal: 1 kB\n", drive(api.read_file, "/proc/meminfo"))
       core.files["/sys/block/vda/size"] = "123456"
-      assert.equal("123", core.drive(api.read_file, "/sys/block/vda/size", 3))
+      assert.equal("123", drive(api.read_file, "/sys/block/vda/size", 3))
     end)
 
     it("refuses other paths and ways out of /proc and /sys", function()
@@ -33,7 +38,7 @@ describe("the agent API", function()
 
     it("passes on the runtime's error", function()
       assert.same({ nil, "ENOENT: no such file or directory: /proc/nope" },
-        { core.drive(api.read_file, "/proc/nope") })
+        { drive(api.read_file, "/proc/nope") })
     end)
 
     it("raises on misuse", function()
@@ -47,7 +52,7 @@ describe("the agent API", function()
     it("spawns without a shell with default limits", function()
       core.programs["true"] = function() return { exit = 0 } end
       local argv = { "true", "--flag" }
-      local res = core.drive(api.run, argv)
+      local res = drive(api.run, argv)
       assert.same({ exit = 0, stdout = "", stderr = "", timed_out = false, truncated = false }, res)
       assert.same({ argv = { "true", "--flag" }, opts = { timeout_ms = 10000, max_output = 1048576 } }, core.spawned[1])
       assert.are_not.equal(argv, core.spawned[1].argv)
@@ -55,13 +60,13 @@ describe("the agent API", function()
 
     it("passes options through", function()
       core.programs["cat"] = function(_, opts) return { exit = 0, stdout = opts.stdin } end
-      local res = core.drive(api.run, { "cat" }, { timeout_ms = 5000, max_output = 10, stdin = "hi" })
+      local res = drive(api.run, { "cat" }, { timeout_ms = 5000, max_output = 10, stdin = "hi" })
       assert.equal("hi", res.stdout)
       assert.same({ timeout_ms = 5000, max_output = 10, stdin = "hi" }, core.spawned[1].opts)
     end)
 
     it("reports a missing program", function()
-      assert.same({ nil, "not found: nvidia-smi" }, { core.drive(api.run, { "nvidia-smi" }) })
+      assert.same({ nil, "not found: nvidia-smi" }, { drive(api.run, { "nvidia-smi" }) })
     end)
 
     it("raises on misuse", function()
@@ -75,15 +80,15 @@ describe("the agent API", function()
 
   it("sleeps by yielding", function()
     local before = core.now_ms()
-    core.drive(api.sleep, 1500)
+    drive(api.sleep, 1500)
     assert.equal(before + 1500, core.now_ms())
     assert.has_error(function() api.sleep(1.5) end, "agent.sleep: ms must be a non-negative integer")
   end)
 
   it("passes statfs through", function()
     core.statfs_results["/"] = { blocks = 10 }
-    assert.same({ blocks = 10 }, core.drive(api.statfs, "/"))
-    assert.same({ nil, "ENOENT: no such file or directory: /nope" }, { core.drive(api.statfs, "/nope") })
+    assert.same({ blocks = 10 }, drive(api.statfs, "/"))
+    assert.same({ nil, "ENOENT: no such file or directory: /nope" }, { drive(api.statfs, "/nope") })
   end)
 
   it("answers time, clock, host name and CPU from the runtime", function()
@@ -100,6 +105,76 @@ describe("the agent API", function()
     }, info)
     info.methods.skipped[1].file = "changed"
     assert.equal("/x.lua", api.info().methods.skipped[1].file)
+  end)
+
+  describe("capabilities", function()
+    it("read_file and statfs need system.read, run needs process.run", function()
+      core.files["/proc/loadavg"] = "1"
+      core.statfs_results["/"] = { blocks = 1 }
+      assert.equal("1", core.drive_with({ "system.read" }, api.read_file, "/proc/loadavg"))
+      assert.same({ blocks = 1 }, core.drive_with({ "system.read" }, api.statfs, "/"))
+      assert.has_error(function() core.drive_with({ "system.read" }, api.run, { "true" }) end,
+        "capability 'process.run' is not granted to this method")
+      assert.has_error(function() core.drive_with({}, api.read_file, "/proc/loadavg") end,
+        "capability 'system.read' is not granted to this method")
+    end)
+
+    it("are checked by the runtime's bindings too, outside the agent API", function()
+      assert.has_error(function() core.drive_with({ "system.read" }, core.spawn, { "true" }, {}) end,
+        "capability 'process.run' is not granted to this method")
+      assert.has_error(function()
+        core.drive(function()
+          core.set_capabilities({})
+          core.set_capabilities({ "process.run" })
+        end)
+      end, "set_capabilities: called twice in one call")
+    end)
+  end)
+
+  describe("lines", function()
+    local function lines(s)
+      local out = {}
+      for l in api.lines(s) do
+        out[#out + 1] = l
+      end
+      return out
+    end
+
+    it("gives each line without its newline, keeping empty ones", function()
+      assert.same({ "a", "", "b" }, lines("a\n\nb\n"))
+      assert.same({ "a", "b" }, lines("a\r\nb"))
+      assert.same({}, lines(""))
+      assert.same({ "" }, lines("\n"))
+      assert.same({ "x\r" }, lines("x\r"))
+    end)
+
+    it("is linear on any text, even where patterns are refused", function()
+      local big = ("x"):rep(4 * 1024 * 1024) .. "\n" .. ("y"):rep(10)
+      local got = lines(big)
+      assert.same({ 4 * 1024 * 1024, "yyyyyyyyyy" }, { #got[1], got[2] })
+    end)
+
+    it("raises on misuse", function()
+      assert.has_error(function() api.lines(nil) end, "agent.lines: expected a string, got nil")
+    end)
+  end)
+
+  describe("split", function()
+    it("splits on a plain separator, keeping empty fields", function()
+      assert.same({ "a", "", "b" }, api.split("a,,b", ","))
+      assert.same({ "" }, api.split("", ","))
+      assert.same({ "1", "2.5", "" }, api.split("1.%2.5.%", ".%"))
+    end)
+
+    it("splits on runs of white space without a separator", function()
+      assert.same({ "0.10", "0.20", "0.30", "1/99", "42" }, api.split("0.10 0.20 0.30 1/99 42\n"))
+      assert.same({}, api.split("  \t "))
+    end)
+
+    it("raises on misuse", function()
+      assert.has_error(function() api.split(1) end, "agent.split: expected a string, got number")
+      assert.has_error(function() api.split("a", "") end, "agent.split: sep must be a string of 1 to 64 bytes")
+    end)
   end)
 
   it("logs at the given level, and refuses unknown levels", function()

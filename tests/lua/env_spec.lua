@@ -8,8 +8,8 @@ local function run(code, list)
   return pcall(chunk)
 end
 
-local function fails_with(code, message)
-  local ok, err = run(code)
+local function fails_with(code, message, list)
+  local ok, err = run(code, list)
   assert.is_false(ok, code)
   assert.matches(message, err, 1, true)
 end
@@ -21,7 +21,7 @@ describe("sandbox environment", function()
 
   it("has none of the dangerous globals", function()
     for _, name in ipairs({ "io", "os", "package", "debug", "require", "load", "loadstring", "dofile",
-                            "loadfile", "print", "collectgarbage", "rawset", "coroutine", "_G" }) do
+                            "loadfile", "print", "collectgarbage", "rawset", "_G" }) do
       fails_with("return " .. name, "unknown global '" .. name .. "'")
     end
   end)
@@ -58,6 +58,29 @@ describe("sandbox environment", function()
 
   it("still lets shared tables be iterated and measured", function()
     assert.same({ true, true }, { run("for k in pairs(math) do if k == 'floor' then return true end end")})
+  end)
+
+  describe("deep read-only views", function()
+    local list = env.allow_list({ cfg = { inner = { x = 1, list = { 10, 20 } }, n = 2 } })
+
+    it("refuse writes at every depth", function()
+      fails_with("cfg.inner.x = 2", "cfg.inner is read-only (cannot set 'x')", list)
+      fails_with("cfg.inner.list[1] = 0", "cfg.inner.list is read-only (cannot set '1')", list)
+      assert.same({ true, 1, 2, 20 }, { run("return cfg.inner.x, #cfg.inner.list, cfg.inner.list[2]", list) })
+    end)
+
+    it("keep one view per table, so identity and iteration work", function()
+      assert.same({ true, true, "cfg.inner", 2 }, { run([[
+        local n = 0
+        for _, v in pairs(cfg.inner.list) do n = n + 1 end
+        return cfg.inner == cfg.inner, getmetatable(cfg.inner), n]], list) })
+      assert.same({ true, true }, { run("for k, v in pairs(cfg) do if k == 'inner' then return v == cfg.inner end end", list) })
+    end)
+
+    it("refuse a shared object whose metatable method code could change", function()
+      assert.has_error(function() env.allow_list({ bad = setmetatable({}, {}) }) end,
+        "sandbox: bad has a metatable that method code could change; lock it with __metatable")
+    end)
   end)
 
   it("gives each file its own environment", function()

@@ -66,6 +66,7 @@ return {
   }),
   m("demo.nothing", { result = T.null(), examples = { { name = "x", result = json.null } }, handler = function() end }),
   m("demo.wait", {
+    capabilities = { "system.read" },
     result = T.object({ waited_ms = T.integer(), meminfo = T.string(), caught = T.boolean() }),
     examples = { { name = "x", result = { waited_ms = 250, meminfo = "", caught = true } } },
     handler = function(ctx)

@@ -71,7 +71,8 @@ describe("method declarations", function()
       { { handler = "echo" }, "method 'demo.echo': handler must be a function(ctx, params), got string" },
       { { result = { type = "object" } }, "method 'demo.echo': result must be a schema made with T" },
       { { params = T.string() }, "method 'demo.echo': params must be a T.object schema" },
-      { { capabilities = { "Mounts" } }, "method 'demo.echo': capabilities[1] must be a name" },
+      { { capabilities = { "Mounts" } }, "method 'demo.echo': capabilities[1]: unknown capability \"Mounts\" (known: process.run, system.read)" },
+      { { capabilities = { 1 } }, "method 'demo.echo': capabilities[1] must be a name" },
       { { errors = { "NotFound" } }, "method 'demo.echo': errors[1] must be an error kind like errors.NotFound" },
       { { param_order = { "knd" } }, "method 'demo.echo': param_order[1]: \"knd\" is not a parameter" },
       { { param_order = { "kind", "kind" } }, "param_order[2]: \"kind\" appears twice" },
@@ -148,8 +149,13 @@ describe("method declarations", function()
         .. "examples[1].result expected an integer, got a string", err)
     end)
 
+    it("report the line where the name is written when the call leaves none", function()
+      local path, err = skipped_error("\nreturn method { name = 'demo.echo' }")
+      assert.equal(path .. ":2: method 'demo.echo': summary is required (a one-line string)", err)
+    end)
+
     it("report the file when there is no line to give", function()
-      local path, err = skipped_error("return method { name = 'demo.echo' }")
+      local path, err = skipped_error("local n = 'demo' .. '.echo'\nreturn method { name = n }")
       assert.equal(path .. ": method 'demo.echo': summary is required (a one-line string)", err)
     end)
   end)

@@ -100,7 +100,7 @@ describe("the OpenRPC document", function()
     local k = kit.new({ files = { tmp.file([[
 return method {
   name = "demo.mount", summary = "Mount", since = "2026-12-01", stability = "deprecated",
-  permission = "admin", capabilities = { "mounts.write" },
+  permission = "admin", capabilities = { "process.run" },
   params = T.object({
     device = T.string({ pattern = "^vd%l$" }):describe("Kernel name"),
     read_only = T.boolean():optional(),
@@ -122,7 +122,7 @@ return method {
       params = { { name = "device", value = "vdb" }, { name = "read_only", value = true } },
       result = { name = "result", value = {} } }, m.examples[1])
     assert.matches('"result":{"name":"result","value":[]}', json.encode(k.host.discover()), 1, true)
-    assert.same({ true, "deprecated", "admin", { "mounts.write" } },
+    assert.same({ true, "deprecated", "admin", { "process.run" } },
       { m.deprecated, m["x-stability"], m["x-permission"], m["x-capabilities"] })
   end)
 end)

@@ -51,7 +51,7 @@ describe("loading method files", function()
     local k = kit.new({ dirs = { first, second } })
     assert.same({ "demo.a", "demo.b", "rpc.discover" }, names(k))
     assert.same({ true, 1 }, { k:call("demo.a") })
-    assert.equal(second .. "/0.lua: method 'demo.a' is already defined in " .. first .. "/a.lua",
+    assert.equal(second .. "/0.lua:2: method 'demo.a' is already defined in " .. first .. "/a.lua",
       k.summary.skipped[1].error)
   end)
 
@@ -85,7 +85,7 @@ describe("loading method files", function()
     { "returns a list with a stranger", "return { 1 }", ": returned value 1 is not a method { ... }" },
     { "raises at load", "local x = nil\nreturn x.y", ":2: attempt to index a nil value" },
     { "raises a non-string", "error({})", ": (error object is a table value" },
-    { "yields at load", "agent.sleep(10)", "attempt to yield from outside a coroutine" },
+    { "waits at load", "agent.sleep(10)", ":1: sleep: this function waits and can only be used while handling a call" },
     { "reads an unknown global", "return mehtod {}", ":1: unknown global 'mehtod'" },
   }
   for _, case in ipairs(bad_files) do
@@ -131,7 +131,7 @@ describe("loading method files", function()
   it("rejects bad init options loudly", function()
     local host = require("sandbox.host")
     assert.has_error(function() host.init({ method_dirs = "methods" }) end,
-      "host.init: method_dirs must be an array of paths")
+      "host.init: method_dirs must be an array of strings")
   end)
 
   it("gives every file its own environment", function()

@@ -6,10 +6,14 @@
 --   core.programs["nvidia-smi"] = function(argv, opts) return { exit = 0, stdout = "5\n" } end
 --   core.cpu = 12; core.unix_time = 1764072000; core.host_name = "vm-1"
 --
--- Like the C bindings, sleep, read_file, spawn and statfs yield the calling coroutine; the
--- driver (M.drive, used by kit.lua) resumes it with the results, advancing the fake clock
--- for sleeps. Calling them outside a coroutine raises, as in the runtime. A program that is
--- not in `programs` is "not found", like a missing executable.
+-- Like the C bindings, sleep, read_file, spawn and statfs wait: they yield the innermost
+-- running coroutine with no values, and the driver (M.drive, used by kit.lua) resumes the
+-- call's OUTERMOST coroutine with their results (the host's coroutine library passes the
+-- yield up through the method's own coroutines), advancing the fake clock for sleeps.
+-- Outside a call they raise, as in the runtime. As in the runtime, host.call must call
+-- set_capabilities exactly once per call, and read_file and statfs need "system.read",
+-- spawn "process.run". A program that is not in `programs` is "not found", like a missing
+-- executable.
 
 local M = {}
 
@@ -28,13 +32,47 @@ function M.reset()
     M[k] = v
   end
   M.files, M.statfs_results, M.programs, M.dirs = {}, {}, {}, {}
-  M.logs, M.spawned, M.yields = {}, {}, 0
+  M.logs, M.spawned, M.yields, M.preemptions = {}, {}, 0, 0
+  M.call, M.pending = nil, nil
+  M.instruction_limit = nil
 end
 
--- What a yielding binding hands to the driver: the results to resume with.
-local function yield_with(op, ...)
+-- The call being driven ({ capabilities = set or nil }), or nil outside a call: like the
+-- runtime, the fake knows the call for the whole time its coroutines run.
+local function current_call(what)
+  if M.call == nil then
+    error(what .. ": this function waits and can only be used while handling a call", 3)
+  end
+  return M.call
+end
+
+local function need(what, capability)
+  local call = current_call(what)
+  if call.capabilities == nil then
+    error(what .. ": host.call did not call set_capabilities before the handler", 3)
+  elseif not call.capabilities[capability] then
+    error(("capability '%s' is not granted to this method"):format(capability), 3)
+  end
+end
+
+-- A binding that waits: records the results the driver resumes the call with, and yields
+-- the innermost coroutine with no values.
+local function yield_with(...)
   M.yields = M.yields + 1
-  return coroutine.yield({ op = op, results = table.pack(...) })
+  M.pending = table.pack(...)
+  return coroutine.yield()
+end
+
+function M.set_capabilities(list)
+  local call = current_call("set_capabilities")
+  if call.capabilities ~= nil then
+    error("set_capabilities: called twice in one call", 2)
+  end
+  assert(type(list) == "table", "set_capabilities: expected an array of names")
+  call.capabilities = {}
+  for _, name in ipairs(list) do
+    call.capabilities[name] = true
+  end
 end
 
 function M.log(level, message)
@@ -58,27 +96,30 @@ function M.info()
 end
 
 function M.sleep(ms)
+  current_call("sleep")
   assert(math.type(ms) == "integer" and ms >= 0, "sleep: bad ms")
-  local result = yield_with("sleep")
+  local result = yield_with(true)
   M.clock_ms = M.clock_ms + ms
   return result
 end
 
 function M.read_file(path, max_bytes)
+  need("read_file", "system.read")
   assert(type(path) == "string" and math.type(max_bytes) == "integer", "read_file: bad arguments")
   local content = M.files[path]
   if content == nil then
-    return yield_with("read_file", nil, "ENOENT: no such file or directory: " .. path)
+    return yield_with(nil, "ENOENT: no such file or directory: " .. path)
   end
-  return yield_with("read_file", content:sub(1, max_bytes))
+  return yield_with(content:sub(1, max_bytes))
 end
 
 function M.statfs(path)
+  need("statfs", "system.read")
   local r = M.statfs_results[path]
   if r == nil then
-    return yield_with("statfs", nil, "ENOENT: no such file or directory: " .. path)
+    return yield_with(nil, "ENOENT: no such file or directory: " .. path)
   end
-  return yield_with("statfs", r)
+  return yield_with(r)
 end
 
 local function complete(res)
@@ -89,17 +130,26 @@ local function complete(res)
 end
 
 function M.spawn(argv, opts)
+  need("spawn", "process.run")
   assert(type(argv) == "table" and type(argv[1]) == "string", "spawn: bad argv")
   M.spawned[#M.spawned + 1] = { argv = argv, opts = opts }
   local program = M.programs[argv[1]]
   if program == nil then
-    return yield_with("spawn", nil, "not found: " .. argv[1])
+    return yield_with(nil, "not found: " .. argv[1])
   end
   local res, err = program(argv, opts)
   if res == nil then
-    return yield_with("spawn", nil, err)
+    return yield_with(nil, err)
   end
-  return yield_with("spawn", complete(res))
+  return yield_with(complete(res))
+end
+
+-- Test hook: yields like the runtime's count hook when it preempts a call (no values, no
+-- pending results); the driver resumes the call with no values.
+function M.preempt()
+  current_call("preempt")
+  M.preemptions = M.preemptions + 1
+  coroutine.yield()
 end
 
 -- Directory listings come from the real file system (method dirs in the repository), or
@@ -123,20 +173,85 @@ function M.list_dir(path)
   return names
 end
 
--- Runs f(...) in a new coroutine the way the runtime does: every yield is a pending binding
--- whose results go back in on resume. Returns what f returned; raises if f raised.
+-- The instruction budget, like the runtime's: with M.instruction_limit set, a count hook
+-- on the call's coroutine (and on every coroutine created while it runs, see
+-- hook_new_thread) stops the call once it has run that many instructions. A Lua hook cannot
+-- yield the way the runtime's does, so it raises, and then raises again at every
+-- instruction, which no pcall can get past; drive then answers for the host, as the runtime
+-- does: -32007 with data.limit = "instructions".
+local HOOK_STEP = 1000
+local hooks = setmetatable({}, { __mode = "k" })
+
+local function budget_hook(state)
+  local function hook()
+    if not state.killed then
+      state.used = state.used + HOOK_STEP
+      if state.used <= state.limit then
+        return
+      end
+      state.killed = true
+    end
+    debug.sethook(hook, "", 1)
+    error("instruction budget exceeded", 2)
+  end
+  return hook
+end
+
+-- Called by the coroutine.create that setup.lua installs: a coroutine created during a
+-- call with a budget gets the call's hook (Lua hooks are per coroutine).
+function M.hook_new_thread(co)
+  local hook = hooks[coroutine.running()]
+  if hook then
+    debug.sethook(co, hook, "", HOOK_STEP)
+    hooks[co] = hook
+  end
+end
+
+local function limit_error(state)
+  return { code = -32007, message = "Limit exceeded", data = { limit = "instructions", used = state.used } }
+end
+
+-- Runs f(...) as a call, in a new coroutine, the way the runtime does: each yield of a
+-- binding is answered by resuming the coroutine with the binding's results; a yield without
+-- one (M.preempt) is resumed with no values. Returns what f returned; raises if f raised.
+-- M.MAX_ROUNDS bounds the resumes, so that a host bug cannot hang the specs.
+M.MAX_ROUNDS = 100000
+
 function M.drive(f, ...)
   local co = coroutine.create(f)
-  local out = table.pack(coroutine.resume(co, ...))
-  while coroutine.status(co) == "suspended" do
-    local pending = out[2]
-    assert(type(pending) == "table" and pending.results, "coroutine yielded something that is not a binding")
-    out = table.pack(coroutine.resume(co, table.unpack(pending.results, 1, pending.results.n)))
+  local outer_call = M.call
+  M.call = {}
+  local state = { used = 0, limit = M.instruction_limit, killed = false }
+  if state.limit then
+    hooks[co] = budget_hook(state)
+    debug.sethook(co, hooks[co], "", HOOK_STEP)
   end
-  if not out[1] then
+  local out = table.pack(coroutine.resume(co, ...))
+  local rounds = 0
+  while coroutine.status(co) == "suspended" do
+    rounds = rounds + 1
+    assert(rounds <= M.MAX_ROUNDS, "the call yielded too many times")
+    assert(out.n == 1, "a call yielded values: only the runtime's no-value yields may reach it")
+    local pending = M.pending or { n = 0 }
+    M.pending = nil
+    out = table.pack(coroutine.resume(co, table.unpack(pending, 1, pending.n)))
+  end
+  M.call = outer_call
+  if state.killed then
+    return false, limit_error(state)
+  elseif not out[1] then
     error(out[2], 0)
   end
   return table.unpack(out, 2, out.n)
+end
+
+-- Like drive, for calling bindings (or agent API functions) directly: the call is granted
+-- `capabilities` (an array of names) first, as host.call would.
+function M.drive_with(capabilities, f, ...)
+  return M.drive(function(...)
+    M.set_capabilities(capabilities)
+    return f(...)
+  end, ...)
 end
 
 -- Log lines at `level` (or all) whose message contains `text` (plain).

@@ -9,20 +9,26 @@ local M = {}
 local anchor = {}
 M.null = debug.upvalueid(function() return anchor end, 1)
 
-local marked = setmetatable({}, { __mode = "k" })
+-- Like the C module, the mark is a shared metatable that hides itself behind its name.
+local ARRAY_MT = { __metatable = "exo.json.array" }
+
+local function is_marked(t)
+  return type(t) == "table" and debug.getmetatable(t) == ARRAY_MT
+end
 
 -- Like the C module, refuses a table that has a metatable of its own.
 function M.array(t)
   t = t or {}
-  if not marked[t] and getmetatable(t) ~= nil then
+  if type(t) ~= "table" then
+    error("bad argument #1 to 'array' (table expected, got " .. type(t) .. ")", 2)
+  elseif not is_marked(t) and getmetatable(t) ~= nil then
     error("bad argument #1 to 'array' (table already has a metatable)", 2)
   end
-  marked[t] = true
-  return t
+  return setmetatable(t, ARRAY_MT)
 end
 
 function M.is_array(t)
-  return marked[t] == true
+  return is_marked(t)
 end
 
 local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n",
@@ -37,7 +43,7 @@ end
 -- Array when marked or when the keys are exactly 1..n (n > 0); object when all keys are
 -- strings; anything else cannot be JSON.
 local function table_kind(t)
-  if marked[t] then
+  if is_marked(t) then
     return "array"
   end
   local n, strings = 0, 0

@@ -6,11 +6,17 @@
 --   k.core.files["/proc/meminfo"] = "MemTotal: 1000 kB\nMemAvailable: 250 kB\n"
 --   local result = k:call_ok("system_load.current")
 --
+-- An operator method is tested the same way, loaded as the agent would load it from
+-- methods.d, with the capabilities the configuration grants:
+--
+--   local k = kit.new({ operator_files = { "site_motd.lua" }, operator_capabilities = { "system.read" } })
+--
 -- Calls run in a coroutine driven like the runtime drives it (bindings yield). The kit
 -- defaults to dev mode, so every result is checked against the method's result schema and
 -- a mismatch fails the call. See docs/method-authoring.md.
 
 local setup = require("tests.lua.helpers.setup")
+local env = require("sandbox.env")
 
 local M = {}
 
@@ -20,7 +26,14 @@ M.core = setup.core
 local Kit = {}
 Kit.__index = Kit
 
--- opts: files = { paths }, dirs = { paths }, dev = false to test production behaviour.
+-- Instructions a call may run in the kit unless opts.instruction_limit says otherwise: far
+-- more than any method needs, few enough that a runaway loop fails in well under a second.
+M.INSTRUCTION_LIMIT = 50000000
+
+-- opts: files = { paths }, dirs = { paths } (shipped methods); operator_files = { paths },
+-- operator_dirs = { paths }, operator_capabilities = { names }, allow_override = bool (the
+-- operator's, as the [methods] configuration gives them); instruction_limit = n (per call,
+-- like [methods] call_instruction_limit); dev = false to test production behaviour.
 function M.new(opts)
   opts = opts or {}
   setup.core.reset()
@@ -29,7 +42,16 @@ function M.new(opts)
     dev = opts.dev ~= false,
     method_dirs = opts.dirs or {},
     method_files = opts.files or {},
+    operator_dirs = opts.operator_dirs,
+    operator_files = opts.operator_files,
+    operator_capabilities = opts.operator_capabilities,
+    allow_override = opts.allow_override,
   })
+  -- The host hides and guards the string metatable for method code (sandbox/env.lua); the
+  -- spec's own code (busted, luassert) gets the standard one back between calls.
+  setup.restore_string_metatable()
+  -- A method that loops forever fails its spec instead of hanging it.
+  setup.core.instruction_limit = opts.instruction_limit or M.INSTRUCTION_LIMIT
   return setmetatable({ host = host, core = setup.core, json = setup.json, summary = summary,
                         dev = opts.dev ~= false }, Kit)
 end
@@ -51,7 +73,13 @@ end
 
 -- host.call in a driven coroutine: returns ok, result-or-error exactly as host.call does.
 function Kit:call(name, params, ctx)
-  return self.core.drive(self.host.call, name, params, self:ctx(ctx))
+  env.protect_string_metatable()
+  local out = table.pack(pcall(self.core.drive, self.host.call, name, params, self:ctx(ctx)))
+  setup.restore_string_metatable()
+  if not out[1] then
+    error(out[2], 0)
+  end
+  return table.unpack(out, 2, out.n)
 end
 
 -- The result of a call that must succeed; a failure raises with the JSON-RPC error.

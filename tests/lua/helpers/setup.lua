@@ -28,6 +28,19 @@ end
 M.core = require("tests.lua.helpers.fake_core")
 package.loaded["exo.core"] = M.core
 
+-- Coroutines created while a call runs get the call's instruction-budget hook, as threads
+-- created in the runtime inherit its hook (fake_core.lua, hook_new_thread). Installed once,
+-- before any sandbox module keeps a reference to coroutine.create.
+if not registry.exo_create_hooked then
+  registry.exo_create_hooked = true
+  local create = coroutine.create
+  coroutine.create = function(f)
+    local co = create(f)
+    package.loaded["exo.core"].hook_new_thread(co)
+    return co
+  end
+end
+
 -- host.init hides the string metatable from method code (sandbox/env.lua); busted and its
 -- libraries run in the same state, so specs put the original back when they are done.
 local string_mt = debug.getmetatable("")

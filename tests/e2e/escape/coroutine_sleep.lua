@@ -1,0 +1,26 @@
+-- Not an attack: bindings must work inside the method's own coroutines, and the runtime's
+-- resumes must reach the right coroutine.
+return method({
+  name = "escape.coroutine_sleep", summary = "Sleeps inside nested coroutines", since = "2026-12-01",
+  stability = "experimental", permission = "public",
+  result = T.object({ values = T.array(T.any()), slept_ms = T.integer() }),
+  examples = { { name = "a nap", result = { values = { "a", 30, "b" }, slept_ms = 30 } } },
+  handler = function()
+    local t0 = agent.now_ms()
+    local values = {}
+    local gen = coroutine.wrap(function()
+      coroutine.yield("a")
+      local inner = coroutine.wrap(function()
+        pcall(agent.sleep, 30)
+        coroutine.yield(agent.now_ms() - t0)
+      end)
+      coroutine.yield(inner())
+      coroutine.yield("b")
+    end)
+    for _ = 1, 3 do
+      local v = gen()
+      values[#values + 1] = v
+    end
+    return { values = values, slept_ms = agent.now_ms() - t0 }
+  end,
+})
