@@ -110,7 +110,7 @@ static void test_immediate_call(void)
     REQUIRE(vm != NULL);
     result_t r = {0};
     exo_call_t *call;
-    CHECK(start(vm, "t.now", NULL, 1000, &r, &call) == 1);
+    CHECK(start(vm, "t.now", NULL, 30000, &r, &call) == 1);
     CHECK(has(&r, "\"result\":1"));
     CHECK(exo_calls_in_flight() == 0);
     exo_call_release(call);
@@ -124,7 +124,8 @@ static void test_waiting_call_resumes(void)
     REQUIRE(vm != NULL);
     result_t r = {0};
     exo_call_t *call;
-    CHECK(start(vm, "t.sleep", "return {ms = 20}", 1000, &r, &call) == 0);
+    /* Generous deadlines: valgrind runs this ten times slower. */
+    CHECK(start(vm, "t.sleep", "return {ms = 20}", 30000, &r, &call) == 0);
     CHECK(exo_calls_in_flight() == 1);
     uv_run(rt_.loop, UV_RUN_DEFAULT);
     CHECK(r.done == 1);
@@ -140,7 +141,7 @@ static void test_cancel_never_resumes(void)
     REQUIRE(vm != NULL);
     result_t r = {0};
     exo_call_t *call;
-    CHECK(start(vm, "t.sleep", "return {ms = 20}", 1000, &r, &call) == 0);
+    CHECK(start(vm, "t.sleep", "return {ms = 20}", 30000, &r, &call) == 0);
     exo_call_cancel(call);
     exo_call_release(call);
     /* The VM outlives the server's reference while the cancelled call's timer finishes. */
@@ -190,7 +191,7 @@ static void test_limits_stop_runaway_code(void)
     /* The VM still serves after every one of them. */
     result_t d = {0};
     exo_call_t *cd;
-    CHECK(start(vm, "t.now", NULL, 1000, &d, &cd) == 1);
+    CHECK(start(vm, "t.now", NULL, 30000, &d, &cd) == 1);
     CHECK(has(&d, "\"result\":1"));
     exo_call_release(cd);
     exo_buf_free(&d.out);
@@ -206,7 +207,7 @@ static void test_preemption_lets_others_finish_first(void)
     /* The CPU-bound call is preempted at once, so the short call started after it ends
      * while it is still running. */
     CHECK(start(vm, "t.spin", NULL, 0, &spin, &cs) == 0);
-    CHECK(start(vm, "t.sleep", "return {ms = 1}", 1000, &quick, &cq) == 0);
+    CHECK(start(vm, "t.sleep", "return {ms = 1}", 30000, &quick, &cq) == 0);
     while (quick.done == 0)
         uv_run(rt_.loop, UV_RUN_ONCE);
     CHECK(spin.done == 0);
