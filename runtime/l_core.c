@@ -148,10 +148,11 @@ static int l_sleep(lua_State *L)
     uv_timer_init(exo_lvm_runtime(L)->loop, &op->timer);
     op->timer.data = op;
     exo_call_wait(c);
-    /* The loop's clock was read before this call started running; without an update a
-     * sleep could end up to a slice early by the caller's own clock. */
+    /* The loop's clock was read before this call started running and counts whole
+     * milliseconds: from a fresh reading, one more millisecond makes sure a sleep never
+     * ends early by the caller's own clock. */
     uv_update_time(exo_lvm_runtime(L)->loop);
-    uv_timer_start(&op->timer, on_sleep, (uint64_t)ms, 0);
+    uv_timer_start(&op->timer, on_sleep, ms > 0 ? (uint64_t)ms + 1 : 0, 0);
     /* A sleep whose call timed out or was abandoned must not hold up the exit: the server's
      * own handles keep the loop running while there is anything to wait for. */
     uv_unref((uv_handle_t *)&op->timer);
