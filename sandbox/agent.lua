@@ -108,6 +108,20 @@ local function need(name)
   capabilities.require(name, 3)
 end
 
+-- The host's own isyieldable: whether the running coroutine can yield right now.
+local can_yield = coroutine.isyieldable
+
+-- A binding that waits yields the running coroutine. Inside a C function that cannot yield
+-- (a table.sort comparator, a string.gsub replacement function, a __tostring called by
+-- tostring) the yield would fail after the runtime had started the operation, whose answer
+-- would then resume the call at the wrong place; so such a call is refused before it starts.
+local function can_wait(fname)
+  if not can_yield() then
+    error(("agent.%s cannot wait here: a C function that cannot yield (table.sort's comparator, "
+      .. "a string.gsub replacement function, tostring) is running"):format(fname), 3)
+  end
+end
+
 -- agent.lines(s): an iterator over the lines of s, without their "\n" or "\r\n". A final
 -- line without a newline is included; an empty s has no lines. Built on plain find, so it is
 -- linear whatever the text (patterns like "[^\n]+" are too, but do not keep empty lines).
@@ -171,6 +185,7 @@ function M.build(host_info)
     if math.type(ms) ~= "integer" or ms < 0 then
       raise("agent.sleep: ms must be a non-negative integer")
     end
+    can_wait("sleep")
     return core.sleep(ms) -- yields
   end
 
@@ -185,6 +200,7 @@ function M.build(host_info)
     if not M.readable(path) then
       return nil, "not permitted: " .. path
     end
+    can_wait("read_file")
     return core.read_file(path, max_bytes or DEFAULT_READ_MAX) -- yields
   end
 
@@ -195,6 +211,7 @@ function M.build(host_info)
     if not (args and options) then
       raise("agent.run: %s", err or oerr)
     end
+    can_wait("run")
     return core.spawn(args, options) -- yields
   end
 
@@ -203,6 +220,7 @@ function M.build(host_info)
     if type(path) ~= "string" then
       raise("agent.statfs: path must be a string")
     end
+    can_wait("statfs")
     return core.statfs(path) -- yields
   end
 

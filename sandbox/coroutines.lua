@@ -33,8 +33,10 @@ local raw = {
 local USER = setmetatable({}, { __metatable = "yield tag" })
 
 -- Every coroutine made by M.api().create, mapped to the thread of the call (or of the file
--- load) that made it. Weak keys: a coroutine that nobody references is collected.
-local owner = setmetatable({}, { __mode = "k" })
+-- load) that made it. Weak keys and values: a coroutine that nobody references is collected,
+-- and one kept in a file-level local does not keep its (finished or stopped) call's thread
+-- alive; the runtime holds a call's thread for as long as the call runs.
+local owner = setmetatable({}, { __mode = "kv" })
 
 -- What coroutine.running() returns outside a user coroutine: a thread that has finished, so
 -- it can be compared and passed around but never resumed.

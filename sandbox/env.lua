@@ -58,19 +58,19 @@ local function wrap(v, name)
   if p then
     return p
   end
+  -- The iterator ignores the state it is given: pairs(p) returns p itself as the state,
+  -- never v, which would hand the writable original to anyone who calls pairs directly.
+  local function step(_, k)
+    local nk, nv = next(v, k)
+    return nk, wrap(nv, name .. "." .. tostring(nk))
+  end
   p = setmetatable({}, {
     __index = function(_, k)
       return wrap(v[k], name .. "." .. tostring(k))
     end,
     __newindex = read_only(name),
     __len = function() return #v end,
-    __pairs = function()
-      local function step(_, k)
-        local nk, nv = next(v, k)
-        return nk, wrap(nv, name .. "." .. tostring(nk))
-      end
-      return step, v, nil
-    end,
+    __pairs = function(self) return step, self, nil end,
     __metatable = name,
   })
   proxies[v] = p

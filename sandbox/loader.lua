@@ -6,7 +6,9 @@
 -- the agent from ever serving. So the top level runs in a coroutine of its own with a count
 -- hook; past the budget the hook raises, and then raises again at every instruction, so a
 -- pcall can catch the error but the code around the pcall is stopped at once. (A Lua hook
--- cannot yield; raising is enough here because nothing else waits for a file to load.)
+-- cannot yield; raising is enough here because nothing else waits for a file to load.) The
+-- same hook watches the VM's memory: growth that one file's top level causes is bounded too,
+-- at each check (one allocation between two checks is for the runtime's allocator to bound).
 
 local method = require("sandbox.method")
 local errors = require("sandbox.errors")
@@ -18,6 +20,9 @@ M.MAX_FILE_BYTES = 1024 * 1024
 -- Instructions a file's top level may take, declarations and example checks included: a
 -- normal file takes well under a million; this is about a tenth of a second.
 M.LOAD_INSTRUCTIONS = 20000000
+-- Memory the VM may grow by while one file's top level runs, in KiB (as collectgarbage
+-- counts). Methods keep small tables at the top level; this is far more than they need.
+M.LOAD_MEMORY_KB = 64 * 1024
 -- Instructions between checks of the budget.
 local HOOK_STEP = 10000
 
@@ -47,20 +52,23 @@ local function message_of(e)
   return ("(error object is a %s value)"):format(type(e))
 end
 
--- Runs f() in a new coroutine under the budget. Returns true, value or false, message.
+-- Runs f() in a new coroutine under the budgets. Returns true, value or false, message.
 function M.run_limited(f, budget, what)
   local co = coroutine.create(f)
-  local used, exhausted = 0, false
+  local used, exhausted, start_kb = 0, nil, collectgarbage("count")
   local function hook()
-    if exhausted then
-      error(("%s took more than %d instructions"):format(what, budget), 2)
-    end
-    used = used + HOOK_STEP
-    if used > budget then
-      exhausted = true
+    if not exhausted then
+      used = used + HOOK_STEP
+      if used > budget then
+        exhausted = ("%s took more than %d instructions"):format(what, budget)
+      elseif collectgarbage("count") - start_kb > M.LOAD_MEMORY_KB then
+        exhausted = ("%s used more than %d KiB of memory"):format(what, M.LOAD_MEMORY_KB)
+      else
+        return
+      end
       debug.sethook(co, hook, "", 1)
-      error(("%s took more than %d instructions"):format(what, budget), 2)
     end
+    error(exhausted, 2)
   end
   debug.sethook(co, hook, "", HOOK_STEP)
   local ok, value = coroutine.resume(co)
@@ -70,7 +78,7 @@ function M.run_limited(f, budget, what)
   end
   if exhausted and ok then
     -- Caught by the file's own pcall, then finished: still over budget.
-    return false, ("%s took more than %d instructions"):format(what, budget)
+    return false, exhausted
   end
   return ok, value
 end

@@ -55,40 +55,62 @@ local raw = {
   byte = string.byte, char = string.char, sub = string.sub,
 }
 
--- Set of bytes a single-character item matches: a table byte -> true, and its size.
-local function set_of(text)
-  local set, size = {}, 0
-  if #text == 1 and text ~= "." then
-    set[raw.byte(text)] = true
-    return set, 1
-  elseif #text == 2 and raw.byte(text) == 37 and not raw.find(text, "^.%w") then
-    set[raw.byte(text, 2)] = true -- an escaped punctuation character
-    return set, 1
-  end
-  -- Classes and sets: ask the matcher itself, so the estimate uses exactly its semantics.
-  local anchored = "^" .. text
-  for b = 0, 255 do
-    if raw.find(raw.char(b), anchored) then
-      set[b], size = true, size + 1
-    end
-  end
-  return set, size
+-- A set of bytes is four 64-bit integers: byte b is bit b % 64 of word b // 64 + 1.
+local function empty()
+  return { 0, 0, 0, 0 }
+end
+
+local function add(set, b)
+  local w = (b >> 6) + 1
+  set[w] = set[w] | (1 << (b & 63))
 end
 
 local function overlaps(a, b)
-  for k in pairs(a) do
-    if b[k] then
-      return true
-    end
-  end
-  return false
+  return ((a[1] & b[1]) | (a[2] & b[2]) | (a[3] & b[3]) | (a[4] & b[4])) ~= 0
 end
 
 local function union(a, b)
-  local u = {}
-  for k in pairs(a) do u[k] = true end
-  for k in pairs(b) do u[k] = true end
-  return u
+  return { a[1] | b[1], a[2] | b[2], a[3] | b[3], a[4] | b[4] }
+end
+
+local function subset(a, b)
+  return ((a[1] & ~b[1]) | (a[2] & ~b[2]) | (a[3] & ~b[3]) | (a[4] & ~b[4])) == 0
+end
+
+local ALL = { -1, -1, -1, -1 }
+
+-- Sets of the classes met so far, by their text; emptied when it gets large.
+local classes, classes_n = {}, 0
+local CLASSES_MAX = 256
+
+-- The set of bytes a single-character item matches, and its size.
+local function set_of(text)
+  if #text == 1 and text ~= "." then
+    local set = empty()
+    add(set, raw.byte(text))
+    return set, 1
+  elseif #text == 2 and raw.byte(text) == 37 and not raw.find(text, "^.%w") then
+    local set = empty()
+    add(set, raw.byte(text, 2)) -- an escaped punctuation character
+    return set, 1
+  end
+  local known = classes[text]
+  if known then
+    return known.set, known.size
+  end
+  -- Classes and sets: ask the matcher itself, so the estimate uses exactly its semantics.
+  local set, size, anchored = empty(), 0, "^" .. text
+  for b = 0, 255 do
+    if raw.find(raw.char(b), anchored) then
+      add(set, b)
+      size = size + 1
+    end
+  end
+  if classes_n >= CLASSES_MAX then
+    classes, classes_n = {}, 0
+  end
+  classes[text], classes_n = { set = set, size = size }, classes_n + 1
+  return set, size
 end
 
 local function malformed(why)
@@ -154,14 +176,16 @@ local function parse(p, i)
       if i + 3 > #p then
         malformed("missing arguments to '%b'")
       end
-      items[#items + 1] = { kind = "balance", set = { [raw.byte(p, i + 2)] = true } }
+      local set = empty()
+      add(set, raw.byte(p, i + 2))
+      items[#items + 1] = { kind = "balance", set = set }
       i = i + 4
     elseif c == "%" and raw.sub(p, i + 1, i + 1) == "f" then
       if raw.sub(p, i + 2, i + 2) ~= "[" then
         error("missing '[' after '%f' in pattern", 0)
       end
       local e = class_end(p, i + 2)
-      items[#items + 1] = { kind = "frontier", set = {}, bracket = set_of(raw.sub(p, i + 2, e - 1)) }
+      items[#items + 1] = { kind = "frontier", set = empty(), bracket = set_of(raw.sub(p, i + 2, e - 1)) }
       i = e
     elseif c == "%" and raw.find(raw.sub(p, i + 1, i + 1), "^%d") then
       local k = raw.byte(p, i + 1) - 48
@@ -188,11 +212,6 @@ local function parse(p, i)
   return items
 end
 
-local ALL = {}
-for b = 0, 255 do
-  ALL[b] = true
-end
-
 -- Whether an item may match the empty string without conditions.
 local function nullable(it)
   return it.kind == "open" or it.kind == "close" or it.kind == "position"
@@ -202,13 +221,13 @@ end
 -- Annotates items (from the end) with: first = what the rest after it starts with, fails =
 -- whether the rest after it can fail, end_ok = whether the rest can match at the very end.
 local function annotate(items)
-  local first, fails, end_ok = {}, false, true
+  local first, fails, end_ok = empty(), false, true
   for i = #items, 1, -1 do
     local it = items[i]
     it.first, it.rest_fails, it.rest_end_ok = first, fails, end_ok
-    local set = it.set or (it.kind == "backref" and ALL) or {}
+    local set = it.set or (it.kind == "backref" and ALL) or empty()
     if it.kind == "end" then
-      first, fails = {}, true
+      first, fails = empty(), true
     elseif nullable(it) or it.kind == "frontier" or it.kind == "backref" then
       first = union(set, first)
       if it.kind == "char" and it.size == 256 and (it.q == "*" or it.q == "-") and end_ok then
@@ -231,19 +250,12 @@ local function repeated(it)
   return (it.kind == "char" and it.q ~= nil) or it.kind == "balance" or it.kind == "backref"
 end
 
-local function subset(a, b)
-  for k in pairs(a) do
-    if not b[k] then
-      return false
-    end
-  end
-  return true
-end
-
 -- The plan of a pattern: its items and how the total is formed. Cached, since methods call
--- the same few patterns over and over; the cache is emptied when it gets large.
+-- the same few patterns over and over; only short patterns are kept, and the cache is
+-- emptied when it gets large, so that it stays small whatever patterns methods make.
 local cache, cached = {}, 0
-local CACHE_MAX = 512
+local CACHE_MAX = 128
+local CACHE_PATTERN_MAX = 128
 
 local function plan_of(p, literal_caret)
   local key = (literal_caret and "g" or "f") .. p
@@ -291,10 +303,12 @@ local function plan_of(p, literal_caret)
     end
     plan.selective, plan.reentries = selective, #items
   end
-  if cached >= CACHE_MAX then
-    cache, cached = {}, 0
+  if #p <= CACHE_PATTERN_MAX then
+    if cached >= CACHE_MAX then
+      cache, cached = {}, 0
+    end
+    cache[key], cached = plan, cached + 1
   end
-  cache[key], cached = plan, cached + 1
   return plan
 end
 
@@ -323,9 +337,9 @@ local function attempt_cost(items, n)
   return c
 end
 
--- Estimated steps of matching pattern p (a string) in a subject of n bytes.
--- `walk` is true for gmatch and gsub, and `literal_caret` for gmatch, where ^ is not an
--- anchor. Raises "malformed pattern ..." like the matcher would.
+-- Estimated steps of matching pattern p (a string) in a subject of n bytes. `literal_caret`
+-- is true for gmatch, where a leading ^ is not an anchor. Raises "malformed pattern ..."
+-- (and the matcher's other pattern errors) for a pattern the matcher would reject.
 function M.estimate(p, n, literal_caret)
   -- In floats: the products overflow integers long before they reach the budget.
   n = math.max(n, 1) + 0.0
@@ -341,13 +355,13 @@ function M.estimate(p, n, literal_caret)
   return n * c
 end
 
--- lstrlib's nospecials: find compares such a pattern as plain text.
 -- Whether matching pattern p (find/match semantics) in n bytes is within the budget.
 -- Raises on a malformed pattern.
 function M.allowed(p, n)
   return M.estimate(p, n) <= M.BUDGET
 end
 
+-- lstrlib's nospecials: find compares such a pattern as plain text.
 local function is_plain(p)
   return not raw.find(p, "[%^%$%*%+%?%.%(%[%%%-]")
 end

@@ -111,12 +111,22 @@ describe('sandbox: budgets and operator methods', () => {
     await stillServes(agent);
   });
 
-  it('lets bindings wait inside the method\'s own coroutines', async () => {
+  it('lets bindings wait, with the call\'s capabilities, inside the method\'s own coroutines', async () => {
     const r = await call(agent, 'escape.coroutine_sleep');
     assert.ok(r.result, JSON.stringify(r.error));
     assert.equal(r.result.values[0], 'a');
     assert.ok(r.result.values[1] >= 30, JSON.stringify(r.result));
     assert.equal(r.result.values[2], 'b');
+    assert.match(r.result.loadavg, /^\d+\.\d+ /);
+    await stillServes(agent);
+  });
+
+  it('refuses a wait inside table.sort before it starts, leaving nothing to resume the call early', async () => {
+    const r = await call(agent, 'escape.wait_in_sort');
+    assert.ok(r.result, JSON.stringify(r.error));
+    assert.equal(r.result.ok, false);
+    assert.match(r.result.err, /agent\.sleep cannot wait here/);
+    assert.ok(r.result.waited_ms >= 200, `the next sleep returned after ${r.result.waited_ms} ms`);
     await stillServes(agent);
   });
 

@@ -94,6 +94,15 @@ return {
              try(function() local s = string; s.upper = nil end) }
   end),
   m("x.reachable", function() return reachable() end),
+  m("x.pairs_state", function()
+    -- pairs() returns an iterator, a state and a control value: none may be the original.
+    local out = {}
+    for _, lib in ipairs({ string, table, math, T, json, agent, errors, coroutine }) do
+      local f, state, control = pairs(lib)
+      out[#out + 1] = { state == lib, try(function() state.x = 1 end), control == nil, type(f) }
+    end
+    return out
+  end),
   m("x.dump", function()
     return { string.dump == nil, ("").dump == nil, try(function() return string.dump(m) end) }
   end),
@@ -178,6 +187,15 @@ return {
   m("x.recursion", function()
     local function f(n) return f(n + 1) + 1 end
     return f(1)
+  end),
+  m("x.wait_in_sort", function()
+    local ok, err = pcall(table.sort, { 3, 2, 1 }, function(a, b)
+      agent.sleep(5)
+      return a < b
+    end)
+    local t0 = agent.now_ms()
+    agent.sleep(200)
+    return { ok, err, agent.now_ms() - t0 }
   end),
   m("x.ctx_tamper", function(ctx)
     ctx.log, ctx.request_id = nil, "forged"
@@ -314,6 +332,14 @@ describe("sandbox escape attempts", function()
     for _, v in ipairs(k:call_ok("x.reachable")) do
       local mt = getmetatable(v)
       assert.is_true(mt == nil or type(mt) == "string", tostring(v))
+    end
+  end)
+
+  it("8b: pairs() on a shared table never hands out the writable original", function()
+    for _, r in ipairs(k:call_ok("x.pairs_state")) do
+      assert.is_true(r[1])
+      refused(r[2], "is read-only (cannot set 'x')")
+      assert.same({ true, "function" }, { r[3], r[4] })
     end
   end)
 
@@ -506,6 +532,15 @@ describe("sandbox escape attempts", function()
     k = k2
   end)
 
+  it("38b: a file whose top level grows memory without end is skipped, and the others load", function()
+    local growing = tmp.file("local t = {}\nfor i = 1, math.maxinteger do t[i] = { i } end")
+    local k2 = kit.new({ operator_files = { growing, tmp.file(ATTEMPTS) }, operator_capabilities = { "system.read" } })
+    assert.equal(1, #k2.summary.skipped)
+    assert.matches(":2: the file's top level used more than 65536 KiB of memory", k2.summary.skipped[1].error, 1, true)
+    assert.equal("fine", k2:call_ok("x.ok"))
+    k = k2
+  end)
+
   it("39: example data cannot carry code that the host would run later", function()
     local sneaky = tmp.file([[
 return method({ name = "z.sneaky", summary = "s", since = "2026-12-01", stability = "stable",
@@ -517,7 +552,15 @@ return method({ name = "z.sneaky", summary = "s", since = "2026-12-01", stabilit
     k = k2
   end)
 
-  it("40: cannot tamper with the ctx of later calls", function()
+  it("40: a binding cannot start waiting where the call cannot yield (a table.sort comparator)", function()
+    local r = k:call_ok("x.wait_in_sort")
+    assert.is_false(r[1])
+    assert.matches("agent.sleep cannot wait here", r[2], 1, true)
+    -- Nothing was left pending to resume the call early: the next wait takes its time.
+    assert.equal(200, r[3])
+  end)
+
+  it("41: cannot tamper with the ctx of later calls", function()
     assert.equal("tampered", k:call_ok("x.ctx_tamper"))
     assert.same({ "function", "req-1" }, k:call_ok("x.ctx_check"))
   end)
