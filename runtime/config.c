@@ -112,7 +112,7 @@ static const cfg_key_t keys[] = {
         "Memory one call may add to the VM before it is stopped."),
     KEY("methods", "call_instruction_limit", CT_UINT, call_instruction_limit, 10000, 4000000000ULL,
         "200000000", "Lua instructions one call may run before it is stopped."),
-    KEY("methods", "preempt_slice", CT_DURATION, preempt_slice_ms, 1, SEC, "5ms",
+    KEY("methods", "preempt_slice", CT_DURATION, preempt_slice_ms, 1, SEC, "2ms",
         "How long a CPU-bound call runs before other work gets the loop."),
     KEY("log", "level", CT_LOGLEVEL, log_level, EXO_LOG_DEBUG, EXO_LOG_ERROR, "info",
         "Least severe level logged: debug, info, warn or error."),

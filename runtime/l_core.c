@@ -26,6 +26,11 @@ static exo_call_t *check_call(lua_State *L)
 {
     exo_call_t *c = exo_call_of(L);
     if (c == NULL) luaL_error(L, "this function waits and can only be used while handling a call");
+    /* Checked before any operation starts: a yield refused later would leave the operation
+     * running for a call that is not waiting for it. */
+    if (!lua_isyieldable(L))
+        luaL_error(L, "cannot wait here (inside a sort comparator, a gsub callback or a "
+                      "metamethod called from C)");
     return c;
 }
 

@@ -21,6 +21,7 @@ struct exo_lvm_s {
     lua_State *L;
     size_t mem;   /* bytes the allocator has handed out */
     size_t limit; /* the VM's memory ceiling */
+    int loading;  /* the host and the method files are being loaded */
     int refs;
     int call_ref;  /* host.call */
     int host_ref;  /* the host table */
@@ -215,6 +216,10 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
             if (!c->killed) c->killed = KILL_MEMORY;
             return NULL;
         }
+    } else if (vm->loading && nsize > old && vm->mem + (nsize - old) > vm->limit) {
+        /* A method file's top level runs at load: past the ceiling it gets a memory error
+         * and is skipped, like any file that fails to load. */
+        return NULL;
     }
     void *p = realloc(ptr, nsize);
     if (p == NULL) return NULL;
@@ -254,7 +259,9 @@ int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t
     luaL_openlibs(L);
     preload_embedded(L);
     exo_core_preload(L);
+    vm->loading = 1;
     int rc = load_host(vm, err, errlen);
+    vm->loading = 0;
     if (rc == 0) {
         /* Everything loaded so far (the host, the methods, their schemas) lives as long as
          * the VM, while each call makes a little short-lived garbage. Generational
