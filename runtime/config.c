@@ -458,6 +458,12 @@ static int lookup(const char *const *names, size_t n, const char *s)
     return -1;
 }
 
+int exo_config_is_loopback(const char *item)
+{
+    bool loopback = false;
+    return check_listen(item, &loopback) == NULL && loopback;
+}
+
 /* A capability-style name: lower-case letters, digits and underscores in dot-separated parts. */
 static bool is_dotted_name(const char *s)
 {

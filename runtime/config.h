@@ -91,6 +91,8 @@ int exo_config_set_string(char **field, const char *value);
 
 /* Frees everything c owns and leaves it zeroed; freeing twice is harmless. */
 void exo_config_free(exo_config_t *c);
+/* 1 if item is a valid listen address on loopback (127.0.0.0/8, ::1, localhost), else 0. */
+int exo_config_is_loopback(const char *item);
 
 /* Returns "debug", "info", "warn" or "error", or "unknown" for any other value. */
 const char *exo_log_level_name(exo_log_level_t l);

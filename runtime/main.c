@@ -37,13 +37,15 @@ static const char usage_serve[] =
     "Usage: exosphere-guest-agent serve [--config FILE] [--dev] [--methods DIR]...\n"
     "                                   [--print-config]\n"
     "\n"
-    "Runs the agent in the foreground until SIGTERM or SIGINT (which drain calls in flight)\n"
-    "SIGHUP reloads the methods.\n"
+    "Runs the agent in the foreground until SIGTERM or SIGINT, which let calls in flight\n"
+    "finish first. SIGHUP reloads the methods.\n"
     "\n"
     "  --config FILE    configuration file (default " EXO_DEFAULT_CONFIG ",\n"
     "                   used when it exists)\n"
-    "  --dev            development mode: plain HTTP on " DEV_LISTEN " only, no TLS,\n"
-    "                   tracebacks in error data, results checked against their schemas\n"
+    "  --dev            development mode: plain HTTP on loopback only (the configured\n"
+    "                   addresses if all are loopback, else " DEV_LISTEN "), tracebacks in\n"
+    "                   error data, results checked against their schemas, methods\n"
+    "                   reloaded when a method file changes\n"
     "  --methods DIR    load methods from DIR instead of the configured method_dirs\n"
     "                   (repeatable)\n"
     "  --print-config   print the effective configuration and exit\n";
@@ -139,9 +141,13 @@ static int load_config(exo_config_t *cfg, const opts_t *o)
     if (o->n_methods > 0 && exo_config_set_list(&cfg->method_dirs, o->methods, o->n_methods) < 0)
         return -1;
     if (o->dev) {
-        /* Development mode never faces the network: loopback, plain HTTP. */
+        /* Development mode never faces the network: plain HTTP, on the configured addresses
+         * if they are all loopback ones, else on DEV_LISTEN. */
+        int all_loopback = cfg->listen.n > 0;
+        for (size_t i = 0; i < cfg->listen.n; i++)
+            all_loopback = all_loopback && exo_config_is_loopback(cfg->listen.items[i]);
         const char *listen[] = {DEV_LISTEN};
-        if (exo_config_set_list(&cfg->listen, listen, 1) < 0) return -1;
+        if (!all_loopback && exo_config_set_list(&cfg->listen, listen, 1) < 0) return -1;
         cfg->tls = 0;
         if (cfg->unix_socket &&
             strcmp(cfg->unix_socket, "/run/exosphere-guest-agent/agent.sock") == 0 &&
