@@ -425,6 +425,7 @@ int exo_json_decode(lua_State *L, const char *s, size_t len, exo_json_err_t *err
 typedef struct enc_key_s {
     const char *s;
     size_t len;
+    int idx; /* stack slot of the key while its object is encoded */
 } enc_key_t;
 
 typedef struct enc_s {
@@ -562,7 +563,7 @@ static void enc_array(enc_t *e, int t, lua_Integer n)
     enc_put(e, "[", 1);
     for (lua_Integer i = 1; i <= n; i++) {
         if (i > 1) enc_put(e, ",", 1);
-        e->path[e->depth++] = (enc_key_t){NULL, (size_t)i - 1};
+        e->path[e->depth++] = (enc_key_t){NULL, (size_t)i - 1, 0};
         lua_rawgeti(e->c.L, t, i);
         /* stack: ..., element */
         enc_value(e, lua_gettop(e->c.L));
@@ -592,19 +593,23 @@ static void enc_object(enc_t *e, int t, size_t n)
         enc_put(e, "{}", 2);
         return;
     }
+    /* The keys stay on the stack while they are encoded, so they are anchored whatever the
+     * collector does; nothing below allocates a Lua object except the key array itself. */
+    if (!lua_checkstack(L, (int)n + 4)) enc_fail(e, "object with too many keys");
     if (n > ENC_SMALL_OBJECT) keys = lua_newuserdatauv(L, n * sizeof(*keys), 0);
+    int base = lua_gettop(L);
     /* stack: ..., [keys] */
     lua_pushnil(L);
     while (lua_next(L, t)) {
-        /* stack: ..., [keys], key, value */
+        /* stack: ..., [keys], key1..keyi, key, value */
         lua_pop(L, 1);
-        /* No Lua code runs and the collector is paused, so the table still has the n keys
-         * enc_table counted; the check only keeps keys[] safe should that ever change. */
         if (i == n) {
             lua_pop(L, 1);
             break;
         }
+        lua_pushvalue(L, -1); /* one copy stays, the other goes on to lua_next */
         keys[i].s = lua_tolstring(L, -1, &keys[i].len);
+        keys[i].idx = base + 1 + (int)i;
         i++;
     }
     n = i;
@@ -616,15 +621,15 @@ static void enc_object(enc_t *e, int t, size_t n)
         e->path[e->depth++] = keys[i];
         enc_string(e, keys[i].s, keys[i].len, "object key");
         enc_put(e, ":", 1);
-        lua_pushlstring(L, keys[i].s, keys[i].len);
+        lua_pushvalue(L, keys[i].idx);
         lua_rawget(L, t);
-        /* stack: ..., [keys], value */
+        /* stack: ..., [keys], keys..., value */
         enc_value(e, lua_gettop(L));
         lua_pop(L, 1);
         e->depth--;
     }
     enc_put(e, "}", 1);
-    if (keys != small) lua_pop(L, 1);
+    lua_settop(L, keys != small ? base - 1 : base);
 }
 
 /* Decides between array and object from the table's raw keys: a table with the array
@@ -704,13 +709,10 @@ int exo_json_encode(lua_State *L, int idx, exo_buf_t *out, exo_json_err_t *err)
     exo_json_err_t ignored;
     size_t mark = out->len;
     enc_t e = {.c = {L, err != NULL ? err : &ignored, 0}, .out = out};
-    /* A collection step could run a finalizer that edits a table being encoded and lets go
-     * of key strings that enc_object still points to. Pausing the collector for this call
-     * rules that out (unless someone else has paused it, in which case it stays paused). */
-    int collecting = lua_gc(L, LUA_GCISRUNNING) == 1;
-    if (collecting) lua_gc(L, LUA_GCSTOP);
+    /* No pause of the collector: enc_object keeps the keys it points to on the stack. (A
+     * LUA_GCSTOP/LUA_GCRESTART pair here used to cost a collection step per call, because
+     * RESTART sets the collector's debt to zero.) */
     int rc = ctx_call(&e.c, enc_run, lua_absindex(L, idx), 0);
-    if (collecting) lua_gc(L, LUA_GCRESTART);
     if (rc < 0) out->len = mark;
     return rc;
 }

@@ -16,6 +16,8 @@
  * the clock: a few microseconds of Lua, so preemption and deadlines are precise, while the
  * check itself stays well under one percent of the work. */
 #define EXO_HOOK_INSTRUCTIONS 1000
+/* Finished coroutines kept for reuse. */
+#define EXO_CORO_POOL 32
 
 struct exo_lvm_s {
     lua_State *L;
@@ -29,6 +31,11 @@ struct exo_lvm_s {
     size_t openrpc_len;
     int loaded, skipped;
     const exo_runtime_info_t *rt;
+    /* Coroutines of calls that returned normally, kept for the next calls (each anchored by
+     * its registry reference), so that a call does not create and collect a thread. */
+    lua_State *pool[EXO_CORO_POOL];
+    int pool_ref[EXO_CORO_POOL];
+    int pool_n;
 };
 
 enum { CALL_RUNNING, CALL_WAITING, CALL_PREEMPTED, CALL_ENDED, CALL_CANCELLED };
@@ -55,6 +62,8 @@ struct exo_call_s {
     uint64_t deadline_ns;
     uint64_t slice_start;          /* uv_hrtime() when the current resume began */
     exo_call_t *rq_prev, *rq_next; /* the run queue of preempted calls */
+    int timer_on; /* the deadline timer exists only once the call waits or is preempted */
+    uint64_t deadline_loop_ms; /* the deadline in loop time (uv_now) */
     uv_timer_t timer;
     exo_call_cb cb;
     void *data;
@@ -477,8 +486,28 @@ static void on_rq_idle(uv_idle_t *h)
     }
 }
 
+static void on_deadline(uv_timer_t *t);
+
+/* A call that runs to its end inside one resume never needs the loop to stop it (the hook
+ * does), so its deadline timer is only made when it first waits or is preempted. */
+static void call_arm_timer(exo_call_t *c)
+{
+    if (c->timer_on || c->deadline_ns == 0) return;
+    /* Counted from the loop time at the start of the call, as uv_timer_start counts: the
+     * loop time has not moved while the call ran, so a timeout computed from the clock now
+     * would fire early by the time the call has run. */
+    uint64_t now = uv_now(c->vm->rt->loop);
+    uint64_t left = c->deadline_loop_ms > now ? c->deadline_loop_ms - now : 0;
+    uv_timer_init(c->vm->rt->loop, &c->timer);
+    c->timer.data = c;
+    c->timer_on = 1;
+    c->refs++;
+    uv_timer_start(&c->timer, on_deadline, left, 0);
+}
+
 static void rq_push(exo_call_t *c)
 {
+    call_arm_timer(c);
     if (!rq_idle_ready_) {
         uv_idle_init(c->vm->rt->loop, &rq_idle_);
         rq_idle_ready_ = 1;
@@ -513,7 +542,7 @@ static void call_end(exo_call_t *c, int state)
     }
     c->state = state;
     calls_in_flight_--;
-    if (!uv_is_closing((uv_handle_t *)&c->timer))
+    if (c->timer_on && !uv_is_closing((uv_handle_t *)&c->timer))
         uv_close((uv_handle_t *)&c->timer, on_timer_closed);
     if (state == CALL_CANCELLED) {
         luaL_unref(c->vm->L, LUA_REGISTRYINDEX, c->co_ref);
@@ -529,7 +558,11 @@ static const char *kill_reason(int killed)
 }
 
 /* The count hook of every coroutine of a call. It counts the call's instruction budget,
- * checks its deadline, and preempts it when its slice is used up. A call stopped by a limit
+ * checks its deadline, and preempts it when its slice is used up. A yield from a coroutine
+ * the method made travels up through the host's coroutine wrapper, which runs a little Lua
+ * in the enclosing coroutine: while such a yield (a preemption or a binding's wait) is on its
+ * way, the state is no longer CALL_RUNNING and the hook does not preempt a second time, so
+ * the runtime sees exactly the yield that was started. A call stopped by a limit
  * yields from here: a yield leaves every pcall of the method behind at once, where an error
  * would be caught by a pcall around a loop over and over, and call_step then ends the call
  * without resuming it. Where a C function that cannot yield is on the stack (a table.sort
@@ -547,7 +580,8 @@ static void call_hook(lua_State *L, lua_Debug *ar)
             c->killed = KILL_INSTRUCTIONS;
         } else if (c->deadline_ns && now >= c->deadline_ns) {
             c->killed = KILL_DEADLINE;
-        } else if (now - c->slice_start >= (uint64_t)cfg->preempt_slice_ms * 1000000u) {
+        } else if (c->state == CALL_RUNNING &&
+                   now - c->slice_start >= (uint64_t)cfg->preempt_slice_ms * 1000000u) {
             if (lua_isyieldable(L)) {
                 c->state = CALL_PREEMPTED;
                 lua_yield(L, 0); /* in a hook, lua_yield returns; the yield happens on return */
@@ -630,18 +664,23 @@ int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_c
     }
     c->vm = vm;
     exo_lvm_retain(vm);
-    c->refs = 2; /* the owner and the timer */
+    c->refs = 1; /* the owner; the deadline timer adds one once it exists */
     c->cb = cb;
     c->data = data;
-    snprintf(c->request_id, sizeof(c->request_id), "%s", info->request_id);
-    snprintf(c->method, sizeof(c->method), "%.*s", (int)(name_len < 90 ? name_len : 90), name);
-    uv_timer_init(vm->rt->loop, &c->timer);
-    c->timer.data = c;
+    size_t id_len = strnlen(info->request_id, sizeof(c->request_id) - 1);
+    memcpy(c->request_id, info->request_id, id_len); /* calloc left the terminator */
+    memcpy(c->method, name, name_len < 90 ? name_len : 90);
     calls_in_flight_++;
 
     /* stack: params */
-    c->co = lua_newthread(L);
-    c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (vm->pool_n > 0) {
+        vm->pool_n--;
+        c->co = vm->pool[vm->pool_n];
+        c->co_ref = vm->pool_ref[vm->pool_n];
+    } else {
+        c->co = lua_newthread(L);
+        c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     lua_rawgeti(c->co, LUA_REGISTRYINDEX, vm->call_ref);
     lua_pushlstring(c->co, name, name_len);
     lua_xmove(L, c->co, 1);
@@ -660,7 +699,7 @@ int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_c
     lua_setfield(c->co, -2, "deadline_ms");
     if (info->timeout_ms > 0) {
         c->deadline_ns = uv_hrtime() + (uint64_t)info->timeout_ms * 1000000u;
-        uv_timer_start(&c->timer, on_deadline, info->timeout_ms, 0);
+        c->deadline_loop_ms = now_ms + info->timeout_ms;
     }
     lua_sethook(c->co, call_hook, LUA_MASKCOUNT, EXO_HOOK_INSTRUCTIONS);
     *out = c;
@@ -674,6 +713,7 @@ void exo_call_wait(exo_call_t *call)
 {
     call->state = CALL_WAITING;
     call->refs++;
+    call_arm_timer(call);
 }
 
 void exo_call_resume(exo_call_t *call, int nargs)
@@ -696,6 +736,15 @@ void exo_call_cancel(exo_call_t *call)
 
 void exo_call_release(exo_call_t *call)
 {
+    exo_lvm_t *vm = call->vm;
+    if (call->co_ref != LUA_NOREF && call->state == CALL_ENDED && !call->failed && !call->killed &&
+        lua_status(call->co) == LUA_OK && vm->pool_n < EXO_CORO_POOL) {
+        lua_settop(call->co, 0);
+        vm->pool[vm->pool_n] = call->co;
+        vm->pool_ref[vm->pool_n] = call->co_ref;
+        vm->pool_n++;
+        call->co_ref = LUA_NOREF;
+    }
     if (call->co_ref != LUA_NOREF) {
         luaL_unref(call->vm->L, LUA_REGISTRYINDEX, call->co_ref);
         call->co_ref = LUA_NOREF;
@@ -723,9 +772,10 @@ int exo_call_write_outcome(exo_call_t *c, exo_buf_t *out)
                  c->killed == KILL_MEMORY ? "memory" : "instructions", c->request_id);
         return write_error(out, -32007, "LimitExceeded", data);
     }
-    snprintf(data, sizeof(data), "{\"request_id\":\"%s\"}", c->request_id);
-    if (c->failed || c->co_ref == LUA_NOREF)
+    if (c->failed || c->co_ref == LUA_NOREF) {
+        snprintf(data, sizeof(data), "{\"request_id\":\"%s\"}", c->request_id);
         return write_error(out, -32603, "Internal error", data);
+    }
 
     /* stack (co): ok, value */
     lua_State *co = c->co;

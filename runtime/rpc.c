@@ -173,11 +173,12 @@ static int run_entry(exo_rpc_t *rpc, lua_State *L, size_t i)
     rpc->cur_id.len = has_id ? id_len : 0;
 
     exo_req_t *req = rpc->req;
-    char request_id[64];
-    if (rpc->batch)
-        snprintf(request_id, sizeof(request_id), "%s/%zu", req->request_id, i + 1);
-    else
-        snprintf(request_id, sizeof(request_id), "%s", req->request_id);
+    char batch_id[64];
+    const char *request_id = req->request_id;
+    if (rpc->batch) {
+        snprintf(batch_id, sizeof(batch_id), "%s/%zu", req->request_id, i + 1);
+        request_id = batch_id;
+    }
     exo_call_info_t info = {
         .request_id = request_id,
         .transport = exo_transport_name(req->conn->transport),

@@ -283,23 +283,36 @@ local function bind_params(d, params)
   return params
 end
 
+-- ctx.log (a closure and its prefix) is made only when a handler reads it: most calls never
+-- log, and the closure and the formatted prefix were a good share of a call's garbage.
+local CtxMT = {
+  __index = function(t, k)
+    if k ~= "log" then
+      return nil
+    end
+    local prefix = ("%s (request %s): "):format(t.method, tostring(t.request_id))
+    local log = function(level, message)
+      local err = agent.level_error(level)
+      if err then
+        error("ctx.log: " .. err, 2)
+      end
+      core.log(level, prefix .. tostring(message))
+    end
+    rawset(t, "log", log)
+    return log
+  end,
+  __metatable = "ctx",
+}
+
 local function handler_ctx(d, ctx)
-  local prefix = ("%s (request %s): "):format(d.name, tostring(ctx.request_id))
-  return {
+  return setmetatable({
     method = d.name,
     request_id = ctx.request_id,
     transport = ctx.transport,
     peer = ctx.peer,
     dev = ctx.dev == true,
     deadline_ms = ctx.deadline_ms,
-    log = function(level, message)
-      local err = agent.level_error(level)
-      if err then
-        error("ctx.log: " .. err, 2)
-      end
-      core.log(level, prefix .. tostring(message))
-    end,
-  }
+  }, CtxMT)
 end
 
 -- In dev mode the xpcall message handler keeps the traceback of unexpected errors; agent

@@ -258,9 +258,9 @@ local function check_fields(d, v, order, path_of)
         return false, path_of(name, i), "is required"
       end
     else
-      local ok, p, r = M.validate(f, value, path_of(name, i))
-      if not ok then
-        return false, p, r
+      -- The path is built only when the value is refused (a concatenation per field).
+      if not M.validate(f, value, "") then
+        return M.validate(f, value, path_of(name, i))
       end
     end
   end
@@ -269,6 +269,17 @@ end
 
 -- The first key of v, in sorted order, that the object definition d does not declare.
 local function unknown_field(d, v)
+  -- No table (and no sort) unless some key is unknown, the rare case.
+  local fields, all_known = d.fields, true
+  for k in pairs(v) do
+    if type(k) ~= "string" or fields[k] == nil then
+      all_known = false
+      break
+    end
+  end
+  if all_known then
+    return nil
+  end
   local unknown = {}
   for k in pairs(v) do
     if type(k) ~= "string" or d.fields[k] == nil then

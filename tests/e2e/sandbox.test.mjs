@@ -111,6 +111,14 @@ describe('sandbox: budgets and operator methods', () => {
     await stillServes(agent);
   });
 
+  it('preempts CPU-bound work inside the method\'s own coroutine and still answers it', async () => {
+    for (let i = 0; i < 3; i++) {
+      const r = await call(agent, 'escape.coroutine_spin');
+      assert.equal(r.result, 3000000, JSON.stringify(r.error));
+    }
+    await stillServes(agent);
+  });
+
   it('lets bindings wait, with the call\'s capabilities, inside the method\'s own coroutines', async () => {
     const r = await call(agent, 'escape.coroutine_sleep');
     assert.ok(r.result, JSON.stringify(r.error));
