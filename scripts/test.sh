@@ -70,7 +70,7 @@ else
 fi
 
 note "build (warnings are errors)"
-if cmake -S . -B build -DEXO_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$logs/cmake.log" 2>&1 &&
+if cmake -S . -B build -DEXO_WERROR=ON -DEXO_TESTS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$logs/cmake.log" 2>&1 &&
         cmake --build build -j"$(nproc)" >>"$logs/cmake.log" 2>&1; then
     count build 1 0
     note "ctest: unit, lua, fuzz replay"
@@ -97,7 +97,7 @@ if [ "${EXO_TEST_QUICK:-0}" != 1 ]; then
     count_plain compat-openssl11 "$logs/compat.log" $rc
 
     note "sanitizers: build with ASan + UBSan"
-    if cmake -S . -B build-asan -DEXO_WERROR=ON -DEXO_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
+    if cmake -S . -B build-asan -DEXO_WERROR=ON -DEXO_TESTS=ON -DEXO_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
             >"$logs/cmake-asan.log" 2>&1 &&
             cmake --build build-asan -j"$(nproc)" >>"$logs/cmake-asan.log" 2>&1; then
         count build-asan 1 0
