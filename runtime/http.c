@@ -333,8 +333,14 @@ static void route(exo_req_t *r)
             reply_text(r, 405, "use GET");
         } else {
             size_t len;
-            const char *doc = exo_lvm_openrpc(srv->vm, &len);
-            exo_http_reply(r, 200, "application/json", doc, len);
+            char err[256];
+            const char *doc = exo_lvm_openrpc(srv->vm, &len, err, sizeof(err));
+            if (doc == NULL) {
+                exo_error("cannot build the OpenRPC document: %s (request %s)", err, r->request_id);
+                reply_text(r, 500, "the OpenRPC document cannot be built; see the agent's log");
+            } else {
+                exo_http_reply(r, 200, "application/json", doc, len);
+            }
         }
     } else if (strcmp(r->path, "/healthz") == 0) {
         if (r->method == HTTP_OPTIONS) {

@@ -135,7 +135,7 @@ static void push_string_list(lua_State *L, const exo_strlist_t *l)
     }
 }
 
-/* Loads the host and the methods: host.init, then host.discover encoded once. */
+/* Loads the host and the methods (host.init). The OpenRPC document is built on first use. */
 static int load_host(exo_lvm_t *vm, char *err, size_t errlen)
 {
     lua_State *L = vm->L;
@@ -172,23 +172,6 @@ static int load_host(exo_lvm_t *vm, char *err, size_t errlen)
         vm->skipped = lua_istable(L, -1) ? (int)lua_rawlen(L, -1) : 0;
         lua_pop(L, 2);
     }
-    lua_pop(L, 1);
-
-    lua_getfield(L, -1, "discover");
-    if (pcall_msg(L, 0, 1, err, errlen) < 0) {
-        lua_pop(L, 1);
-        return -EINVAL;
-    }
-    /* stack: host, document */
-    exo_buf_t doc = EXO_BUF_INIT;
-    exo_json_err_t jerr;
-    if (exo_json_encode(L, -1, &doc, &jerr) < 0) {
-        snprintf(err, errlen, "cannot encode the OpenRPC document: %s", jerr.msg);
-        exo_buf_free(&doc);
-        lua_pop(L, 2);
-        return -EINVAL;
-    }
-    vm->openrpc = exo_buf_steal(&doc, &vm->openrpc_len);
     lua_pop(L, 1);
 
     lua_getfield(L, -1, "call");
@@ -368,8 +351,31 @@ void exo_lvm_release(exo_lvm_t *vm)
     free(vm);
 }
 
-const char *exo_lvm_openrpc(const exo_lvm_t *vm, size_t *len)
+const char *exo_lvm_openrpc(exo_lvm_t *vm, size_t *len, char *err, size_t errlen)
 {
+    /* Built on first use rather than at load: start-up stays short, and an agent that is
+     * never asked for its document does not keep it in memory. No method code runs here
+     * (examples were copied into plain tables at load). */
+    if (vm->openrpc == NULL) {
+        lua_State *L = vm->L;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->host_ref);
+        lua_getfield(L, -1, "discover");
+        if (pcall_msg(L, 0, 1, err, errlen) < 0) {
+            lua_pop(L, 1);
+            return NULL;
+        }
+        /* stack: host, document */
+        exo_buf_t doc = EXO_BUF_INIT;
+        exo_json_err_t jerr;
+        if (exo_json_encode(L, -1, &doc, &jerr) < 0) {
+            snprintf(err, errlen, "cannot encode the OpenRPC document: %s", jerr.msg);
+            exo_buf_free(&doc);
+            lua_pop(L, 2);
+            return NULL;
+        }
+        lua_pop(L, 2);
+        vm->openrpc = exo_buf_steal(&doc, &vm->openrpc_len);
+    }
     *len = vm->openrpc_len;
     return vm->openrpc;
 }

@@ -35,8 +35,9 @@ int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t
  * holds one to the VM it runs on. */
 void exo_lvm_retain(exo_lvm_t *vm);
 void exo_lvm_release(exo_lvm_t *vm);
-/* The OpenRPC document of this VM, encoded once at load. */
-const char *exo_lvm_openrpc(const exo_lvm_t *vm, size_t *len);
+/* The OpenRPC document of this VM, built and encoded once, on first use. */
+/* Returns NULL with a message in err if the document cannot be built. */
+const char *exo_lvm_openrpc(exo_lvm_t *vm, size_t *len, char *err, size_t errlen);
 /* The VM's main state: JSON request bodies are decoded here. */
 lua_State *exo_lvm_state(const exo_lvm_t *vm);
 /* Checks method files (host.check_files) in a VM that loads nothing else, printing one line

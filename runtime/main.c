@@ -360,9 +360,14 @@ static int cmd_openrpc(int argc, char **argv)
         code = 1;
     } else {
         size_t len;
-        const char *doc = exo_lvm_openrpc(vm, &len);
-        fwrite(doc, 1, len, stdout);
-        fputc('\n', stdout);
+        const char *doc = exo_lvm_openrpc(vm, &len, err, sizeof(err));
+        if (doc == NULL) {
+            fprintf(stderr, "exosphere-guest-agent: %s\n", err);
+            code = 1;
+        } else {
+            fwrite(doc, 1, len, stdout);
+            fputc('\n', stdout);
+        }
         exo_lvm_release(vm);
     }
     uv_loop_close(loop);
