@@ -21,13 +21,16 @@ typedef struct exo_rpc_s exo_rpc_t;
 
 typedef enum { EXO_TRANSPORT_HTTPS, EXO_TRANSPORT_HTTP, EXO_TRANSPORT_UNIX } exo_transport_t;
 
+/* A listening or connected stream, TCP or Unix, seen as whichever libuv type a call needs. */
+typedef union exo_stream_u {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+} exo_stream_u;
+
 typedef struct exo_listener_s {
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } h;
+    exo_stream_u h;
     exo_server_t *srv;
     exo_transport_t transport;
     char name[80];
@@ -62,12 +65,7 @@ struct exo_server_s {
 typedef enum { CONN_HEADERS, CONN_BODY, CONN_IDLE, CONN_LINGER } exo_conn_phase_t;
 
 struct exo_conn_s {
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } h;
+    exo_stream_u h;
     uv_timer_t timer;
     uv_shutdown_t shutdown_req;
     exo_server_t *srv;
