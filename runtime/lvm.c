@@ -272,7 +272,8 @@ int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t
     return 0;
 }
 
-int exo_lvm_check_files(const exo_runtime_info_t *rt, char **files, int n, FILE *out)
+int exo_lvm_check_files(const exo_runtime_info_t *rt, char **files, int n, int as_operator,
+                        FILE *out)
 {
     exo_config_t none;
     char err[1024];
@@ -297,7 +298,17 @@ int exo_lvm_check_files(const exo_runtime_info_t *rt, char **files, int n, FILE 
         lua_pushstring(L, files[i]);
         lua_rawseti(L, -2, i + 1);
     }
-    if (pcall_msg(L, 1, 1, err, sizeof(err)) < 0) {
+    /* As operator files: against the configuration's grants and shipped methods. */
+    lua_createtable(L, 0, 3);
+    if (as_operator) {
+        push_string_list(L, &rt->config->operator_capabilities);
+        lua_setfield(L, -2, "operator_capabilities");
+        push_string_list(L, &rt->config->method_dirs);
+        lua_setfield(L, -2, "method_dirs");
+        lua_pushboolean(L, rt->config->allow_override);
+        lua_setfield(L, -2, "allow_override");
+    }
+    if (pcall_msg(L, 2, 1, err, sizeof(err)) < 0) {
         fprintf(out, "check failed: %s\n", err);
         failed = -EINVAL;
         goto out;

@@ -41,9 +41,12 @@ const char *exo_lvm_openrpc(exo_lvm_t *vm, size_t *len, char *err, size_t errlen
 /* The VM's main state: JSON request bodies are decoded here. */
 lua_State *exo_lvm_state(const exo_lvm_t *vm);
 /* Checks method files (host.check_files) in a VM that loads nothing else, printing one line
- * per file that passes and each error of those that do not. Returns how many failed, or a
- * negative errno if the checker itself could not run. */
-int exo_lvm_check_files(const exo_runtime_info_t *rt, char **files, int n, FILE *out);
+ * per file that passes and each error of those that do not. With as_operator, the files are
+ * also checked as operator methods against rt->config: capabilities it does not grant, and
+ * names that clash with the methods of its method_dirs (unless allow_override). Returns how many
+ * failed, or a negative errno if the checker itself could not run. */
+int exo_lvm_check_files(const exo_runtime_info_t *rt, char **files, int n, int as_operator,
+                        FILE *out);
 /* Number of method files loaded and skipped, for the start-up log. */
 void exo_lvm_counts(const exo_lvm_t *vm, int *loaded, int *skipped);
 

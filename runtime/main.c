@@ -67,12 +67,17 @@ static const char usage_openrpc[] =
     "Prints the OpenRPC document of the methods the agent would load.\n";
 
 static const char usage_check[] =
-    "Usage: exosphere-guest-agent check FILE...\n"
+    "Usage: exosphere-guest-agent check [--config FILE] FILE...\n"
     "\n"
     "Checks method files as the agent would load them: Lua syntax, the declaration, the\n"
     "schemas, and every example against the method's schemas. Prints one line per good file\n"
     "and file:line: message for each problem. Exit status: 0 all good, 1 a file has problems,\n"
-    "2 usage error.\n";
+    "2 usage error.\n"
+    "\n"
+    "  --config FILE    also check the files as operator methods under this configuration:\n"
+    "                   capabilities that [methods] operator_capabilities does not grant,\n"
+    "                   and names already taken by the methods in [methods] dirs (unless\n"
+    "                   allow_override = true)\n";
 
 static int want_help(int argc, char **argv)
 {
@@ -381,6 +386,12 @@ static int cmd_check(int argc, char **argv)
         fputs(usage_check, stdout);
         return 0;
     }
+    const char *config = NULL;
+    if (argc >= 2 && strcmp(argv[0], "--config") == 0) {
+        config = argv[1];
+        argc -= 2;
+        argv += 2;
+    }
     if (argc < 1) {
         fprintf(stderr, "exosphere-guest-agent: check needs at least one FILE\n\n%s", usage_check);
         return 2;
@@ -393,11 +404,17 @@ static int cmd_check(int argc, char **argv)
         }
     }
     exo_config_t cfg;
+    char err[1024];
     if (exo_config_defaults(&cfg) < 0) return 2;
+    if (config && exo_config_load(&cfg, config, err, sizeof(err)) < 0) {
+        fprintf(stderr, "exosphere-guest-agent: %s\n", err);
+        exo_config_free(&cfg);
+        return 2;
+    }
     exo_log_init(EXO_LOG_ERROR);
     uv_loop_t *loop = uv_default_loop();
     exo_runtime_info_t rt = {.loop = loop, .config = &cfg};
-    int failed = exo_lvm_check_files(&rt, argv, argc, stdout);
+    int failed = exo_lvm_check_files(&rt, argv, argc, config != NULL, stdout);
     uv_loop_close(loop);
     exo_config_free(&cfg);
     return failed == 0 ? 0 : failed > 0 ? 1 : 2;

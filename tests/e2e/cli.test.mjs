@@ -214,7 +214,7 @@ describe('CLI: check', () => {
   it('check --help', async () => {
     const r = await agentCli('check', '--help');
     assert.equal(r.code, 0);
-    assert.match(r.stdout, /^Usage: exosphere-guest-agent check FILE/);
+    assert.match(r.stdout, /^Usage: exosphere-guest-agent check \[--config FILE\] FILE/);
     assert.match(r.stdout, /Exit status/);
   });
 

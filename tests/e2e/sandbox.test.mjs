@@ -6,6 +6,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startAgent, rpc, run, bin, repo, join, slow, shippedMethods, waitForLog } from './lib/agent.mjs';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 
 const escapeDir = join(repo, 'tests/e2e/escape');
 
@@ -282,6 +284,30 @@ describe('exosphere-guest-agent check', () => {
       `${file}:3: method 'check.stability': stability must be one of experimental, stable, deprecated (got "beta")`,
       `${file}:8: method 'check.example': examples[1] does not match its schema: examples[1].result expected an integer, got a string`,
     ]);
+  });
+
+  it('with --config, checks files as operator methods: grants and shipped names', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'exo-check-'));
+    try {
+      const conf = join(dir, 'agent.conf');
+      writeFileSync(conf, `[methods]\ndirs = ${shippedMethods}\noperator_capabilities = system.read\n`);
+      const clash = join(escapeDir, 'clash.lua');
+      const run_ = join(escapeDir, 'declares_run.lua');
+      const r = await run(bin, ['check', '--config', conf, clash, run_, good]);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(r.stdout, /clash\.lua:3: method 'agent\.info' is already defined in .*methods\/agent\.lua/);
+      assert.match(r.stdout, /declares_run\.lua:4: .*'process\.run', which is not granted to operator methods/);
+      assert.match(r.stdout, /site_motd\.lua: ok \(site\.motd\)/);
+      // Without --config the same files are only checked on their own terms.
+      const plain = await run(bin, ['check', clash, run_]);
+      assert.equal(plain.code, 0, plain.stdout + plain.stderr);
+      // A configuration that cannot be read is a usage error.
+      const missing = await run(bin, ['check', '--config', join(dir, 'nope.conf'), good]);
+      assert.equal(missing.code, 2);
+      assert.match(missing.stderr, /nope\.conf/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('passes every shipped method file', async () => {
