@@ -731,6 +731,16 @@ void exo_json_push_array_mt(lua_State *L)
     }
 }
 
+int exo_json_is_array(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return 0;
+    exo_json_push_array_mt(L);
+    /* stack: mt, array_mt */
+    int marked = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return marked;
+}
+
 void exo_json_mark_array(lua_State *L, int idx)
 {
     idx = lua_absindex(L, idx);

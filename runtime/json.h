@@ -64,6 +64,8 @@ void exo_json_push_null(lua_State *L);
  * use. It is protected (__metatable), so Lua code can neither alter it for every array at
  * once nor swap it on one array. Like any lua_push function it may raise a memory error. */
 void exo_json_push_array_mt(lua_State *L);
+/* 1 if the value at idx is a table carrying the array metatable, else 0; the stack is kept. */
+int exo_json_is_array(lua_State *L, int idx);
 
 /* Marks the table at idx as a JSON array by setting the array metatable on it, replacing any
  * other metatable. May raise a memory error. */

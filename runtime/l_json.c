@@ -77,14 +77,7 @@ static int l_array(lua_State *L)
 /* json.is_array(v) -> whether v is a table marked as an array (decoded arrays are). */
 static int l_is_array(lua_State *L)
 {
-    int marked = 0;
-
-    if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
-        exo_json_push_array_mt(L);
-        /* stack: v, mt, array_mt */
-        marked = lua_rawequal(L, -1, -2);
-    }
-    lua_pushboolean(L, marked);
+    lua_pushboolean(L, exo_json_is_array(L, 1));
     return 1;
 }
 

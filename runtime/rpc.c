@@ -64,15 +64,6 @@ static int append_error(exo_rpc_t *rpc, const char *id, size_t id_len, int code,
     return exo_buf_printf(&rpc->out, "\"error\":{\"code\":%d,\"message\":\"%s\"}}", code, message);
 }
 
-static int is_json_array(lua_State *L, int idx)
-{
-    if (!lua_getmetatable(L, idx)) return 0;
-    exo_json_push_array_mt(L);
-    int eq = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    return eq;
-}
-
 static void finish(exo_rpc_t *rpc)
 {
     exo_req_t *req = rpc->req;
@@ -258,7 +249,7 @@ void exo_rpc_handle(exo_req_t *req)
         return;
     }
     /* stack: body */
-    rpc->batch = lua_istable(L, -1) && is_json_array(L, -1);
+    rpc->batch = exo_json_is_array(L, -1);
     if (!rpc->batch) {
         rpc->single.p = req->body.data;
         rpc->single.len = req->body.len;
