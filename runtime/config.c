@@ -24,24 +24,30 @@
 #define SEC 1000ULL
 #define MIN (60ULL * 1000)
 #define HOUR (60ULL * 60 * 1000)
+#define ACCOUNT_MAX 32
+#define ACCOUNT_RULE                                                                               \
+    "1 to 32 letters, digits, '_', '.' or '-', not starting with '-' and not only digits or dots"
 
 typedef enum {
     CT_BOOL,
-    CT_UINT,       /* plain decimal number */
-    CT_SIZE,       /* bytes, with an optional K, M or G suffix */
-    CT_DURATION,   /* milliseconds, written with a required ms, s, m or h suffix */
-    CT_MODE,       /* octal permission bits */
-    CT_LOGLEVEL,   /* one of the exo_log_level_t names */
-    CT_PATH,       /* absolute path, required */
-    CT_PATH_EMPTY, /* absolute path, or "" kept as the empty string (meaning "disabled") */
-    CT_PATH_NONE,  /* absolute path, or "" stored as NULL (meaning "not set") */
-    CT_ADDR_LIST,  /* list of host:port items */
-    CT_PATH_LIST,  /* list of absolute paths */
-    CT_NAME_LIST,  /* list of dotted lower-case names, such as capability names */
+    CT_UINT,         /* plain decimal number */
+    CT_SIZE,         /* bytes, with an optional K, M or G suffix */
+    CT_DURATION,     /* milliseconds, written with a required ms, s, m or h suffix */
+    CT_MODE,         /* octal permission bits */
+    CT_LOGLEVEL,     /* one of the exo_log_level_t names */
+    CT_PATH,         /* absolute path, required */
+    CT_PATH_EMPTY,   /* absolute path, or "" kept as the empty string (meaning "disabled") */
+    CT_PATH_NONE,    /* absolute path, or "" stored as NULL (meaning "not set") */
+    CT_ADDR_LIST,    /* list of host:port items */
+    CT_PATH_LIST,    /* list of absolute paths */
+    CT_NAME_LIST,    /* list of dotted lower-case names, such as capability names */
+    CT_ACCOUNT,      /* user, group or service name, required */
+    CT_ACCOUNT_LIST, /* list of account names */
+    CT_IP_LIST,      /* list of numeric IPv4 or IPv6 addresses, each with an optional /prefix */
 } cfg_type_t;
 
-/* One configuration key. For numbers min and max bound the value, for paths max bounds the
- * length, and for lists they bound the number of items. */
+/* One configuration key. For numbers min and max bound the value, for paths and account names
+ * max bounds the length, and for lists they bound the number of items. */
 typedef struct cfg_key_s {
     const char *section;
     const char *name;
@@ -75,6 +81,8 @@ static const cfg_key_t keys[] = {
         "PEM private key of tls_certificate; set both or neither."),
     KEY("server", "state_dir", CT_PATH, state_dir, 0, 4095, "\"/var/lib/exosphere-guest-agent\"",
         "Directory of keys, the generated certificate and other state."),
+    KEY("server", "user", CT_ACCOUNT, user, 1, ACCOUNT_MAX, "\"exosphere-guest-agent\"",
+        "System user the unprivileged worker process runs as."),
     KEY("server", "max_connections", CT_UINT, max_connections, 1, 100000, "1024",
         "Open connections at most; clients beyond it are answered 503."),
     KEY("server", "max_header_size", CT_SIZE, max_header_size, KIB, MIB, "16K",
@@ -114,6 +122,35 @@ static const cfg_key_t keys[] = {
         "200000000", "Lua instructions one call may run before it is stopped."),
     KEY("methods", "preempt_slice", CT_DURATION, preempt_slice_ms, 1, SEC, "2ms",
         "How long a CPU-bound call runs before other work gets the loop."),
+    KEY("auth", "pam_service", CT_ACCOUNT, pam_service, 1, ACCOUNT_MAX, "\"exosphere-guest-agent\"",
+        "PAM service name used for logins (/etc/pam.d/<name>)."),
+    KEY("auth", "allow_users", CT_ACCOUNT_LIST, allow_users, 0, 256, "",
+        "Users who may log in, besides members of allow_groups; both empty: anyone."),
+    KEY("auth", "allow_groups", CT_ACCOUNT_LIST, allow_groups, 0, 256, "",
+        "Groups whose members may log in, besides allow_users; both empty: anyone."),
+    KEY("auth", "admin_groups", CT_ACCOUNT_LIST, admin_groups, 0, 64,
+        "\"sudo\", \"wheel\", \"admin\"",
+        "Members of these groups get the admin permission level."),
+    KEY("auth", "allow_root_login", CT_BOOL, allow_root_login, 0, 1, "false",
+        "Let root (uid 0) log in; otherwise its logins are refused."),
+    KEY("auth", "token_lifetime", CT_DURATION, token_lifetime_ms, MIN, 168 * HOUR, "12h",
+        "How long a login token stays valid."),
+    KEY("auth", "public_methods", CT_NAME_LIST, public_methods, 0, 256, "",
+        "Methods whose permission level is overridden to public."),
+    KEY("auth", "user_methods", CT_NAME_LIST, user_methods, 0, 256, "",
+        "Methods whose permission level is overridden to user."),
+    KEY("auth", "admin_methods", CT_NAME_LIST, admin_methods, 0, 256, "",
+        "Methods whose permission level is overridden to admin."),
+    KEY("auth", "login_backoff", CT_DURATION, login_backoff_ms, 0, HOUR, "1s",
+        "Delay after a failed login for a user name, doubled on each further failure; 0s: none."),
+    KEY("auth", "login_backoff_max", CT_DURATION, login_backoff_max_ms, 0, 24 * HOUR, "5m",
+        "Ceiling of the login_backoff delay."),
+    KEY("auth", "max_logins_in_flight", CT_UINT, max_logins_in_flight, 1, 64, "4",
+        "PAM checks that may run at once; further logins are refused as busy."),
+    KEY("auth", "pam_timeout", CT_DURATION, pam_timeout_ms, SEC, 5 * MIN, "15s",
+        "A PAM check still running after this is killed and the login fails."),
+    KEY("auth", "trusted_proxies", CT_IP_LIST, trusted_proxies, 0, 64, "",
+        "Proxies (addresses or CIDRs) whose X-Forwarded-For is believed in login logs."),
     KEY("log", "level", CT_LOGLEVEL, log_level, EXO_LOG_DEBUG, EXO_LOG_ERROR, "info",
         "Least severe level logged: debug, info, warn or error."),
 };
@@ -203,12 +240,13 @@ static void list_free(exo_strlist_t *l)
 
 static bool is_list(cfg_type_t t)
 {
-    return t == CT_ADDR_LIST || t == CT_PATH_LIST || t == CT_NAME_LIST;
+    return t == CT_ADDR_LIST || t == CT_PATH_LIST || t == CT_NAME_LIST || t == CT_ACCOUNT_LIST ||
+           t == CT_IP_LIST;
 }
 
 static bool is_string(cfg_type_t t)
 {
-    return t == CT_PATH || t == CT_PATH_EMPTY || t == CT_PATH_NONE;
+    return t == CT_PATH || t == CT_PATH_EMPTY || t == CT_PATH_NONE || t == CT_ACCOUNT;
 }
 
 /* The suffixes of sizes and durations, largest first so that formatting picks the largest
@@ -464,11 +502,12 @@ int exo_config_is_loopback(const char *item)
     return check_listen(item, &loopback) == NULL && loopback;
 }
 
-/* A capability-style name: lower-case letters, digits and underscores in dot-separated parts. */
+/* A capability-style name: lower-case letters, digits and underscores in dot-separated parts.
+ * Method names take the same form and may be 128 bytes long (sandbox/method.lua). */
 static bool is_dotted_name(const char *s)
 {
     bool start = true;
-    if (*s == '\0' || strlen(s) > 64) return false;
+    if (*s == '\0' || strlen(s) > 128) return false;
     for (; *s; s++) {
         if (*s == '.') {
             if (start) return false;
@@ -483,6 +522,107 @@ static bool is_dotted_name(const char *s)
     return !start;
 }
 
+/* A user, group or PAM service name: 1 to 32 of [A-Za-z0-9_.-], not starting with '-' (which
+ * programs would read as an option), not only digits (which reads as a uid or gid) and not only
+ * dots (".", ".." name directories, as in /etc/pam.d/..). */
+static bool is_account(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n == 0 || n > ACCOUNT_MAX || s[0] == '-') return false;
+    if (strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != n)
+        return false;
+    return strspn(s, "0123456789") != n && strspn(s, ".") != n;
+}
+
+/* Parses a trusted_proxies item, an IPv4 or IPv6 address with an optional "/prefix". Returns
+ * NULL when it is valid, with the network in addr and its prefix length in *bits, both in the
+ * IPv6 space where an IPv4 address a.b.c.d/p is ::ffff:a.b.c.d/(96 + p); or else the reason it
+ * is not valid. */
+static const char *check_ip(const char *item, unsigned char addr[16], unsigned *bits)
+{
+    static const char *const bad = "is not an IPv4 or IPv6 address, optionally with a /prefix "
+                                   "length";
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    char host[64];
+    const char *slash = strchr(item, '/');
+    size_t hlen = slash != NULL ? (size_t)(slash - item) : strlen(item);
+    unsigned max = 128, prefix = 128;
+    if (hlen == 0 || hlen >= sizeof(host)) return bad;
+    memcpy(host, item, hlen);
+    host[hlen] = '\0';
+    if (inet_pton(AF_INET, host, addr + 12) == 1) {
+        memcpy(addr, mapped, sizeof(mapped));
+        max = prefix = 32;
+    } else if (inet_pton(AF_INET6, host, addr) != 1) {
+        return bad;
+    }
+    if (slash != NULL) {
+        size_t plen = strlen(slash + 1);
+        if (plen == 0 || plen > 3 || strspn(slash + 1, "0123456789") != plen) return bad;
+        prefix = (unsigned)atoi(slash + 1);
+        if (prefix > max)
+            return max == 32 ? "has a prefix length out of range 0..32"
+                             : "has a prefix length out of range 0..128";
+    }
+    *bits = prefix + (128 - max);
+    return NULL;
+}
+
+/* 1 if the first `bits` bits of a and b agree. */
+static bool same_prefix(const unsigned char *a, const unsigned char *b, unsigned bits)
+{
+    unsigned whole = bits / 8, rest = bits % 8;
+    if (memcmp(a, b, whole) != 0) return false;
+    return rest == 0 || ((a[whole] ^ b[whole]) & (0xffu << (8 - rest)) & 0xffu) == 0;
+}
+
+int exo_config_is_trusted_proxy(const exo_config_t *c, const char *ip)
+{
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    unsigned char peer[16], net[16];
+    unsigned bits = 0;
+    if (c == NULL || ip == NULL) return 0;
+    if (inet_pton(AF_INET, ip, peer + 12) == 1)
+        memcpy(peer, mapped, sizeof(mapped));
+    else if (inet_pton(AF_INET6, ip, peer) != 1)
+        return 0;
+    for (size_t i = 0; i < c->trusted_proxies.n; i++) {
+        if (check_ip(c->trusted_proxies.items[i], net, &bits) == NULL &&
+            same_prefix(peer, net, bits))
+            return 1;
+    }
+    return 0;
+}
+
+/* Checks one item of a list of key k. Returns 0, or fails with a message naming the item. */
+static int check_list_item(cfg_ctx_t *cx, const cfg_key_t *k, const char *item)
+{
+    char shown[CFG_SHOW_MAX];
+    unsigned char addr[16];
+    unsigned bits;
+    bool loopback;
+    const char *why = NULL;
+    show(shown, sizeof(shown), item, strlen(item));
+    switch (k->type) {
+    case CT_PATH_LIST:
+        return check_path(cx, CT_PATH, 4095, item);
+    case CT_NAME_LIST:
+        if (is_dotted_name(item)) return 0;
+        return fail(cx, "'%s' is not a name like %s", shown,
+                    strstr(k->name, "methods") != NULL ? "agent.info" : "system.read");
+    case CT_ACCOUNT_LIST:
+        if (is_account(item)) return 0;
+        return fail(cx, "'%s' is not an account name of " ACCOUNT_RULE, shown);
+    case CT_IP_LIST:
+        why = check_ip(item, addr, &bits);
+        break;
+    default:
+        why = check_listen(item, &loopback);
+        break;
+    }
+    return why == NULL ? 0 : fail(cx, "'%s' %s", shown, why);
+}
+
 /* Parses the raw value text of key cx->key into its field of c, replacing what was there. */
 static int set_value(cfg_ctx_t *cx, exo_config_t *c, const char *s, size_t len)
 {
@@ -495,19 +635,8 @@ static int set_value(cfg_ctx_t *cx, exo_config_t *c, const char *s, size_t len)
         exo_strlist_t l;
         if ((rc = decode_list(cx, s, len, &l)) < 0) return rc;
         rc = check_count(cx, l.n);
-        for (size_t j = 0; rc == 0 && j < l.n; j++) {
-            bool loopback;
-            const char *why = NULL;
-            if (k->type == CT_PATH_LIST)
-                rc = check_path(cx, CT_PATH, 4095, l.items[j]);
-            else if (k->type == CT_NAME_LIST) {
-                if (!is_dotted_name(l.items[j]))
-                    rc = fail(cx, "'%s' is not a name like system.read",
-                              show(shown, sizeof(shown), l.items[j], strlen(l.items[j])));
-            } else if ((why = check_listen(l.items[j], &loopback)) != NULL)
-                rc = fail(cx, "'%s' %s", show(shown, sizeof(shown), l.items[j], strlen(l.items[j])),
-                          why);
-        }
+        for (size_t j = 0; rc == 0 && j < l.n; j++)
+            rc = check_list_item(cx, k, l.items[j]);
         if (rc < 0) {
             list_free(&l);
             return rc;
@@ -540,6 +669,15 @@ static int set_value(cfg_ctx_t *cx, exo_config_t *c, const char *s, size_t len)
         free(*(char **)field);
         *(char **)field = (v[0] == '\0' && k->type == CT_PATH_NONE) ? NULL : v;
         if (*(char **)field != NULL) v = NULL;
+        break;
+    case CT_ACCOUNT:
+        if (!is_account(v)) {
+            rc = fail(cx, "expected an account name of " ACCOUNT_RULE ", got '%s'", shown);
+            break;
+        }
+        free(*(char **)field);
+        *(char **)field = v;
+        v = NULL;
         break;
     default:
         rc = set_number(cx, field, v);
@@ -789,6 +927,44 @@ int exo_config_validate(const exo_config_t *c, char *err, size_t errlen)
         cx.key = key_named("server", cert ? "tls_private_key" : "tls_certificate");
         return fail(&cx, "must be set when %s is, since each needs the other",
                     cert ? "tls_certificate" : "tls_private_key");
+    }
+    /* Account names and proxies may also come from outside the parser; a NULL name is "". */
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const void *field = (const char *)c + keys[i].offset;
+        cx.key = &keys[i];
+        if (keys[i].type == CT_ACCOUNT && !is_account(*(char *const *)field)) {
+            const char *v = *(char *const *)field != NULL ? *(char *const *)field : "";
+            return fail(&cx, "expected an account name of " ACCOUNT_RULE ", got '%s'",
+                        show(shown, sizeof(shown), v, strlen(v)));
+        }
+        if (keys[i].type != CT_ACCOUNT_LIST && keys[i].type != CT_IP_LIST) continue;
+        const exo_strlist_t *l = field;
+        for (size_t j = 0; j < l->n; j++) {
+            if (check_list_item(&cx, &keys[i], l->items[j]) < 0) return -EINVAL;
+        }
+    }
+    /* A method has one permission level, so it may be overridden to one level only. */
+    static const char *const levels[] = {"public_methods", "user_methods", "admin_methods"};
+    const exo_strlist_t *overrides[] = {&c->public_methods, &c->user_methods, &c->admin_methods};
+    for (size_t b = 1; b < 3; b++) {
+        for (size_t a = 0; a < b; a++) {
+            for (size_t i = 0; i < overrides[b]->n; i++) {
+                const char *m = overrides[b]->items[i];
+                for (size_t j = 0; j < overrides[a]->n; j++) {
+                    if (strcmp(m, overrides[a]->items[j]) != 0) continue;
+                    cx.key = key_named("auth", levels[b]);
+                    return fail(&cx, "'%s' is also in %s", show(shown, sizeof(shown), m, strlen(m)),
+                                levels[a]);
+                }
+            }
+        }
+    }
+    if (c->login_backoff_max_ms < c->login_backoff_ms) {
+        char lo[32], hi[32];
+        format_num(lo, sizeof(lo), CT_DURATION, c->login_backoff_max_ms);
+        format_num(hi, sizeof(hi), CT_DURATION, c->login_backoff_ms);
+        cx.key = key_named("auth", "login_backoff_max");
+        return fail(&cx, "%s is less than login_backoff (%s), which it caps", lo, hi);
     }
     return 0;
 }

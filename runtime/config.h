@@ -35,6 +35,7 @@ typedef struct exo_config_s {
     char *tls_certificate;      /* absolute path, or NULL to use a self-signed one */
     char *tls_private_key;      /* absolute path; set if and only if tls_certificate is */
     char *state_dir;            /* absolute path of keys, certificate and state */
+    char *user;                 /* account the unprivileged worker process runs as */
     uint32_t max_connections;   /* open connections at most */
     uint32_t max_header_size;   /* bytes of request line and headers */
     uint32_t max_body_size;     /* bytes of one request body */
@@ -55,6 +56,21 @@ typedef struct exo_config_s {
     uint32_t call_memory_limit;          /* size: memory one call may add to the VM */
     uint32_t call_instruction_limit;     /* Lua VM instructions one call may run */
     uint32_t preempt_slice_ms;           /* duration: CPU-bound calls yield the loop this often */
+    /* [auth] */
+    char *pam_service;             /* PAM service name used for logins */
+    exo_strlist_t allow_users;     /* account names; empty: no user restriction */
+    exo_strlist_t allow_groups;    /* group names; empty: no group restriction */
+    exo_strlist_t admin_groups;    /* members of these groups get the admin permission level */
+    int allow_root_login;          /* bool: root may log in */
+    uint32_t token_lifetime_ms;    /* duration: a login token is valid this long */
+    exo_strlist_t public_methods;  /* method names overridden to the public permission level */
+    exo_strlist_t user_methods;    /* method names overridden to the user permission level */
+    exo_strlist_t admin_methods;   /* method names overridden to the admin permission level */
+    uint32_t login_backoff_ms;     /* delay after the first failed login of a name; 0: none */
+    uint32_t login_backoff_max_ms; /* ceiling of the doubling login delay */
+    uint32_t max_logins_in_flight; /* PAM checks running at once; more are refused as busy */
+    uint32_t pam_timeout_ms;       /* a PAM check running longer is killed and the login fails */
+    exo_strlist_t trusted_proxies; /* addresses or CIDRs whose X-Forwarded-For is believed */
     /* [log] */
     exo_log_level_t log_level; /* least severe level that is logged */
 } exo_config_t;
@@ -77,8 +93,11 @@ int exo_config_load(exo_config_t *c, const char *path, char *err, size_t errlen)
 
 /* Checks what single values cannot: that every listen item is host:port with a numeric
  * address or localhost, that there is somewhere to listen, that a certificate comes with its
- * key, and that plain HTTP is served off loopback only when allow_plain_http says so. Returns
- * 0 or -EINVAL with a message naming the key, such as "[server] tls_private_key: ...". */
+ * key, that plain HTTP is served off loopback only when allow_plain_http says so, that no
+ * method is in more than one of public_methods, user_methods and admin_methods, and that
+ * login_backoff_max is not below login_backoff. Account names and trusted_proxies items,
+ * which the command line could set without the parser, are checked again. Returns 0 or
+ * -EINVAL with a message naming the key, such as "[server] tls_private_key: ...". */
 int exo_config_validate(const exo_config_t *c, char *err, size_t errlen);
 
 /* Replaces the list l with copies of the n given items. Returns 0 or -ENOMEM; on failure l
@@ -93,6 +112,12 @@ int exo_config_set_string(char **field, const char *value);
 void exo_config_free(exo_config_t *c);
 /* 1 if item is a valid listen address on loopback (127.0.0.0/8, ::1, localhost), else 0. */
 int exo_config_is_loopback(const char *item);
+/* 1 if the numeric address `ip` (IPv4 or IPv6 text, as libuv prints peers) matches one of
+ * the trusted_proxies items (an address or CIDR), else 0. IPv4-mapped IPv6 peers
+ * ("::ffff:10.0.0.1") match IPv4 items and mapped items match IPv4 peers; host bits past an
+ * item's prefix are ignored; invalid items, a NULL c or ip, and anything but a bare numeric
+ * address (a port, brackets, a zone, a prefix) match nothing. */
+int exo_config_is_trusted_proxy(const exo_config_t *c, const char *ip);
 
 /* Returns "debug", "info", "warn" or "error", or "unknown" for any other value. */
 const char *exo_log_level_name(exo_log_level_t l);

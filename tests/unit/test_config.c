@@ -103,6 +103,22 @@ static void test_defaults(void)
     REQUIRE(c.method_dirs.n == 1);
     CHECK_STR(c.method_dirs.items[0], EXO_DEFAULT_METHODS_DIR);
     CHECK(c.cpu_sample_interval_ms == 2000);
+    CHECK_STR(c.user, "exosphere-guest-agent");
+    CHECK_STR(c.pam_service, "exosphere-guest-agent");
+    CHECK(c.allow_users.n == 0 && c.allow_users.items == NULL);
+    CHECK(c.allow_groups.n == 0 && c.allow_groups.items == NULL);
+    REQUIRE(c.admin_groups.n == 3);
+    CHECK_STR(c.admin_groups.items[0], "sudo");
+    CHECK_STR(c.admin_groups.items[1], "wheel");
+    CHECK_STR(c.admin_groups.items[2], "admin");
+    CHECK(c.allow_root_login == 0);
+    CHECK(c.token_lifetime_ms == 12u * 3600 * 1000);
+    CHECK(c.public_methods.n == 0 && c.user_methods.n == 0 && c.admin_methods.n == 0);
+    CHECK(c.login_backoff_ms == 1000);
+    CHECK(c.login_backoff_max_ms == 300000);
+    CHECK(c.max_logins_in_flight == 4);
+    CHECK(c.pam_timeout_ms == 15000);
+    CHECK(c.trusted_proxies.n == 0 && c.trusted_proxies.items == NULL);
     CHECK(c.log_level == EXO_LOG_INFO);
     CHECK(exo_config_validate(&c, err_, sizeof(err_)) == 0);
     exo_config_free(&c);
@@ -123,6 +139,7 @@ static void test_every_key(void)
                        "tls_certificate = /etc/ssl/agent.pem\n"
                        "tls_private_key = \"/etc/ssl/agent.key\"\n"
                        "state_dir = /srv/state\n"
+                       "user = _agent\n"
                        "max_connections = 10\n"
                        "max_header_size = 8K\n"
                        "max_body_size = 2M\n"
@@ -136,6 +153,21 @@ static void test_every_key(void)
                        "[methods]\n"
                        "dirs = /usr/share/m, /etc/exosphere-guest-agent/methods.d\n"
                        "cpu_sample_interval = 100ms\n"
+                       "[auth]\n"
+                       "pam_service = login\n"
+                       "allow_users = alice, \"bob.smith\"\n"
+                       "allow_groups = ops\n"
+                       "admin_groups =\n"
+                       "allow_root_login = yes\n"
+                       "token_lifetime = 168h\n"
+                       "public_methods = agent.info\n"
+                       "user_methods = system_load.current, disk.usage\n"
+                       "admin_methods = packages.upgrade\n"
+                       "login_backoff = 0s\n"
+                       "login_backoff_max = 24h\n"
+                       "max_logins_in_flight = 64\n"
+                       "pam_timeout = 5m\n"
+                       "trusted_proxies = 10.0.0.0/8, \"fd00::1\"\n"
                        "[log]\n"
                        "level = debug\n";
     REQUIRE(parse_into(&c, text) == 0);
@@ -162,6 +194,29 @@ static void test_every_key(void)
     CHECK_STR(c.method_dirs.items[0], "/usr/share/m");
     CHECK_STR(c.method_dirs.items[1], "/etc/exosphere-guest-agent/methods.d");
     CHECK(c.cpu_sample_interval_ms == 100);
+    CHECK_STR(c.user, "_agent");
+    CHECK_STR(c.pam_service, "login");
+    REQUIRE(c.allow_users.n == 2);
+    CHECK_STR(c.allow_users.items[0], "alice");
+    CHECK_STR(c.allow_users.items[1], "bob.smith");
+    REQUIRE(c.allow_groups.n == 1);
+    CHECK_STR(c.allow_groups.items[0], "ops");
+    CHECK(c.admin_groups.n == 0 && c.admin_groups.items == NULL);
+    CHECK(c.allow_root_login == 1);
+    CHECK(c.token_lifetime_ms == 168u * 3600 * 1000);
+    REQUIRE(c.public_methods.n == 1);
+    CHECK_STR(c.public_methods.items[0], "agent.info");
+    REQUIRE(c.user_methods.n == 2);
+    CHECK_STR(c.user_methods.items[1], "disk.usage");
+    REQUIRE(c.admin_methods.n == 1);
+    CHECK_STR(c.admin_methods.items[0], "packages.upgrade");
+    CHECK(c.login_backoff_ms == 0);
+    CHECK(c.login_backoff_max_ms == 24u * 3600 * 1000);
+    CHECK(c.max_logins_in_flight == 64);
+    CHECK(c.pam_timeout_ms == 300000);
+    REQUIRE(c.trusted_proxies.n == 2);
+    CHECK_STR(c.trusted_proxies.items[0], "10.0.0.0/8");
+    CHECK_STR(c.trusted_proxies.items[1], "fd00::1");
     CHECK(c.log_level == EXO_LOG_DEBUG);
     CHECK(exo_config_validate(&c, err_, sizeof(err_)) == 0);
     exo_config_free(&c);
@@ -418,7 +473,7 @@ static void test_structure_errors(void)
     CHECK_STR(parse_err("[server]\nlevel = debug\n"),
               "agent.conf:2: unknown key 'level' in section [server]; it belongs in [log]");
     CHECK_STR(parse_err("# x\n[serve]\n"), "agent.conf:2: unknown section [serve]; the sections "
-                                           "are [server], [methods], [log]");
+                                           "are [server], [methods], [auth], [log]");
     CHECK_STR(parse_err("[server\n"),
               "agent.conf:1: a section header must end with ']', got '[server'");
     CHECK_STR(parse_err("[server] # main\n"),
@@ -485,6 +540,354 @@ static void test_line_errors(void)
     CHECK(exo_config_parse(&c, "x", 1, "agent.conf", tiny, sizeof(tiny)) == -EINVAL);
     CHECK_STR(tiny, "agent.conf:");
     CHECK(exo_config_parse(&c, "x", 1, "agent.conf", NULL, 0) == -EINVAL);
+    exo_config_free(&c);
+}
+
+#define ACCOUNT_RULE                                                                               \
+    "1 to 32 letters, digits, '_', '.' or '-', not starting with '-' and not only digits or dots"
+
+static void test_accounts(void)
+{
+    static const char *const good[] = {
+        "a", "_x", "A1", "user.name-1", "x-", "1a", "x.", "0.1", "abcdefghijklmnopqrstuvwxyz012345",
+    };
+    static const char *const bad[] = {
+        "-x",   "a b",     "\"x:y\"",     "abcdefghijklmnopqrstuvwxyz0123456",
+        "\"\"", "123",     ".",           "..",
+        "a/b",  "\"a,b\"", "r\xc3\xa9my", "x$",
+        "~x",
+    };
+    char text[256], want[512];
+    exo_config_t c;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        snprintf(text, sizeof(text), "[server]\nuser = %s\n[auth]\npam_service = %s\n", good[i],
+                 good[i]);
+        REQUIRE(parse_into(&c, text) == 0);
+        CHECK_STR(c.user, good[i]);
+        CHECK_STR(c.pam_service, good[i]);
+        exo_config_free(&c);
+        snprintf(text, sizeof(text), "[auth]\nallow_groups = wheel, %s\n", good[i]);
+        REQUIRE(parse_into(&c, text) == 0);
+        REQUIRE(c.allow_groups.n == 2);
+        CHECK_STR(c.allow_groups.items[1], good[i]);
+        exo_config_free(&c);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        /* The message shows the value as decoded: without quotes. */
+        const char *v = bad[i];
+        char shown[64];
+        size_t n = strlen(v);
+        if (v[0] == '"') v++, n -= 2;
+        snprintf(shown, sizeof(shown), "%.*s", (int)n, v);
+        snprintf(text, sizeof(text), "[server]\nuser = %s\n", bad[i]);
+        snprintf(want, sizeof(want),
+                 "agent.conf:2: [server] user: expected an account name of " ACCOUNT_RULE
+                 ", got '%s'",
+                 shown);
+        CHECK_STR(parse_err(text), want);
+        snprintf(text, sizeof(text), "[auth]\n\npam_service = %s\n", bad[i]);
+        snprintf(want, sizeof(want),
+                 "agent.conf:3: [auth] pam_service: expected an account name of " ACCOUNT_RULE
+                 ", got '%s'",
+                 shown);
+        CHECK_STR(parse_err(text), want);
+        snprintf(text, sizeof(text), "[auth]\nallow_users = alice, %s\n", bad[i]);
+        snprintf(want, sizeof(want),
+                 "agent.conf:2: [auth] allow_users: '%s' is not an account name of " ACCOUNT_RULE,
+                 shown);
+        CHECK_STR(parse_err(text), want);
+    }
+    CHECK_STR(parse_err("[auth]\nadmin_groups = a, -b\n"),
+              "agent.conf:2: [auth] admin_groups: '-b' is not an account name of " ACCOUNT_RULE);
+    CHECK_STR(parse_err("[auth]\nallow_groups = a,,b\n"),
+              "agent.conf:2: [auth] allow_groups: item 2 of the list is empty; items are "
+              "separated by single commas");
+    /* Lists have their own bounds: 256 users or groups, 64 admin groups. */
+    char *many = malloc(4096);
+    REQUIRE(many != NULL);
+    strcpy(many, "[auth]\nallow_users = u0");
+    for (int i = 1; i < 256; i++)
+        sprintf(many + strlen(many), ",u%d", i);
+    strcat(many, "\n");
+    REQUIRE(parse_into(&c, many) == 0);
+    CHECK(c.allow_users.n == 256);
+    CHECK_STR(c.allow_users.items[255], "u255");
+    exo_config_free(&c);
+    strcpy(many + strlen(many) - 1, ",u256\n");
+    CHECK_STR(parse_err(many),
+              "agent.conf:2: [auth] allow_users: expected 0 to 256 items, got 257");
+    strcpy(many, "[auth]\nadmin_groups = g0");
+    for (int i = 1; i < 65; i++)
+        sprintf(many + strlen(many), ",g%d", i);
+    CHECK_STR(parse_err(many), "agent.conf:2: [auth] admin_groups: expected 0 to 64 items, got 65");
+    free(many);
+}
+
+static void test_ip_lists(void)
+{
+    static const char *const good[] = {
+        "1.2.3.4",      "0.0.0.0/0", "10.0.0.1/8",      "10.0.0.0/32",    "::1",
+        "::/0",         "fe80::/10", "::ffff:10.0.0.1", "2001:db8::/128", "::ffff:10.0.0.0/104",
+        "10.0.0.0/008",
+    };
+    static const char *const bad[] = {
+        "10.0.0.0/",         "/8",          "10.0.0/8",
+        "example.org",       "10.0.0.1/-1", "10.0.0.1/+8",
+        "fe80::1%eth0",      "1.2.3.4:80",  "10.0.0.0/8/8",
+        "10.0.0.0/0008",     "[::1]",       "[::1]/128",
+        "1.2.3.4 /8",        "::1/1e2",     "256.0.0.1",
+        "1:2:3:4:5:6:7:8:9",
+    };
+    char text[256], want[512];
+    exo_config_t c;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        snprintf(text, sizeof(text), "[auth]\ntrusted_proxies = 192.0.2.1, \"%s\"\n", good[i]);
+        REQUIRE(parse_into(&c, text) == 0);
+        REQUIRE(c.trusted_proxies.n == 2);
+        /* Items are kept as written, not normalised. */
+        CHECK_STR(c.trusted_proxies.items[1], good[i]);
+        CHECK(exo_config_validate(&c, err_, sizeof(err_)) == 0);
+        exo_config_free(&c);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text), "[auth]\ntrusted_proxies = 192.0.2.1, \"%s\"\n", bad[i]);
+        snprintf(want, sizeof(want),
+                 "agent.conf:2: [auth] trusted_proxies: '%s' is not an IPv4 or IPv6 address, "
+                 "optionally with a /prefix length",
+                 bad[i]);
+        CHECK_STR(parse_err(text), want);
+    }
+    CHECK_STR(parse_err("[auth]\ntrusted_proxies = 10.0.0.0/33\n"),
+              "agent.conf:2: [auth] trusted_proxies: '10.0.0.0/33' has a prefix length out of "
+              "range 0..32");
+    CHECK_STR(parse_err("[auth]\ntrusted_proxies = ::1/129\n"),
+              "agent.conf:2: [auth] trusted_proxies: '::1/129' has a prefix length out of range "
+              "0..128");
+    CHECK_STR(parse_err("[auth]\ntrusted_proxies = ::ffff:1.2.3.4/999\n"),
+              "agent.conf:2: [auth] trusted_proxies: '::ffff:1.2.3.4/999' has a prefix length "
+              "out of range 0..128");
+    /* An address longer than any IPv6 text is refused without overflowing. */
+    char lng[200] = "[auth]\ntrusted_proxies = ";
+    memset(lng + strlen(lng), '1', 100);
+    CHECK(strstr(parse_err(lng), "' is not an IPv4 or IPv6 address, optionally with a /prefix "
+                                 "length") != NULL);
+    char *many = malloc(2048);
+    REQUIRE(many != NULL);
+    strcpy(many, "[auth]\ntrusted_proxies = 10.0.0.0");
+    for (int i = 1; i < 65; i++)
+        sprintf(many + strlen(many), ",10.0.0.%d", i);
+    CHECK_STR(parse_err(many),
+              "agent.conf:2: [auth] trusted_proxies: expected 0 to 64 items, got 65");
+    free(many);
+}
+
+static void test_auth_numbers(void)
+{
+    exo_config_t c;
+    REQUIRE(parse_into(&c, "[auth]\ntoken_lifetime = 1m\nlogin_backoff = 1h\nlogin_backoff_max = "
+                           "1h\nmax_logins_in_flight = 1\npam_timeout = 1s\n") == 0);
+    CHECK(c.token_lifetime_ms == 60000);
+    CHECK(c.login_backoff_ms == 3600000);
+    CHECK(c.login_backoff_max_ms == 3600000);
+    CHECK(c.max_logins_in_flight == 1);
+    CHECK(c.pam_timeout_ms == 1000);
+    CHECK(exo_config_validate(&c, err_, sizeof(err_)) == 0);
+    exo_config_free(&c);
+    CHECK_STR(parse_err("[auth]\ntoken_lifetime = 59s\n"),
+              "agent.conf:2: [auth] token_lifetime: 59s is out of range 1m..168h");
+    CHECK_STR(parse_err("[auth]\ntoken_lifetime = 169h\n"),
+              "agent.conf:2: [auth] token_lifetime: 169h is out of range 1m..168h");
+    CHECK_STR(parse_err("[auth]\ntoken_lifetime = 12\n"),
+              "agent.conf:2: [auth] token_lifetime: expected a duration like 500ms, 30s, 5m or "
+              "1h, got '12' (durations need a unit)");
+    CHECK_STR(parse_err("[auth]\nlogin_backoff = 61m\n"),
+              "agent.conf:2: [auth] login_backoff: 61m is out of range 0s..1h");
+    CHECK_STR(parse_err("[auth]\nlogin_backoff_max = 25h\n"),
+              "agent.conf:2: [auth] login_backoff_max: 25h is out of range 0s..24h");
+    CHECK_STR(parse_err("[auth]\nmax_logins_in_flight = 0\n"),
+              "agent.conf:2: [auth] max_logins_in_flight: 0 is out of range 1..64");
+    CHECK_STR(parse_err("[auth]\nmax_logins_in_flight = 65\n"),
+              "agent.conf:2: [auth] max_logins_in_flight: 65 is out of range 1..64");
+    CHECK_STR(parse_err("[auth]\npam_timeout = 999ms\n"),
+              "agent.conf:2: [auth] pam_timeout: 999ms is out of range 1s..5m");
+    CHECK_STR(parse_err("[auth]\npam_timeout = 301s\n"),
+              "agent.conf:2: [auth] pam_timeout: 301s is out of range 1s..5m");
+    CHECK_STR(parse_err("[auth]\nallow_root_login = root\n"),
+              "agent.conf:2: [auth] allow_root_login: expected true or false (or yes/no, on/off, "
+              "1/0), got 'root'");
+    /* The backoff's ceiling may not be below its start. */
+    CHECK_STR(validate_err("[auth]\nlogin_backoff = 10m\n"),
+              "[auth] login_backoff_max: 5m is less than login_backoff (10m), which it caps");
+    CHECK_STR(validate_err("[auth]\nlogin_backoff = 2s\nlogin_backoff_max = 1500ms\n"),
+              "[auth] login_backoff_max: 1500ms is less than login_backoff (2s), which it caps");
+    CHECK_STR(validate_err("[auth]\nlogin_backoff = 2s\nlogin_backoff_max = 2s\n"), "OK");
+    CHECK_STR(validate_err("[auth]\nlogin_backoff = 0s\nlogin_backoff_max = 0s\n"), "OK");
+    CHECK_STR(validate_err("[auth]\nlogin_backoff = 1h\nlogin_backoff_max = 24h\n"), "OK");
+}
+
+static void test_method_overrides(void)
+{
+    exo_config_t c;
+    char name[200];
+    REQUIRE(parse_into(&c, "[auth]\npublic_methods = agent.info, rpc.discover\n"
+                           "admin_methods = \"system_load.current\"\n") == 0);
+    REQUIRE(c.public_methods.n == 2);
+    CHECK_STR(c.public_methods.items[1], "rpc.discover");
+    REQUIRE(c.admin_methods.n == 1);
+    CHECK_STR(c.admin_methods.items[0], "system_load.current");
+    exo_config_free(&c);
+    CHECK_STR(parse_err("[auth]\nadmin_methods = Agent.Info\n"),
+              "agent.conf:2: [auth] admin_methods: 'Agent.Info' is not a name like agent.info");
+    CHECK_STR(parse_err("[auth]\nuser_methods = a..b\n"),
+              "agent.conf:2: [auth] user_methods: 'a..b' is not a name like agent.info");
+    CHECK_STR(parse_err("[auth]\npublic_methods = _a.b\n"),
+              "agent.conf:2: [auth] public_methods: '_a.b' is not a name like agent.info");
+    CHECK_STR(parse_err("[methods]\noperator_capabilities = system.read, Process.run\n"),
+              "agent.conf:2: [methods] operator_capabilities: 'Process.run' is not a name like "
+              "system.read");
+    /* Method names may be 128 bytes long, as sandbox/method.lua allows. */
+    snprintf(name, sizeof(name), "[auth]\nuser_methods = a.%0126d\n", 0);
+    memset(name + strlen("[auth]\nuser_methods = a."), 'x', 126);
+    CHECK_STR(parse_err(name), "OK");
+    snprintf(name, sizeof(name), "[auth]\nuser_methods = a.%0127d\n", 0);
+    memset(name + strlen("[auth]\nuser_methods = a."), 'x', 127);
+    CHECK(strstr(parse_err(name), "is not a name like agent.info") != NULL);
+
+    /* A method may be overridden to one level only; the message names the later list. */
+    CHECK_STR(validate_err("[auth]\npublic_methods = a.b\nuser_methods = x.y\n"
+                           "admin_methods = c.d, x.y\n"),
+              "[auth] admin_methods: 'x.y' is also in user_methods");
+    CHECK_STR(validate_err("[auth]\npublic_methods = a.b\nadmin_methods = c.d, a.b\n"),
+              "[auth] admin_methods: 'a.b' is also in public_methods");
+    CHECK_STR(validate_err("[auth]\npublic_methods = q.r, a.b\nuser_methods = a.b\n"),
+              "[auth] user_methods: 'a.b' is also in public_methods");
+    CHECK_STR(validate_err("[auth]\npublic_methods = a.b\nuser_methods = a.c\n"
+                           "admin_methods = a.d\n"),
+              "OK");
+    /* Naming a method twice in the same list is harmless. */
+    CHECK_STR(validate_err("[auth]\nadmin_methods = a.b, a.b\n"), "OK");
+}
+
+/* Values set without the parser, as the command line might, are checked by validate. */
+static void test_validate_auth(void)
+{
+    exo_config_t c;
+    REQUIRE(exo_config_defaults(&c) == 0);
+    REQUIRE(exo_config_set_string(&c.user, "-x") == 0);
+    CHECK(exo_config_validate(&c, err_, sizeof(err_)) == -EINVAL);
+    CHECK_STR(err_, "[server] user: expected an account name of " ACCOUNT_RULE ", got '-x'");
+    REQUIRE(exo_config_set_string(&c.user, NULL) == 0);
+    CHECK(exo_config_validate(&c, err_, sizeof(err_)) == -EINVAL);
+    CHECK_STR(err_, "[server] user: expected an account name of " ACCOUNT_RULE ", got ''");
+    REQUIRE(exo_config_set_string(&c.user, "agent") == 0);
+    REQUIRE(exo_config_set_string(&c.pam_service, "..") == 0);
+    CHECK(exo_config_validate(&c, err_, sizeof(err_)) == -EINVAL);
+    CHECK_STR(err_, "[auth] pam_service: expected an account name of " ACCOUNT_RULE ", got '..'");
+    REQUIRE(exo_config_set_string(&c.pam_service, "sshd") == 0);
+    CHECK(exo_config_validate(&c, err_, sizeof(err_)) == 0);
+    static const char *const groups[] = {"ops", "a:b"};
+    REQUIRE(exo_config_set_list(&c.allow_groups, groups, 2) == 0);
+    CHECK(exo_config_validate(&c, err_, sizeof(err_)) == -EINVAL);
+    CHECK_STR(err_, "[auth] allow_groups: 'a:b' is not an account name of " ACCOUNT_RULE);
+    REQUIRE(exo_config_set_list(&c.allow_groups, groups, 1) == 0);
+    static const char *const proxies[] = {"10.0.0.0/8", "::1/129"};
+    REQUIRE(exo_config_set_list(&c.trusted_proxies, proxies, 2) == 0);
+    CHECK(exo_config_validate(&c, err_, sizeof(err_)) == -EINVAL);
+    CHECK_STR(err_, "[auth] trusted_proxies: '::1/129' has a prefix length out of range 0..128");
+    REQUIRE(exo_config_set_list(&c.trusted_proxies, proxies, 1) == 0);
+    CHECK(exo_config_validate(&c, err_, sizeof(err_)) == 0);
+    const char *users[257];
+    for (size_t i = 0; i < 257; i++)
+        users[i] = "u";
+    REQUIRE(exo_config_set_list(&c.allow_users, users, 257) == 0);
+    CHECK(exo_config_validate(&c, err_, sizeof(err_)) == -EINVAL);
+    CHECK_STR(err_, "[auth] allow_users: expected 0 to 256 items, got 257");
+    REQUIRE(exo_config_set_list(&c.allow_users, users, 256) == 0);
+    CHECK(exo_config_validate(&c, err_, sizeof(err_)) == 0);
+    c.login_backoff_max_ms = 999;
+    CHECK(exo_config_validate(&c, err_, sizeof(err_)) == -EINVAL);
+    CHECK_STR(err_, "[auth] login_backoff_max: 999ms is less than login_backoff (1s), which it "
+                    "caps");
+    exo_config_free(&c);
+}
+
+static void test_trusted_proxy(void)
+{
+    exo_config_t c;
+    REQUIRE(exo_config_defaults(&c) == 0);
+    /* The empty list trusts nobody. */
+    CHECK(exo_config_is_trusted_proxy(&c, "127.0.0.1") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "::1") == 0);
+    static const char *const items[] = {
+        "10.0.0.0/8", "192.168.1.7", "2001:db8::/32", "::1", "172.16.0.0/12", "fe80::/10",
+    };
+    REQUIRE(exo_config_set_list(&c.trusted_proxies, items, sizeof(items) / sizeof(items[0])) == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "10.1.2.3") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "10.255.255.255") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "11.0.0.1") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "9.255.255.255") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "192.168.1.7") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "192.168.1.8") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "172.16.0.1") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "172.31.255.255") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "172.32.0.0") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "172.15.255.255") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "2001:db8:1::5") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "2001:db9::1") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "febf::1") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "fec0::1") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "::1") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "0:0:0:0:0:0:0:1") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "::2") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "127.0.0.1") == 0);
+    /* Peers of an IPv6 socket that are IPv4 show as mapped addresses and match IPv4 items. */
+    CHECK(exo_config_is_trusted_proxy(&c, "::ffff:10.0.0.1") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "::ffff:192.168.1.7") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "::FFFF:172.20.0.1") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "::ffff:11.0.0.1") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "::ffff:192.168.1.8") == 0);
+    /* The IPv4-compatible form is not the mapped one. */
+    CHECK(exo_config_is_trusted_proxy(&c, "::10.0.0.1") == 0);
+    /* Anything that is not a bare numeric address matches nothing. */
+    CHECK(exo_config_is_trusted_proxy(&c, "") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, NULL) == 0);
+    CHECK(exo_config_is_trusted_proxy(NULL, "10.0.0.1") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "10.0.0.1:8443") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "10.0.0.1/8") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "[::1]") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "localhost") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "10.0.0.1 ") == 0);
+
+    /* Host bits in an item are ignored; a mapped item matches the IPv4 peer; /0 is everyone of
+     * its family, IPv4 peers of an IPv6 socket included. */
+    static const char *const more[] = {"10.9.9.9/8", "::ffff:192.0.2.1", "bogus", "0.0.0.0/0"};
+    REQUIRE(exo_config_set_list(&c.trusted_proxies, more, 2) == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "10.0.0.1") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "192.0.2.1") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "::ffff:192.0.2.1") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "192.0.2.2") == 0);
+    REQUIRE(exo_config_set_list(&c.trusted_proxies, more + 2, 2) == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "8.8.8.8") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "::ffff:8.8.8.8") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "2001:db8::1") == 0);
+    /* Exact items: /32 and /128 are the address itself. */
+    static const char *const exact[] = {"203.0.113.9/32", "2001:db8::9/128"};
+    REQUIRE(exo_config_set_list(&c.trusted_proxies, exact, 2) == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "203.0.113.9") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "203.0.113.8") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "2001:db8::9") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "2001:db8::8") == 0);
+    static const char *const v6all[] = {"::/0"};
+    REQUIRE(exo_config_set_list(&c.trusted_proxies, v6all, 1) == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "2001:db8::1") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "::") == 1);
+    exo_config_free(&c);
+    /* Items parsed from a file behave the same. */
+    REQUIRE(parse_into(&c, "[auth]\ntrusted_proxies = 100.64.0.0/10, \"fd00::/8\"\n") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "100.127.255.254") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "100.128.0.1") == 0);
+    CHECK(exo_config_is_trusted_proxy(&c, "fd12:3456::1") == 1);
+    CHECK(exo_config_is_trusted_proxy(&c, "fe00::1") == 0);
     exo_config_free(&c);
 }
 
@@ -612,6 +1015,21 @@ static void test_dump_round_trip(void)
     CHECK(strstr(text, "\ncpu_sample_interval = 2s\n") != NULL);
     CHECK(strstr(text, "\n[log]\n# Least severe level logged: debug, info, warn or error.\n"
                        "level = info\n") != NULL);
+    CHECK(strstr(text, "\nuser = \"exosphere-guest-agent\"\n") != NULL);
+    CHECK(strstr(text, "\n[auth]\n# PAM service") != NULL);
+    CHECK(strstr(text, "\npam_service = \"exosphere-guest-agent\"\n") != NULL);
+    CHECK(strstr(text, "\nallow_users = \n") != NULL);
+    CHECK(strstr(text, "\nadmin_groups = \"sudo\", \"wheel\", \"admin\"\n") != NULL);
+    CHECK(strstr(text, "\nallow_root_login = false\n") != NULL);
+    CHECK(strstr(text, "\ntoken_lifetime = 12h\n") != NULL);
+    CHECK(strstr(text, "\nlogin_backoff = 1s\n") != NULL);
+    CHECK(strstr(text, "\nlogin_backoff_max = 5m\n") != NULL);
+    CHECK(strstr(text, "\nmax_logins_in_flight = 4\n") != NULL);
+    CHECK(strstr(text, "\npam_timeout = 15s\n") != NULL);
+    CHECK(strstr(text, "\ntrusted_proxies = \n") != NULL);
+    /* Sections come in table order: [auth] between [methods] and [log]. */
+    CHECK(strstr(text, "[methods]") < strstr(text, "[auth]"));
+    CHECK(strstr(text, "[auth]") < strstr(text, "[log]"));
     free(text);
     exo_config_free(&c);
 
@@ -629,8 +1047,19 @@ static void test_dump_round_trip(void)
                       "body_timeout = 90s\n"
                       "idle_timeout = 60m\n"
                       "drain_timeout = 0ms\n"
+                      "user = \"a.b-c\"\n"
                       "[methods]\n"
                       "dirs = \"/a,b\", /c\n"
+                      "[auth]\n"
+                      "pam_service = _Svc\n"
+                      "allow_users = \"x\", y\n"
+                      "admin_groups =\n"
+                      "allow_root_login = on\n"
+                      "token_lifetime = 90m\n"
+                      "user_methods = a.b, c.d\n"
+                      "login_backoff = 1500ms\n"
+                      "login_backoff_max = 0h\n"
+                      "trusted_proxies = ::1/128, 10.0.0.0/8\n"
                       "[log]\n"
                       "level = error\n";
     REQUIRE(parse_into(&c, odd) == 0);
@@ -643,6 +1072,16 @@ static void test_dump_round_trip(void)
     CHECK(strstr(text, "\ndrain_timeout = 0s\n") != NULL);
     CHECK(strstr(text, "\nunix_socket_mode = 0000\n") != NULL);
     CHECK(strstr(text, "\ntls_certificate = \"/c \\\"q\\\" \\\\ , # ;\"\n") != NULL);
+    CHECK(strstr(text, "\nuser = \"a.b-c\"\n") != NULL);
+    CHECK(strstr(text, "\npam_service = \"_Svc\"\n") != NULL);
+    CHECK(strstr(text, "\nallow_users = \"x\", \"y\"\n") != NULL);
+    CHECK(strstr(text, "\nadmin_groups = \n") != NULL);
+    CHECK(strstr(text, "\nallow_root_login = true\n") != NULL);
+    CHECK(strstr(text, "\ntoken_lifetime = 90m\n") != NULL);
+    CHECK(strstr(text, "\nuser_methods = \"a.b\", \"c.d\"\n") != NULL);
+    CHECK(strstr(text, "\nlogin_backoff = 1500ms\n") != NULL);
+    CHECK(strstr(text, "\nlogin_backoff_max = 0s\n") != NULL);
+    CHECK(strstr(text, "\ntrusted_proxies = \"::1/128\", \"10.0.0.0/8\"\n") != NULL);
     REQUIRE(exo_config_defaults(&d) == 0);
     CHECK(exo_config_parse(&d, text, strlen(text), "dump", err_, sizeof(err_)) == 0);
     CHECK_STR(err_, "");
@@ -651,6 +1090,14 @@ static void test_dump_round_trip(void)
     CHECK_STR(d.tls_certificate, "/c \"q\" \\ , # ;");
     REQUIRE(d.method_dirs.n == 2);
     CHECK_STR(d.method_dirs.items[0], "/a,b");
+    CHECK_STR(d.user, "a.b-c");
+    CHECK_STR(d.pam_service, "_Svc");
+    CHECK(d.admin_groups.n == 0);
+    CHECK(d.allow_root_login == 1);
+    CHECK(d.token_lifetime_ms == 90u * 60 * 1000);
+    REQUIRE(d.trusted_proxies.n == 2);
+    CHECK_STR(d.trusted_proxies.items[0], "::1/128");
+    CHECK(d.login_backoff_ms == 1500 && d.login_backoff_max_ms == 0);
     free(again);
     free(text);
     exo_config_free(&c);
@@ -737,7 +1184,7 @@ static void test_packaged_file_documents_defaults(void)
     REQUIRE(text != NULL);
     exo_config_t c, d;
     REQUIRE(exo_config_defaults(&d) == 0);
-    char *want = dump(&d), have_names[1024], want_names[1024];
+    char *want = dump(&d), have_names[2048], want_names[2048];
     key_names(want, 0, want_names, sizeof(want_names));
     key_names(text, 1, have_names, sizeof(have_names));
     CHECK(strlen(want_names) > 100);
@@ -779,6 +1226,12 @@ int main(void)
     RUN(test_syntax);
     RUN(test_structure_errors);
     RUN(test_line_errors);
+    RUN(test_accounts);
+    RUN(test_ip_lists);
+    RUN(test_auth_numbers);
+    RUN(test_method_overrides);
+    RUN(test_validate_auth);
+    RUN(test_trusted_proxy);
     RUN(test_layering_and_atomicity);
     RUN(test_validate);
     RUN(test_setters);
