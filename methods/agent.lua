@@ -5,7 +5,8 @@ local MethodsLoaded = T.object({
   skipped = T.array(T.object({
     file = T.string():describe("Path of the method file"),
     line = T.integer({ min = 1 }):optional():describe("Line of the mistake, when it is known"),
-    error = T.string():describe("Why it was not loaded, with the file and line"),
+    error = T.string():describe("Why it was not loaded, with the file and line (for "
+      .. "administrators; others see only the file's name)"),
   })):describe("Method files that failed to load; their methods are missing"),
 })
 
@@ -50,6 +51,16 @@ return method({
   },
   handler = function(ctx, params)
     local info = agent.info()
+    -- Why an operator's file failed names paths and code: administrators see it, others see
+    -- only that a file was skipped.
+    local methods = info.methods
+    if not (ctx.auth and ctx.auth.admin) and #methods.skipped > 0 then
+      local skipped = {}
+      for i, s in ipairs(methods.skipped) do
+        skipped[i] = { file = s.file:match("[^/]*$"), error = "details are shown to administrators" }
+      end
+      methods = { loaded = methods.loaded, skipped = skipped }
+    end
     return {
       version = info.version,
       api_versions = info.api_versions,
@@ -58,7 +69,7 @@ return method({
       hostname = agent.hostname(),
       started = info.started,
       uptime = info.uptime,
-      methods = info.methods,
+      methods = methods,
     }
   end,
 })

@@ -1,6 +1,7 @@
 /* Connections and HTTP/1.1 requests: TLS through memory BIOs, llhttp parsing, limits and
  * timeouts, routing, and responses written in request order (pipelining). */
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,7 @@
 /* Reading pauses while this much response data waits to be sent to a slow reader. */
 #define EXO_WRITE_HIGH_WATER (1024 * 1024)
 
-enum { HDR_NONE, HDR_CONTENT_TYPE, HDR_EXPECT };
+enum { HDR_NONE, HDR_CONTENT_TYPE, HDR_EXPECT, HDR_AUTHORIZATION, HDR_FORWARDED_FOR };
 
 static const char *status_text(int status)
 {
@@ -34,6 +35,10 @@ static const char *status_text(int status)
         return "No Content";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
@@ -50,6 +55,8 @@ static const char *status_text(int status)
         return "Unsupported Media Type";
     case 417:
         return "Expectation Failed";
+    case 429:
+        return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -176,6 +183,10 @@ static void conn_send(exo_conn_t *c, const char *data, size_t len)
 
 static void req_free(exo_req_t *r)
 {
+    /* Bodies and Authorization headers may hold passwords. */
+    if (r->body.data) OPENSSL_cleanse(r->body.data, r->body.len);
+    if (r->authorization.data) OPENSSL_cleanse(r->authorization.data, r->authorization.len);
+    exo_buf_free(&r->authorization);
     exo_buf_free(&r->body);
     exo_buf_free(&r->resp);
     free(r);
@@ -235,8 +246,11 @@ void exo_http_reply(exo_req_t *r, int status, const char *content_type, const ch
     }
     if (status == 405)
         rc |= exo_buf_printf(o, "Allow: %s\r\n",
-                             strcmp(r->path, "/rpc") == 0 ? "POST, OPTIONS" : "GET, HEAD, OPTIONS");
-    if (status == 503) rc |= exo_buf_appends(o, "Retry-After: 1\r\n");
+                             strcmp(r->path, "/rpc") == 0 || strcmp(r->path, "/auth") == 0
+                                 ? "POST, OPTIONS"
+                                 : "GET, HEAD, OPTIONS");
+    if (status == 503 || status == 429)
+        rc |= exo_buf_printf(o, "Retry-After: %u\r\n", r->retry_after_s ? r->retry_after_s : 1);
     rc |= exo_buf_appends(o, "X-Request-Id: ");
     rc |= exo_buf_appends(o, r->request_id);
     rc |= exo_buf_appends(o, "\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
@@ -325,6 +339,16 @@ static void route(exo_req_t *r)
             reply_text(r, 503, "the agent is shutting down");
         } else {
             exo_rpc_handle(r);
+        }
+    } else if (strcmp(r->path, "/auth") == 0) {
+        if (r->method == HTTP_OPTIONS) {
+            exo_http_reply(r, 204, NULL, NULL, 0);
+        } else if (r->method != HTTP_POST) {
+            reply_text(r, 405, "use POST with Authorization: Basic");
+        } else if (srv->draining) {
+            reply_text(r, 503, "the agent is shutting down");
+        } else {
+            exo_rpc_auth(r);
         }
     } else if (strcmp(r->path, "/openrpc.json") == 0) {
         if (r->method == HTTP_OPTIONS) {
@@ -428,6 +452,12 @@ static int on_header_field_complete(llhttp_t *p)
             c->cur->content_type[0] = '\0';
         } else if (strcmp(c->field, "expect") == 0) {
             c->value_target = HDR_EXPECT;
+        } else if (strcmp(c->field, "authorization") == 0) {
+            c->value_target = HDR_AUTHORIZATION;
+            c->cur->authorization_count++;
+        } else if (strcmp(c->field, "x-forwarded-for") == 0) {
+            c->value_target = HDR_FORWARDED_FOR;
+            c->cur->forwarded_for[0] = '\0';
         }
     }
     c->field_len = 0;
@@ -447,6 +477,24 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
                           : sizeof(c->cur->content_type) - 1 - have;
         memcpy(ct + have, at, take);
         ct[have + take] = '\0';
+    } else if (c->value_target == HDR_AUTHORIZATION) {
+        if (c->cur->authorization_count == 1 && exo_buf_append(&c->cur->authorization, at, len) < 0)
+            return refuse(c, 503);
+    } else if (c->value_target == HDR_FORWARDED_FOR) {
+        /* Only the last entries matter (the ones a trusted proxy added): keep the tail. */
+        char *ff = c->cur->forwarded_for;
+        size_t cap = sizeof(c->cur->forwarded_for) - 1, have = strlen(ff);
+        if (len >= cap) {
+            memcpy(ff, at + len - cap, cap);
+            ff[cap] = '\0';
+        } else {
+            if (have + len > cap) {
+                memmove(ff, ff + (have + len - cap), cap - len);
+                have = cap - len;
+            }
+            memcpy(ff + have, at, len);
+            ff[have + len] = '\0';
+        }
     } else if (c->value_target == HDR_EXPECT) {
         /* The value may arrive in pieces: it is collected in the field buffer, which is free
          * until the next header name, and checked once complete. */
@@ -483,7 +531,10 @@ static int on_headers_complete(llhttp_t *p)
         return refuse(c, 501);
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->srv->cfg->max_body_size)
         return refuse(c, 413);
-    if (r->method == HTTP_POST && !(p->flags & (F_CONTENT_LENGTH | F_CHUNKED)))
+    /* POST /auth carries its credentials in a header and usually no body at all (curl -u -X
+     * POST sends no Content-Length): RFC 9112 reads that as an empty body. */
+    if (r->method == HTTP_POST && !(p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) &&
+        strcmp(r->path, "/auth") != 0)
         return refuse(c, 411);
     c->phase = CONN_BODY;
     conn_set_timer(c);
@@ -851,11 +902,13 @@ static void describe_peer(exo_conn_t *c)
             uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
             port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
             snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
+            snprintf(c->peer_ip, sizeof(c->peer_ip), "%s", host);
             return;
         }
         uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
         port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
+    snprintf(c->peer_ip, sizeof(c->peer_ip), "%s", host);
     snprintf(c->peer, sizeof(c->peer), "[%s]:%d", host, port);
 }
 

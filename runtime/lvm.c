@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "embedded.h"
 #include "json.h"
 #include "log.h"
@@ -69,6 +70,9 @@ struct exo_call_s {
     void *data;
     char request_id[64];
     char method[96];
+    char transport[8];
+    char source[130];
+    exo_identity_t *identity; /* the caller's identity, owned by the request or session */
 };
 
 static int calls_in_flight_;
@@ -160,6 +164,12 @@ static int load_host(exo_lvm_t *vm, char *err, size_t errlen)
     lua_setfield(L, -2, "allow_override");
     push_string_list(L, &cfg->operator_capabilities);
     lua_setfield(L, -2, "operator_capabilities");
+    push_string_list(L, &cfg->public_methods);
+    lua_setfield(L, -2, "public_methods");
+    push_string_list(L, &cfg->user_methods);
+    lua_setfield(L, -2, "user_methods");
+    push_string_list(L, &cfg->admin_methods);
+    lua_setfield(L, -2, "admin_methods");
     if (pcall_msg(L, 1, 1, err, errlen) < 0) {
         lua_pop(L, 1);
         return -EINVAL;
@@ -190,12 +200,18 @@ static int load_host(exo_lvm_t *vm, char *err, size_t errlen)
  * at its next instructions even if the method catches the error. Outside calls (loading,
  * decoding requests, pushing results) nothing is refused, so the runtime's own work never
  * meets an error it cannot handle. */
+#define EXO_WIPE_MAX 1200
+
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     exo_lvm_t *vm = ud;
     size_t old = ptr ? osize : 0;
     exo_call_t *c = current_ && current_->vm == vm ? current_ : NULL;
     if (nsize == 0) {
+        /* Small blocks are wiped as they are freed: a password that reached the VM (in a
+         * request body decoded here) is a Lua string, which nothing else can wipe. Strings of
+         * up to a password's length are small; the cost is a memset per freed object. */
+        if (ptr && old <= EXO_WIPE_MAX) explicit_bzero(ptr, old);
         free(ptr);
         vm->mem -= old;
         if (c) c->mem -= (int64_t)old;
@@ -251,6 +267,7 @@ int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t
     luaL_openlibs(L);
     preload_embedded(L);
     exo_core_preload(L);
+    exo_auth_preload(L);
     vm->loading = 1;
     int rc = load_host(vm, err, errlen);
     vm->loading = 0;
@@ -670,6 +687,64 @@ static void on_deadline(uv_timer_t *t)
     call_finished(c);
 }
 
+/* ctx.auth, the caller's identity as the host checks permissions with it, or ctx.auth_error
+ * when a credential was presented and refused. Nothing is pushed for an anonymous caller. */
+static void push_auth(lua_State *co, const exo_config_t *cfg, const exo_identity_t *id)
+{
+    if (id == NULL) return;
+    if (!id->set) {
+        if (id->error == NULL) return;
+        lua_pushstring(co, id->error);
+        lua_setfield(co, -2, "auth_error");
+        return;
+    }
+    lua_createtable(co, 0, 9);
+    lua_pushstring(co, id->user);
+    lua_setfield(co, -2, "user");
+    lua_pushinteger(co, id->uid);
+    lua_setfield(co, -2, "uid");
+    lua_pushinteger(co, id->gid);
+    lua_setfield(co, -2, "gid");
+    lua_newtable(co);
+    lua_Integer k = 1;
+    for (const char *p = id->groups; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len) {
+            lua_pushlstring(co, p, len);
+            lua_rawseti(co, -2, k++);
+        }
+        p += len + (comma ? 1 : 0);
+    }
+    lua_setfield(co, -2, "groups");
+    lua_pushboolean(co, exo_identity_admin(cfg, id));
+    lua_setfield(co, -2, "admin");
+    lua_pushboolean(co, exo_identity_allowed(cfg, id));
+    lua_setfield(co, -2, "allowed");
+    lua_pushstring(co, id->via);
+    lua_setfield(co, -2, "via");
+    if (id->expires) {
+        lua_pushinteger(co, (lua_Integer)id->expires);
+        lua_setfield(co, -2, "expires");
+    }
+    lua_setfield(co, -2, "auth");
+}
+
+exo_identity_t *exo_call_identity(const exo_call_t *call)
+{
+    return call->identity;
+}
+
+const char *exo_call_source(const exo_call_t *call)
+{
+    return call->source;
+}
+
+const char *exo_call_transport(const exo_call_t *call)
+{
+    return call->transport;
+}
+
 int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_call_info_t *info,
                    exo_call_cb cb, void *data, exo_call_t **out)
 {
@@ -687,6 +762,9 @@ int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_c
     size_t id_len = strnlen(info->request_id, sizeof(c->request_id) - 1);
     memcpy(c->request_id, info->request_id, id_len); /* calloc left the terminator */
     memcpy(c->method, name, name_len < 90 ? name_len : 90);
+    snprintf(c->transport, sizeof(c->transport), "%s", info->transport ? info->transport : "");
+    snprintf(c->source, sizeof(c->source), "%s", info->source ? info->source : "");
+    c->identity = info->identity;
     calls_in_flight_++;
 
     /* stack: params */
@@ -714,6 +792,7 @@ int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_c
     uint64_t now_ms = uv_now(vm->rt->loop);
     lua_pushinteger(c->co, (lua_Integer)(now_ms + info->timeout_ms));
     lua_setfield(c->co, -2, "deadline_ms");
+    push_auth(c->co, vm->rt->config, info->identity);
     if (info->timeout_ms > 0) {
         c->deadline_ns = uv_hrtime() + (uint64_t)info->timeout_ms * 1000000u;
         c->deadline_loop_ms = now_ms + info->timeout_ms;

@@ -50,11 +50,17 @@ int exo_lvm_check_files(const exo_runtime_info_t *rt, char **files, int n, int a
 /* Number of method files loaded and skipped, for the start-up log. */
 void exo_lvm_counts(const exo_lvm_t *vm, int *loaded, int *skipped);
 
+struct exo_identity_s;
+
 typedef struct exo_call_info_s {
     const char *request_id;
     const char *transport; /* "https", "http" or "unix" */
     const char *peer;
+    const char *source; /* the client's address for logs (X-Forwarded-For from a trusted proxy) */
     uint32_t timeout_ms;
+    /* Who calls (NULL: anonymous). Owned by the request or session, which outlives the call; a
+     * login or logout in the call changes it for the calls after it. */
+    struct exo_identity_s *identity;
 } exo_call_info_t;
 
 /* Called once when a call that did not finish inside exo_call_start ends. */
@@ -90,6 +96,10 @@ lua_State *exo_call_thread(const exo_call_t *call);
 void exo_call_resume(exo_call_t *call, int nargs);
 void exo_call_abandon(exo_call_t *call);
 const exo_runtime_info_t *exo_lvm_runtime(lua_State *L);
+/* The identity, source and transport the call was started with (for exo.auth). */
+struct exo_identity_s *exo_call_identity(const exo_call_t *call);
+const char *exo_call_source(const exo_call_t *call);
+const char *exo_call_transport(const exo_call_t *call);
 /* Raises a Lua error unless the running call was granted `capability` (host code outside
  * any call is trusted). Privileged bindings call it before acting. */
 void exo_call_require(lua_State *L, const char *capability);

@@ -15,6 +15,8 @@
 #include "json.h"
 #include "log.h"
 #include "lvm.h"
+#include "auth.h"
+#include "monitor.h"
 #include "server.h"
 
 #define DEV_LISTEN "127.0.0.1:8080"
@@ -189,19 +191,24 @@ static int cmd_serve(int argc, char **argv)
     }
     exo_log_init(o.dev ? EXO_LOG_DEBUG : cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
-    uv_loop_t *loop = uv_default_loop();
-    exo_server_t srv;
-    char err[1024];
-    int code = 0;
-    if (exo_server_start(&srv, loop, &cfg, o.dev, err, sizeof(err)) < 0) {
-        exo_error("cannot start: %s", err);
-        code = 1;
+    int code;
+    if (geteuid() == 0) {
+        code = exo_monitor_run(&cfg, o.dev);
     } else {
-        code = exo_server_run(&srv);
-        exo_info("stopped");
+        /* Development: one unprivileged process, and no privileged operation works. */
+        exo_prepared_t prep;
+        char err[1024];
+        exo_warn("not started as root: running without the monitor; logins and other privileged "
+                 "operations are refused");
+        if (exo_prepare(&cfg, &prep, err, sizeof(err)) < 0) {
+            exo_error("cannot start: %s", err);
+            code = 1;
+        } else {
+            exo_auth_init(NULL, NULL);
+            code = exo_worker_run(&cfg, o.dev, &prep, -1);
+            exo_prepared_close(&prep);
+        }
     }
-    exo_server_close(&srv);
-    uv_loop_close(loop);
     exo_config_free(&cfg);
     return code;
 }

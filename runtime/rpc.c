@@ -2,11 +2,14 @@
  * ids echoed byte for byte from the request text (so integers beyond 2^53 survive). */
 #include <errno.h>
 #include <lauxlib.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "json.h"
+#include "auth.h"
 #include "log.h"
 #include "server.h"
 
@@ -27,6 +30,9 @@ struct exo_rpc_s {
     span_t cur_id;    /* raw id text of that entry; len 0 for a notification */
     exo_buf_t out;
     int n_responses;
+    int auth_route;          /* POST /auth rather than POST /rpc */
+    exo_identity_t identity; /* who calls; a login in the batch changes it for later entries */
+    char source[130];        /* the client's address, for login logs */
 };
 
 static void rpc_free(exo_rpc_t *rpc)
@@ -36,6 +42,7 @@ static void rpc_free(exo_rpc_t *rpc)
     exo_lvm_release(rpc->vm);
     if (rpc->spans != &rpc->single) free(rpc->spans);
     exo_buf_free(&rpc->out);
+    exo_identity_clear(&rpc->identity);
     free(rpc);
 }
 
@@ -174,7 +181,9 @@ static int run_entry(exo_rpc_t *rpc, lua_State *L, size_t i)
         .request_id = request_id,
         .transport = exo_transport_name(req->conn->transport),
         .peer = req->conn->peer,
+        .source = rpc->source,
         .timeout_ms = req->conn->srv->cfg->call_timeout_ms,
+        .identity = &rpc->identity,
     };
     exo_call_t *call;
     /* exo_call_start pops params; the name stays valid: the entry table still holds it. */
@@ -214,6 +223,69 @@ static void run_entries(exo_rpc_t *rpc)
     finish(rpc);
 }
 
+/* The address logs name for the client: the peer, or with a trusted proxy in front the last
+ * X-Forwarded-For entry (the one that proxy added) followed by the proxy. */
+static void set_source(exo_rpc_t *rpc)
+{
+    exo_req_t *req = rpc->req;
+    exo_conn_t *conn = req->conn;
+    if (conn->transport == EXO_TRANSPORT_UNIX) {
+        snprintf(rpc->source, sizeof(rpc->source), "%s", conn->peer);
+        return;
+    }
+    const char *ff = req->forwarded_for;
+    if (ff[0] && exo_config_is_trusted_proxy(conn->srv->cfg, conn->peer_ip)) {
+        const char *last = strrchr(ff, ',');
+        last = last ? last + 1 : ff;
+        while (*last == ' ' || *last == '\t')
+            last++;
+        size_t len = strcspn(last, " \t");
+        int ok = len > 0 && len <= 45 && strspn(last, "0123456789abcdefABCDEF.:") >= len;
+        if (ok) {
+            snprintf(rpc->source, sizeof(rpc->source), "%.*s(proxy:%s)", (int)len, last,
+                     conn->peer_ip);
+            return;
+        }
+    }
+    snprintf(rpc->source, sizeof(rpc->source), "%s", conn->peer_ip[0] ? conn->peer_ip : "?");
+}
+
+/* The identity the request starts with: a bearer token, else the Unix socket's peer. */
+static void set_identity(exo_rpc_t *rpc)
+{
+    exo_req_t *req = rpc->req;
+    exo_identity_t *id = &rpc->identity;
+    if (req->authorization_count > 1) {
+        id->error = "more than one Authorization header";
+        return;
+    }
+    if (req->authorization_count == 1) {
+        const char *v = req->authorization.data ? req->authorization.data : "";
+        size_t len = req->authorization.len;
+        while (len > 0 && (*v == ' ' || *v == '\t')) {
+            v++;
+            len--;
+        }
+        while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+            len--;
+        if (len > 7 && strncasecmp(v, "Bearer ", 7) == 0) {
+            v += 7;
+            len -= 7;
+            while (len > 0 && *v == ' ') {
+                v++;
+                len--;
+            }
+            exo_identity_from_token(id, v, len);
+        } else {
+            id->error = "the Authorization header is not a Bearer token (log in with POST /auth "
+                        "or authenticate.login)";
+        }
+        return;
+    }
+    if (req->conn->transport == EXO_TRANSPORT_UNIX && req->conn->peer_uid != (uid_t)-1)
+        exo_identity_from_uid(id, req->conn->peer_uid);
+}
+
 void exo_rpc_handle(exo_req_t *req)
 {
     exo_server_t *srv = req->conn->srv;
@@ -227,6 +299,8 @@ void exo_rpc_handle(exo_req_t *req)
     rpc->body_ref = LUA_NOREF;
     exo_lvm_retain(rpc->vm);
     req->rpc = rpc;
+    set_source(rpc);
+    set_identity(rpc);
 
     lua_State *L = exo_lvm_state(rpc->vm);
     exo_json_err_t jerr;
@@ -297,4 +371,146 @@ void exo_rpc_cancel(exo_req_t *req)
         exo_call_release(rpc->call);
     }
     rpc_free(rpc);
+}
+
+/* ---- POST /auth ---------------------------------------------------------------------------- */
+
+/* Answers /auth from the outcome of authenticate.login: the result itself with 200, or
+ * {"error": {...}} with the status that says the same thing in HTTP. Never WWW-Authenticate:
+ * a browser would prompt for a password. */
+static void auth_reply(exo_rpc_t *rpc, exo_call_t *call)
+{
+    exo_req_t *req = rpc->req;
+    exo_buf_t body = EXO_BUF_INIT;
+    int status = 500, rc = exo_call_write_outcome(call, &rpc->out);
+    exo_call_release(call);
+    const char *text = rpc->out.data;
+    size_t len = rpc->out.len;
+    if (rc == 0 && len > 9 && memcmp(text, "\"result\":", 9) == 0) {
+        status = 200;
+        rc = exo_buf_append(&body, text + 9, len - 9);
+    } else if (rc == 0 && len > 8 && memcmp(text, "\"error\":", 8) == 0) {
+        const char *v, *data;
+        size_t vlen, dlen;
+        long code = 0;
+        if (exo_json_object_member(text + 8, len - 8, "code", &v, &vlen))
+            code = strtol(v, NULL, 10);
+        status = code == -32001                     ? 401
+                 : code == -32002                   ? 403
+                 : code == -32007                   ? 429
+                 : code == -32005 || code == -32009 ? 503
+                 : code == -32602                   ? 400
+                                                    : 500;
+        if (exo_json_object_member(text + 8, len - 8, "data", &data, &dlen) &&
+            exo_json_object_member(data, dlen, "retry_after_ms", &v, &vlen)) {
+            long ms = strtol(v, NULL, 10);
+            req->retry_after_s = ms > 0 ? (unsigned)((ms + 999) / 1000) : 1;
+        }
+        rc = exo_buf_appends(&body, "{");
+        if (rc == 0) rc = exo_buf_append(&body, text, len);
+        if (rc == 0) rc = exo_buf_appends(&body, "}");
+    } else {
+        rc = -ENOMEM;
+    }
+    rpc_free(rpc);
+    req->rpc = NULL;
+    if (rc < 0)
+        exo_http_reply(req, 503, NULL, "out of memory\n", 14);
+    else
+        exo_http_reply(req, status, "application/json", body.data, body.len);
+    exo_buf_free(&body);
+}
+
+static void on_auth_done(exo_call_t *call, void *data)
+{
+    exo_rpc_t *rpc = data;
+    rpc->call = NULL;
+    auth_reply(rpc, call);
+}
+
+static void auth_refuse(exo_req_t *req, const char *reason)
+{
+    char body[512];
+    int n = snprintf(body, sizeof(body),
+                     "{\"error\":{\"code\":-32001,\"message\":\"Not authenticated\","
+                     "\"data\":{\"reason\":\"%s\"}}}",
+                     reason);
+    exo_http_reply(req, 401, "application/json", body, (size_t)n);
+}
+
+void exo_rpc_auth(exo_req_t *req)
+{
+    exo_server_t *srv = req->conn->srv;
+    const char *v = req->authorization.data ? req->authorization.data : "";
+    size_t len = req->authorization.len;
+    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+        len--;
+    if (req->authorization_count != 1 || len < 7 || strncasecmp(v, "Basic ", 6) != 0) {
+        auth_refuse(req, "POST /auth needs one Authorization: Basic header with user:password");
+        return;
+    }
+    v += 6;
+    len -= 6;
+    while (len > 0 && *v == ' ') {
+        v++;
+        len--;
+    }
+    /* Base64 of at most 1024 + 34 bytes of user:password. */
+    unsigned char plain[1500];
+    int n = len > 0 && len % 4 == 0 && len <= 4 * ((sizeof(plain) - 1) / 3)
+                ? EVP_DecodeBlock(plain, (const unsigned char *)v, (int)len)
+                : -1;
+    if (n >= 0 && len >= 1 && v[len - 1] == '=') n--;
+    if (n >= 0 && len >= 2 && v[len - 2] == '=') n--;
+    const unsigned char *colon = n > 0 ? memchr(plain, ':', (size_t)n) : NULL;
+    if (colon == NULL) {
+        OPENSSL_cleanse(plain, sizeof(plain));
+        auth_refuse(req, "the Basic credentials are not base64 of user:password");
+        return;
+    }
+    exo_rpc_t *rpc = calloc(1, sizeof(*rpc));
+    if (rpc == NULL) {
+        OPENSSL_cleanse(plain, sizeof(plain));
+        exo_http_reply(req, 503, NULL, "out of memory\n", 14);
+        return;
+    }
+    rpc->req = req;
+    rpc->vm = srv->vm;
+    rpc->body_ref = LUA_NOREF;
+    rpc->auth_route = 1;
+    exo_lvm_retain(rpc->vm);
+    req->rpc = rpc;
+    set_source(rpc);
+
+    lua_State *L = exo_lvm_state(rpc->vm);
+    /* The password splits at the first colon only: passphrases may hold colons and spaces. */
+    size_t ulen = (size_t)(colon - plain);
+    lua_createtable(L, 0, 2);
+    lua_pushlstring(L, (const char *)plain, ulen);
+    lua_setfield(L, -2, "username");
+    lua_pushlstring(L, (const char *)colon + 1, (size_t)n - ulen - 1);
+    lua_setfield(L, -2, "password");
+    OPENSSL_cleanse(plain, sizeof(plain));
+    exo_call_info_t info = {
+        .request_id = req->request_id,
+        .transport = exo_transport_name(req->conn->transport),
+        .peer = req->conn->peer,
+        .source = rpc->source,
+        .timeout_ms = srv->cfg->call_timeout_ms,
+        .identity = &rpc->identity,
+    };
+    static const char name[] = "authenticate.login";
+    exo_call_t *call;
+    int started = exo_call_start(rpc->vm, name, sizeof(name) - 1, &info, on_auth_done, rpc, &call);
+    if (started < 0) {
+        rpc_free(rpc);
+        req->rpc = NULL;
+        exo_http_reply(req, 503, NULL, "the login could not start\n", 26);
+        return;
+    }
+    if (started == 0) {
+        rpc->call = call;
+        return;
+    }
+    auth_reply(rpc, call);
 }

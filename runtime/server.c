@@ -5,11 +5,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <netinet/in.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "monclient.h"
 #include "server.h"
 #include "tls.h"
 
@@ -99,25 +103,32 @@ static int parse_hostport(const char *item, struct sockaddr_storage *ss)
     return -EINVAL;
 }
 
-static int listen_tcp(exo_server_t *srv, exo_listener_t *l, const char *item, char *err,
-                      size_t errlen)
+static int open_tcp(const exo_config_t *cfg, exo_listen_fd_t *l, const char *item, char *err,
+                    size_t errlen)
 {
     struct sockaddr_storage ss;
-    uv_tcp_init(srv->loop, &l->h.tcp);
-    l->h.handle.data = l;
     if (parse_hostport(item, &ss) < 0) {
         snprintf(err, errlen, "listen: bad address '%s'", item);
         return -EINVAL;
     }
-    unsigned flags = ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
-    int rc = uv_tcp_bind(&l->h.tcp, (struct sockaddr *)&ss, flags);
-    if (rc == 0) rc = uv_listen(&l->h.stream, 511, on_connection);
-    if (rc < 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", item, uv_strerror(rc));
-        return rc;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", item, strerror(errno));
+        return -errno;
     }
-    l->transport = srv->cfg->tls ? EXO_TRANSPORT_HTTPS : EXO_TRANSPORT_HTTP;
-    snprintf(l->name, sizeof(l->name), "%s://%s", srv->cfg->tls ? "https" : "http", item);
+    l->fd = fd;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    socklen_t len =
+        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 511) < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot listen on %s: %s", item, strerror(e));
+        return -e;
+    }
+    l->transport = cfg->tls ? EXO_TRANSPORT_HTTPS : EXO_TRANSPORT_HTTP;
+    snprintf(l->name, sizeof(l->name), "%s://%s", cfg->tls ? "https" : "http", item);
     return 0;
 }
 
@@ -134,12 +145,16 @@ static int mkdir_parents(const char *path)
     return 0;
 }
 
-static int listen_unix(exo_server_t *srv, exo_listener_t *l, const char *path, char *err,
-                       size_t errlen)
+static int open_unix(const exo_config_t *cfg, exo_prepared_t *p, exo_listen_fd_t *l,
+                     const char *path, char *err, size_t errlen)
 {
     struct stat st;
-    uv_pipe_init(srv->loop, &l->h.pipe, 0);
-    l->h.handle.data = l;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        snprintf(err, errlen, "unix_socket: %s is too long for a socket path", path);
+        return -ENAMETOOLONG;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
     mkdir_parents(path);
     /* A socket left by an earlier run is replaced; any other file there is an error. */
     if (lstat(path, &st) == 0) {
@@ -149,16 +164,100 @@ static int listen_unix(exo_server_t *srv, exo_listener_t *l, const char *path, c
         }
         unlink(path);
     }
-    int rc = uv_pipe_bind(&l->h.pipe, path);
-    if (rc == 0 && chmod(path, srv->cfg->unix_socket_mode) < 0) rc = -errno;
-    if (rc == 0) rc = uv_listen(&l->h.stream, 128, on_connection);
-    if (rc < 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", path, uv_strerror(rc));
-        return rc;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
+        return -errno;
+    }
+    l->fd = fd;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(e));
+        return -e;
+    }
+    p->unix_path = strdup(path);
+    if (chmod(path, cfg->unix_socket_mode) < 0 || listen(fd, 128) < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(e));
+        return -e;
     }
     l->transport = EXO_TRANSPORT_UNIX;
     snprintf(l->name, sizeof(l->name), "unix:%s", path);
     return 0;
+}
+
+int exo_prepare(const exo_config_t *cfg, exo_prepared_t *p, char *err, size_t errlen)
+{
+    memset(p, 0, sizeof(*p));
+    for (size_t i = 0; i < sizeof(p->fds) / sizeof(p->fds[0]); i++)
+        p->fds[i].fd = -1;
+    int rc = 0;
+    if (cfg->tls) {
+        if (mkdir(cfg->state_dir, 0700) < 0 && errno != EEXIST) {
+            rc = -errno;
+            snprintf(err, errlen, "state_dir %s: %s", cfg->state_dir, strerror(errno));
+            goto fail;
+        }
+        rc = exo_tls_setup(cfg->tls_certificate, cfg->tls_private_key, cfg->state_dir, &p->ssl_ctx,
+                           p->tls_fingerprint, sizeof(p->tls_fingerprint), err, errlen);
+        if (rc < 0) goto fail;
+    }
+    for (size_t i = 0; i < cfg->listen.n && p->n_fds < 64; i++) {
+        rc = open_tcp(cfg, &p->fds[p->n_fds++], cfg->listen.items[i], err, errlen);
+        if (rc < 0) goto fail;
+    }
+    if (cfg->unix_socket && cfg->unix_socket[0]) {
+        rc = open_unix(cfg, p, &p->fds[p->n_fds++], cfg->unix_socket, err, errlen);
+        if (rc < 0) goto fail;
+    }
+    return 0;
+fail:
+    exo_prepared_close(p);
+    return rc;
+}
+
+void exo_prepared_close(exo_prepared_t *p)
+{
+    for (size_t i = 0; i < p->n_fds; i++) {
+        if (p->fds[i].fd >= 0) close(p->fds[i].fd);
+        p->fds[i].fd = -1;
+    }
+    p->n_fds = 0;
+    if (p->unix_path) {
+        struct stat st;
+        if (lstat(p->unix_path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(p->unix_path);
+        free(p->unix_path);
+        p->unix_path = NULL;
+    }
+    if (p->ssl_ctx) SSL_CTX_free(p->ssl_ctx);
+    p->ssl_ctx = NULL;
+}
+
+/* Serves on a prepared socket; the handle takes the descriptor over, so that closing the
+ * listeners when draining really stops new connections in this process. (The monitor keeps
+ * its own copy, in its own descriptor table, for the next worker; it closes it on SIGTERM.) */
+static int listen_on(exo_server_t *srv, exo_listener_t *l, exo_listen_fd_t *pl, char *err,
+                     size_t errlen)
+{
+    int fd = pl->fd;
+    int rc = fd < 0 ? -EBADF : 0;
+    pl->fd = -1;
+    if (rc == 0 && pl->transport == EXO_TRANSPORT_UNIX) {
+        uv_pipe_init(srv->loop, &l->h.pipe, 0);
+        l->h.handle.data = l;
+        rc = uv_pipe_open(&l->h.pipe, fd);
+    } else if (rc == 0) {
+        uv_tcp_init(srv->loop, &l->h.tcp);
+        l->h.handle.data = l;
+        rc = uv_tcp_open(&l->h.tcp, fd);
+    }
+    if (rc == 0)
+        rc =
+            uv_listen(&l->h.stream, pl->transport == EXO_TRANSPORT_UNIX ? 128 : 511, on_connection);
+    l->transport = pl->transport;
+    snprintf(l->name, sizeof(l->name), "%s", pl->name);
+    if (rc < 0) snprintf(err, errlen, "cannot listen on %s: %s", pl->name, uv_strerror(rc));
+    return rc;
 }
 
 /* ---- reload and drain --------------------------------------------------------------------- */
@@ -286,8 +385,8 @@ static void watch_methods(exo_server_t *srv)
 
 /* ---- start ------------------------------------------------------------------------------- */
 
-int exo_server_start(exo_server_t *srv, uv_loop_t *loop, exo_config_t *cfg, int dev, char *err,
-                     size_t errlen)
+int exo_server_start(exo_server_t *srv, uv_loop_t *loop, exo_config_t *cfg, int dev,
+                     exo_prepared_t *p, char *err, size_t errlen)
 {
     memset(srv, 0, sizeof(*srv));
     srv->loop = loop;
@@ -305,35 +404,18 @@ int exo_server_start(exo_server_t *srv, uv_loop_t *loop, exo_config_t *cfg, int 
     srv->rt.cpu_percent = cpu_percent;
     cpu_sample();
 
-    int rc;
-    if (cfg->tls) {
-        if (mkdir(cfg->state_dir, 0700) < 0 && errno != EEXIST) {
-            snprintf(err, errlen, "state_dir %s: %s", cfg->state_dir, strerror(errno));
-            return -errno;
-        }
-        rc =
-            exo_tls_setup(cfg->tls_certificate, cfg->tls_private_key, cfg->state_dir, &srv->ssl_ctx,
-                          srv->tls_fingerprint, sizeof(srv->tls_fingerprint), err, errlen);
-        if (rc < 0) return rc;
-    }
-    rc = exo_lvm_new(&srv->rt, &srv->vm, err, errlen);
+    srv->ssl_ctx = p->ssl_ctx;
+    srv->tls_fingerprint = p->tls_fingerprint;
+    int rc = exo_lvm_new(&srv->rt, &srv->vm, err, errlen);
     if (rc < 0) return rc;
 
-    size_t n = cfg->listen.n + (cfg->unix_socket && cfg->unix_socket[0] ? 1 : 0);
-    srv->listeners = calloc(n ? n : 1, sizeof(*srv->listeners));
+    srv->listeners = calloc(p->n_fds ? p->n_fds : 1, sizeof(*srv->listeners));
     if (srv->listeners == NULL) return -ENOMEM;
-    for (size_t i = 0; i < cfg->listen.n; i++) {
+    for (size_t i = 0; i < p->n_fds; i++) {
         exo_listener_t *l = &srv->listeners[srv->n_listeners];
         l->srv = srv;
-        rc = listen_tcp(srv, l, cfg->listen.items[i], err, errlen);
         srv->n_listeners++;
-        if (rc < 0) return rc;
-    }
-    if (cfg->unix_socket && cfg->unix_socket[0]) {
-        exo_listener_t *l = &srv->listeners[srv->n_listeners];
-        l->srv = srv;
-        rc = listen_unix(srv, l, cfg->unix_socket, err, errlen);
-        srv->n_listeners++;
+        rc = listen_on(srv, l, &p->fds[i], err, errlen);
         if (rc < 0) return rc;
     }
     uv_signal_init(loop, &srv->sig_term);
@@ -381,8 +463,46 @@ void exo_server_close(exo_server_t *srv)
     }
     if (srv->vm) exo_lvm_release(srv->vm);
     srv->vm = NULL;
-    if (srv->ssl_ctx) SSL_CTX_free(srv->ssl_ctx);
     srv->ssl_ctx = NULL;
     free(srv->listeners);
     srv->listeners = NULL;
+}
+
+/* ---- the worker: the serving side, under the monitor or alone --------------------------- */
+
+static void on_monitor_lost(void *data)
+{
+    start_drain(data, "monitor gone");
+}
+
+static void on_ready_answer(void *data, int status, const exo_priv_msg_t *m)
+{
+    if (status < 0 || !exo_priv_field_is(&m->f[0], "ok"))
+        exo_warn("the monitor did not acknowledge that the worker is ready");
+}
+
+int exo_worker_run(exo_config_t *cfg, int dev, exo_prepared_t *p, int monitor_fd)
+{
+    uv_loop_t *loop = uv_default_loop();
+    exo_server_t srv;
+    char err[1024];
+    int code;
+    memset(&srv, 0, sizeof(srv));
+    if (monitor_fd >= 0 && exo_mon_start(loop, monitor_fd, on_monitor_lost, &srv) < 0) {
+        exo_error("cannot start: the monitor socket cannot be watched");
+        return 1;
+    }
+    if (exo_server_start(&srv, loop, cfg, dev, p, err, sizeof(err)) < 0) {
+        exo_error("cannot start: %s", err);
+        code = 1;
+    } else {
+        if (monitor_fd >= 0) exo_mon_request(EXO_OP_READY, NULL, 0, on_ready_answer, NULL);
+        code = exo_server_run(&srv);
+        exo_info("stopped");
+    }
+    exo_server_close(&srv);
+    exo_mon_stop();
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    return code;
 }

@@ -29,6 +29,33 @@ typedef union exo_stream_u {
     uv_pipe_t pipe;
 } exo_stream_u;
 
+/* What the process that starts the agent prepares before any network input is read: the TLS
+ * context and the listening sockets. As root the monitor prepares them and every worker it
+ * forks inherits them, so the sockets stay open (and queue connections) across a worker
+ * restart; without root the one process prepares and serves. */
+typedef struct exo_listen_fd_s {
+    int fd;
+    exo_transport_t transport;
+    char name[80];
+} exo_listen_fd_t;
+
+typedef struct exo_prepared_s {
+    SSL_CTX *ssl_ctx;
+    char tls_fingerprint[100];
+    exo_listen_fd_t fds[65];
+    size_t n_fds;
+    char *unix_path; /* the socket file this process created, removed at the end */
+} exo_prepared_t;
+
+/* Creates the state directory, loads or makes the TLS certificate, and opens every listening
+ * socket of cfg. Returns 0 or a negative errno with a message in err (p is then closed). */
+int exo_prepare(const exo_config_t *cfg, exo_prepared_t *p, char *err, size_t errlen);
+/* Closes the sockets, removes the Unix socket file and frees the TLS context. */
+void exo_prepared_close(exo_prepared_t *p);
+/* Runs the serving side (the worker) on the prepared sockets until it stops; monitor_fd is
+ * the socket to the monitor, or -1 when there is none. Returns the exit code. */
+int exo_worker_run(exo_config_t *cfg, int dev, exo_prepared_t *p, int monitor_fd);
+
 typedef struct exo_listener_s {
     exo_stream_u h;
     exo_server_t *srv;
@@ -40,8 +67,8 @@ struct exo_server_s {
     uv_loop_t *loop;
     exo_config_t *cfg;
     int dev;
-    SSL_CTX *ssl_ctx;
-    char tls_fingerprint[100];
+    SSL_CTX *ssl_ctx; /* borrowed from the exo_prepared_t */
+    const char *tls_fingerprint;
     exo_lvm_t *vm; /* the current VM; new calls start on it */
     exo_runtime_info_t rt;
     exo_listener_t *listeners;
@@ -88,7 +115,8 @@ struct exo_conn_s {
     int writes_pending;
     int paused, reading, closing, close_after_write, rejecting, shut_down;
     char peer[72];
-    uid_t peer_uid; /* Unix socket peers only, else (uid_t)-1 */
+    char peer_ip[64]; /* TCP peers: the address alone, as text */
+    uid_t peer_uid;   /* Unix socket peers only, else (uid_t)-1 */
 };
 
 struct exo_req_s {
@@ -102,14 +130,18 @@ struct exo_req_s {
     char content_type[96];
     char request_id[32];
     exo_buf_t body;
-    exo_buf_t resp; /* the whole response, once ready */
-    exo_rpc_t *rpc; /* in flight on /rpc */
+    exo_buf_t authorization; /* the Authorization header's value; wiped when freed */
+    int authorization_count;
+    char forwarded_for[256]; /* the tail of X-Forwarded-For */
+    unsigned retry_after_s;  /* Retry-After of a 429 or 503 answer; 0 means 1 */
+    exo_buf_t resp;          /* the whole response, once ready */
+    exo_rpc_t *rpc;          /* in flight on /rpc */
 };
 
 /* Server lifecycle (server.c). exo_server_start returns 0 or a negative errno with a message
  * in err; exo_server_run runs the loop until a drain ends and returns the exit code. */
-int exo_server_start(exo_server_t *srv, uv_loop_t *loop, exo_config_t *cfg, int dev, char *err,
-                     size_t errlen);
+int exo_server_start(exo_server_t *srv, uv_loop_t *loop, exo_config_t *cfg, int dev,
+                     exo_prepared_t *p, char *err, size_t errlen);
 int exo_server_run(exo_server_t *srv);
 void exo_server_close(exo_server_t *srv);
 /* Builds a new VM from the method directories and, if it loads, makes it current. */
@@ -128,6 +160,8 @@ const char *exo_transport_name(exo_transport_t t);
 
 /* The JSON-RPC endpoint (rpc.c): handles req's body and eventually calls exo_http_reply. */
 void exo_rpc_handle(exo_req_t *req);
+/* POST /auth: a login with the Basic credentials of the Authorization header. */
+void exo_rpc_auth(exo_req_t *req);
 /* The connection went away: stops the calls of req; exo_http_reply will not be called. */
 void exo_rpc_cancel(exo_req_t *req);
 

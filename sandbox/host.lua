@@ -17,6 +17,7 @@ local openrpc = require("sandbox.openrpc")
 local capabilities = require("sandbox.capabilities")
 local pattern_guard = require("sandbox.pattern_guard")
 local check = require("sandbox.check")
+local auth = require("sandbox.auth")
 
 local M = {}
 
@@ -131,7 +132,8 @@ local function dir_files(dir)
 end
 M.dir_files = dir_files
 
-local PATH_LISTS = { "method_dirs", "method_files", "operator_dirs", "operator_files", "operator_capabilities" }
+local PATH_LISTS = { "method_dirs", "method_files", "operator_dirs", "operator_files", "operator_capabilities",
+  "public_methods", "user_methods", "admin_methods" }
 
 local function check_init_options(opts)
   if type(opts) ~= "table" then
@@ -183,6 +185,18 @@ end
 -- A broken file is logged and skipped; this raises only if the host itself cannot start
 -- (bad options, an unknown capability in the grants). Returns
 -- { methods = <count>, skipped = { {file =, line =?, error =}, ... } }.
+-- Method name -> permission level, from the configuration's public_methods, user_methods and
+-- admin_methods.
+local function permission_overrides(opts)
+  local map = {}
+  for _, level in ipairs(method.PERMISSION) do
+    for _, name in ipairs(opts[level .. "_methods"] or {}) do
+      map[name] = level
+    end
+  end
+  return map
+end
+
 function M.init(opts)
   opts = opts or {}
   check_init_options(opts)
@@ -197,6 +211,19 @@ function M.init(opts)
   s.registry = registry.new({ operator_capabilities = grants, allow_override = opts.allow_override })
   local allow = env.allow_list(M.method_api(method.declare, function() return host_info(s) end))
   assert(s.registry:add({ method.get(discover_declaration()) }, "<builtin>"))
+  local auth_module = opts.auth_module
+  if auth_module == nil then
+    local ok, mod = pcall(require, "exo.auth")
+    auth_module = ok and mod or nil
+  end
+  if auth_module then
+    local decls = {}
+    for i, token in ipairs(auth.declarations(auth_module)) do
+      decls[i] = method.get(token)
+    end
+    assert(s.registry:add(decls, "<builtin>"))
+  end
+  s.permissions = permission_overrides(opts)
   local function load_all(files, kind)
     for _, path in ipairs(files) do
       s.registry:load_file(path, env.build(allow), core.log, kind)
@@ -210,6 +237,11 @@ function M.init(opts)
     load_all(dir_files(dir), "operator")
   end
   load_all(opts.operator_files or {}, "operator")
+  for name, level in pairs(s.permissions) do
+    if not s.registry:get(name) then
+      core.log("warn", ("[auth] %s_methods names %s, which no loaded method has"):format(level, name))
+    end
+  end
   state = s
   core.log("info", ("loaded %d methods; skipped %d method files"):format(s.registry.count, #s.registry.skipped))
   local skipped = json.array()
@@ -304,8 +336,23 @@ local CtxMT = {
   __metatable = "ctx",
 }
 
+-- The caller as a handler sees it: a copy, so that nothing a handler does to it reaches the
+-- host's permission checks.
+local function handler_auth(a)
+  if not a then
+    return nil
+  end
+  local groups = {}
+  for i, g in ipairs(a.groups or {}) do
+    groups[i] = g
+  end
+  return { user = a.user, uid = a.uid, gid = a.gid, groups = groups, admin = a.admin == true,
+           via = a.via, expires = a.expires }
+end
+
 local function handler_ctx(d, ctx)
   return setmetatable({
+    auth = handler_auth(ctx.auth),
     method = d.name,
     request_id = ctx.request_id,
     transport = ctx.transport,
@@ -377,6 +424,14 @@ end
 
 local function dispatch(name, params, ctx)
   local d = state and state.registry:get(name)
+  if d then
+    local refusal = auth.refusal(d.name, state.permissions[d.name] or d.permission, ctx)
+    if refusal then
+      capabilities.begin_call({})
+      capabilities.end_call()
+      return false, errors.to_rpc(refusal)
+    end
+  end
   -- Exactly once per call, before any method code runs: the runtime's bindings check these
   -- grants, and so does the agent API (sandbox/capabilities.lua).
   local granted = d and d.capabilities or {}

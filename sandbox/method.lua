@@ -56,6 +56,8 @@ local function check_name(decl, reserved_ok)
     fail(decl, "name must be dotted lower-case words like \"system_load.current\"")
   elseif name:find("^rpc%.") and not reserved_ok then
     fail(decl, "names starting with \"rpc.\" are reserved by JSON-RPC")
+  elseif name:find("^authenticate%.") and not reserved_ok then
+    fail(decl, "names starting with \"authenticate.\" are reserved for the agent's logins")
   end
 end
 

@@ -3,7 +3,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { startAgent, run } from './lib/agent.mjs';
+import { startAgent, run, ACCOUNTS } from './lib/agent.mjs';
 
 describe('curl', () => {
   let agent;
@@ -51,13 +51,19 @@ describe('curl', () => {
     assert.ok(doc.methods.some((m) => m.name === 'agent.info'));
   });
 
-  it('POST /rpc agent.info and system_load.current over HTTPS', async () => {
+  it('POST /rpc agent.info, then log in with curl -u and call system_load.current with the token', async () => {
     let r = await curl('--cacert', cacert, `${base}/rpc`, ...json, '-d', '{"jsonrpc":"2.0","id":1,"method":"agent.info"}');
     assert.equal(r.status, 200);
     const info = JSON.parse(r.body);
     assert.equal(info.id, 1);
     assert.equal(info.result.current_api_version, '2026-12-01');
-    r = await curl('--cacert', cacert, `${base}/rpc`, ...json, '-d', '{"jsonrpc":"2.0","id":2,"method":"system_load.current"}');
+    const { name, password } = ACCOUNTS.admin;
+    r = await curl('--cacert', cacert, '-u', `${name}:${password}`, '-X', 'POST', `${base}/auth`);
+    assert.equal(r.status, 200, r.body);
+    const { token, username } = JSON.parse(r.body);
+    assert.equal(username, name);
+    r = await curl('--cacert', cacert, `${base}/rpc`, ...json, '-H', `Authorization: Bearer ${token}`,
+      '-d', '{"jsonrpc":"2.0","id":2,"method":"system_load.current"}');
     assert.deepEqual(Object.keys(JSON.parse(r.body).result).sort(),
       ['cpuPctUsed', 'epoch', 'gpuPctUsed', 'memPctUsed', 'rootfsPctUsed']);
   });

@@ -10,7 +10,10 @@ import { startAgent, request, rpc, agentFetch, shippedMethods, testMethods } fro
 
 // Methods whose result changes from call to call: the result is checked against the
 // method's result schema instead of the example's value.
-const VARYING = new Set(['agent.info', 'system_load.current', 'e2e.whoami']);
+const VARYING = new Set(['agent.info', 'system_load.current', 'e2e.whoami', 'authenticate.me']);
+// Examples that hold sample credentials (a made-up password, a sample token): a real login is
+// tested in auth.test.mjs with real accounts.
+const SAMPLE_CREDENTIALS = new Set(['authenticate.login', 'authenticate.token', 'authenticate.logout']);
 // Test methods whose examples cannot be replayed: they never return a result.
 const NO_RESULT = new Set(['e2e.spin', 'e2e.spin_pcall', 'e2e.hog', 'e2e.fail']);
 
@@ -73,7 +76,9 @@ describe('OpenRPC', () => {
     const validator = new MethodCallValidator(doc);
     let replayed = 0;
     for (const m of doc.methods) {
-      if (NO_RESULT.has(m.name)) continue;
+      if (NO_RESULT.has(m.name) || SAMPLE_CREDENTIALS.has(m.name)) continue;
+      // Methods that need a login are replayed over the Unix socket, as root.
+      const extra = m['x-permission'] === 'public' ? {} : { socketPath: agent.sock };
       for (const ex of m.examples) {
         const what = `${m.name} / ${ex.name}`;
         const byName = Object.fromEntries(ex.params.map((p) => [p.name, p.value]));
@@ -83,7 +88,7 @@ describe('OpenRPC', () => {
         // By position too, when the example names a leading run of the parameters.
         if (ex.params.every((p, i) => m.params[i].name === p.name)) calls.push(byPosition);
         for (const params of calls) {
-          const r = await rpc(agent, { jsonrpc: '2.0', id: what, method: m.name, params });
+          const r = await rpc(agent, { jsonrpc: '2.0', id: what, method: m.name, params }, extra);
           const v = r.json();
           assert.equal(v.error, undefined, `${what}: ${r.body}`);
           if (m.name === 'rpc.discover') {

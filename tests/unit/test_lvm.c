@@ -85,7 +85,8 @@ static int start(exo_lvm_t *vm, const char *name, const char *params_lua, uint32
     } else {
         lua_pushnil(L);
     }
-    exo_call_info_t info = {"req-1", "unix", "test", timeout};
+    exo_call_info_t info = {
+        .request_id = "req-1", .transport = "unix", .peer = "test", .timeout_ms = timeout};
     int rc = exo_call_start(vm, name, strlen(name), &info, on_done, r, call);
     if (rc == 1) exo_call_write_outcome(*call, &r->out);
     return rc;

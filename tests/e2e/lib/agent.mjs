@@ -2,7 +2,9 @@
 // directory, and gives tests real clients for it (HTTPS with the agent's own certificate as
 // the only trusted CA, raw TLS sockets, the Unix socket).
 import { spawn, execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync, existsSync, chmodSync, readdirSync } from 'node:fs';
+import { ensureAccounts, ACCOUNTS } from './accounts.mjs';
+export { ACCOUNTS };
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,7 +44,15 @@ function renderConfig(sections) {
 }
 
 export async function startAgent(opts = {}) {
+  ensureAccounts(repo);
   const dir = opts.dir || mkdtempSync(join(tmpdir(), 'exo-e2e-'));
+  // The worker runs as the agent's own unprivileged user: it must reach the socket and methods.
+  if (!opts.dir) chmodSync(dir, 0o755);
+  for (const d of opts.methodDirs || []) {
+    // A test's own temporary method directory (mkdtemp makes it 0700) and its parents below
+    // the temporary directory; the repository's directories are readable already.
+    for (let p = d; p.startsWith(tmpdir() + '/'); p = dirname(p)) chmodSync(p, 0o755);
+  }
   const port = opts.port || (await freePort());
   const tlsOn = opts.tls !== false;
   const sock = join(dir, 'agent.sock');
@@ -85,6 +95,8 @@ export async function startAgent(opts = {}) {
     agent.fingerprint = m && m[1];
   }
   agent.stop = (signal = 'SIGTERM') => stopAgent(agent, signal);
+  // The worker's pid (the agent's process is the monitor when it runs as root).
+  agent.workerPid = () => workerPid(agent.proc.pid);
   // Waits for an exit that a signal already sent will cause (a second signal during the
   // final clean-up would kill the process).
   agent.wait = () => stopAgent(agent, null);
@@ -104,6 +116,32 @@ export async function startAgent(opts = {}) {
     }
   };
   return agent;
+}
+
+// The child of a monitor: its worker (PAM checks are short-lived children too, but they are
+// not running when nothing logs in).
+export function workerPid(monitorPid) {
+  for (const t of readdirSync(`/proc/${monitorPid}/task`)) {
+    let kids = '';
+    try {
+      kids = readFileSync(`/proc/${monitorPid}/task/${t}/children`, 'utf8').trim();
+    } catch { continue; }
+    for (const pid of kids ? kids.split(/\s+/) : []) {
+      try {
+        const uid = readFileSync(`/proc/${pid}/status`, 'utf8').match(/^Uid:\s+(\d+)/m)[1];
+        if (uid !== '0') return Number(pid);
+      } catch { /* gone meanwhile */ }
+    }
+  }
+  return null;
+}
+
+// Logs in over HTTPS with POST /auth and returns the token.
+export async function login(agent, account) {
+  const basic = Buffer.from(`${account.name}:${account.password}`).toString('base64');
+  const r = await request(agent, { method: 'POST', path: '/auth', headers: { Authorization: `Basic ${basic}` } });
+  if (r.status !== 200) throw new Error(`login of ${account.name} failed: ${r.status} ${r.body}`);
+  return r.json().token;
 }
 
 export async function stopAgent(agent, signal = 'SIGTERM') {

@@ -33,7 +33,9 @@ M.INSTRUCTION_LIMIT = 50000000
 -- opts: files = { paths }, dirs = { paths } (shipped methods); operator_files = { paths },
 -- operator_dirs = { paths }, operator_capabilities = { names }, allow_override = bool (the
 -- operator's, as the [methods] configuration gives them); instruction_limit = n (per call,
--- like [methods] call_instruction_limit); dev = false to test production behaviour.
+-- like [methods] call_instruction_limit); dev = false to test production behaviour;
+-- public_methods/user_methods/admin_methods = { names } (the [auth] overrides); auth_module =
+-- a stand-in for the runtime's exo.auth (without one, no authenticate.* methods are loaded).
 function M.new(opts)
   opts = opts or {}
   setup.core.reset()
@@ -46,6 +48,10 @@ function M.new(opts)
     operator_files = opts.operator_files,
     operator_capabilities = opts.operator_capabilities,
     allow_override = opts.allow_override,
+    auth_module = opts.auth_module,
+    public_methods = opts.public_methods,
+    user_methods = opts.user_methods,
+    admin_methods = opts.admin_methods,
   })
   -- The host hides and guards the string metatable for method code (sandbox/env.lua); the
   -- spec's own code (busted, luassert) gets the standard one back between calls.
@@ -56,6 +62,14 @@ function M.new(opts)
                         dev = opts.dev ~= false }, Kit)
 end
 
+-- The caller the kit calls as unless told otherwise: an administrator, as the Unix socket
+-- knows one, so that specs test what a method does rather than who may call it. Pass
+-- `{ auth = false }` for an anonymous caller, or a table of your own.
+Kit.ADMIN = { user = "exouser", uid = 1000, gid = 1000, groups = { "exouser", "sudo" }, admin = true,
+              allowed = true, via = "unix" }
+Kit.USER = { user = "alice", uid = 1001, gid = 1001, groups = { "alice" }, admin = false, allowed = true,
+             via = "token", expires = 4102444800 }
+
 -- The ctx the runtime would pass; `overrides` replaces fields.
 function Kit:ctx(overrides)
   local ctx = {
@@ -64,9 +78,13 @@ function Kit:ctx(overrides)
     peer = "uid:1000",
     dev = self.dev,
     deadline_ms = self.core.now_ms() + 30000,
+    auth = Kit.ADMIN,
   }
   for k, v in pairs(overrides or {}) do
     ctx[k] = v
+  end
+  if ctx.auth == false then
+    ctx.auth = nil
   end
   return ctx
 end
@@ -111,5 +129,8 @@ end
 function Kit:logged(level, text)
   return self.core.logged(level, text)
 end
+
+M.ADMIN = Kit.ADMIN
+M.USER = Kit.USER
 
 return M

@@ -29,6 +29,16 @@ describe("agent.info", function()
     assert.matches(broken .. ":1: ", result.methods.skipped[1].error, 1, true)
   end)
 
+  it("shows why a file failed only to administrators", function()
+    local broken = tmp.file("return method {")
+    local k = kit.new({ files = { "methods/agent.lua", broken } })
+    for _, who in ipairs({ false, kit.USER }) do
+      local result = k:call_ok("agent.info", nil, { auth = who })
+      assert.same({ { file = broken:match("[^/]*$"), error = "details are shown to administrators" } },
+        result.methods.skipped)
+    end
+  end)
+
   it("takes no params", function()
     local k = kit.new({ files = { "methods/agent.lua" } })
     local ok, err = k:call("agent.info", { verbose = true })

@@ -1,0 +1,844 @@
+/* The root monitor; see monitor.h and docs/security.md.
+ *
+ * One thread, one poll() loop, no libuv: the worker is forked without exec, and a forked child
+ * must not share an epoll set with its parent. The loop watches a signalfd (SIGCHLD, SIGTERM,
+ * SIGINT, SIGHUP), the worker's socket and the answer pipes of the PAM checks in flight.
+ *
+ * Every request from the worker is checked against the permit table below: a message that is
+ * not well framed, names an operation the table does not have, or carries a field out of its
+ * bounds is taken as a sign that the worker is compromised or broken, and the worker is
+ * killed (and, like a worker that dies, restarted). The monitor itself carries on.
+ *
+ * A login runs in a child forked per check (pam.c): PAM modules block (pam_unix sleeps after a
+ * failure) and may misbehave, and the monitor must keep serving. The number of checks in flight
+ * is capped, each has a deadline, and failed logins slow further attempts for that user name
+ * (per name, not per address: behind Exosphere's proxy every client has the same address). */
+#include "monitor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <openssl/crypto.h>
+#include <poll.h>
+#include <pwd.h>
+#include <shadow.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "log.h"
+#include "pam.h"
+#include "privsep.h"
+#include "server.h"
+#include "token.h"
+
+#define RESTART_MIN_MS 100
+#define RESTART_MAX_MS 10000
+#define STABLE_MS 1000      /* a worker that lived this long restarts after RESTART_MIN_MS */
+#define BACKOFF_SLOTS 1024  /* user names whose failures are remembered */
+#define OUT_NOT_ALLOWED 100 /* a child's outcome beyond exo_pam_outcome_t */
+
+typedef struct child_answer_s {
+    int outcome;
+    exo_pam_result_t r;
+} child_answer_t;
+
+typedef struct login_s {
+    int used;
+    pid_t pid;    /* 0 once reaped */
+    int fd;       /* the answer pipe, -1 once read or closed */
+    uint32_t seq; /* the request being answered */
+    unsigned gen; /* the worker that asked */
+    uint64_t deadline;
+    size_t got;
+    child_answer_t ans;
+    char user[33], source[130], transport[8];
+} login_t;
+
+typedef struct backoff_s {
+    char user[33];
+    uint32_t failures;
+    uint64_t until, last;
+} backoff_t;
+
+static struct {
+    exo_config_t *cfg;
+    int dev;
+    exo_prepared_t prep;
+    uid_t wuid;
+    gid_t wgid;
+    pid_t self;
+    unsigned char key[EXO_TOKEN_KEY_LEN];
+    exo_revoked_t revoked;
+    char revoked_path[4200];
+    int sigfd;
+    pid_t worker;
+    int wfd;
+    unsigned gen;
+    int ready, ever_ready;
+    uint64_t worker_started, restart_at, restart_delay;
+    int stopping, done, exit_code;
+    uint64_t stop_deadline;
+    login_t *logins;
+    size_t n_logins;
+    backoff_t *backoff;
+    uint8_t buf[EXO_PRIV_MAX_MESSAGE + 1];
+} m_;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- the worker ------------------------------------------------------------------------- */
+
+/* Leaves root for good: no supplementary groups, no capabilities (not even in the bounding
+ * set), the worker user's uid and gid in all three slots, and no_new_privs. Returns 0 or -1
+ * with the reason logged. */
+static int drop_privileges(void)
+{
+    if (setgroups(1, &m_.wgid) < 0) {
+        exo_error("worker: setgroups: %s", strerror(errno));
+        return -1;
+    }
+    for (int cap = 0; cap <= 63; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL) {
+            exo_error("worker: dropping capability %d from the bounding set: %s", cap,
+                      strerror(errno));
+            return -1;
+        }
+    }
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    if (setresgid(m_.wgid, m_.wgid, m_.wgid) < 0 || setresuid(m_.wuid, m_.wuid, m_.wuid) < 0) {
+        exo_error("worker: cannot change to uid %u gid %u: %s", (unsigned)m_.wuid,
+                  (unsigned)m_.wgid, strerror(errno));
+        return -1;
+    }
+    if (setuid(0) == 0 || seteuid(0) == 0 || geteuid() != m_.wuid || getegid() != m_.wgid) {
+        exo_error("worker: root could be regained after dropping it; refusing to run");
+        return -1;
+    }
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+        exo_error("worker: PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
+        return -1;
+    }
+    if (chdir("/") < 0) return -1;
+    return 0;
+}
+
+static void close_login_fds(void)
+{
+    for (size_t i = 0; i < m_.n_logins; i++)
+        if (m_.logins[i].used && m_.logins[i].fd >= 0) close(m_.logins[i].fd);
+}
+
+static void start_worker(void)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        exo_error("monitor: socketpair: %s", strerror(errno));
+        m_.restart_at = now_ms() + RESTART_MAX_MS;
+        return;
+    }
+    int big = 256 * 1024;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    pid_t pid = fork();
+    if (pid < 0) {
+        exo_error("monitor: cannot fork the worker: %s", strerror(errno));
+        close(sv[0]);
+        close(sv[1]);
+        m_.restart_at = now_ms() + RESTART_MAX_MS;
+        return;
+    }
+    if (pid == 0) {
+        /* The worker: nothing of the monitor's state but what it was given. */
+        close(sv[0]);
+        close(m_.sigfd);
+        close_login_fds();
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+        if (getppid() != m_.self) _exit(1);
+        OPENSSL_cleanse(m_.revoked_path, sizeof(m_.revoked_path));
+        if (drop_privileges() < 0) _exit(1);
+        exo_auth_init(m_.key, &m_.revoked);
+        int code = exo_worker_run(m_.cfg, m_.dev, &m_.prep, sv[1]);
+        exit(code);
+    }
+    close(sv[1]);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    m_.wfd = sv[0];
+    m_.worker = pid;
+    m_.gen++;
+    m_.ready = 0;
+    m_.worker_started = now_ms();
+    m_.restart_at = 0;
+    exo_info("monitor: started worker %d as %s (uid %u)", (int)pid, m_.cfg->user,
+             (unsigned)m_.wuid);
+}
+
+static void kill_worker(const char *why)
+{
+    if (m_.worker <= 0) return;
+    exo_error("monitor: the worker sent %s: stopping it", why);
+    kill(m_.worker, SIGKILL);
+    if (m_.wfd >= 0) close(m_.wfd);
+    m_.wfd = -1;
+}
+
+static void worker_exited(int status)
+{
+    char how[64];
+    if (WIFEXITED(status))
+        snprintf(how, sizeof(how), "exited with status %d", WEXITSTATUS(status));
+    else
+        snprintf(how, sizeof(how), "was killed by signal %d", WTERMSIG(status));
+    pid_t pid = m_.worker;
+    m_.worker = 0;
+    if (m_.wfd >= 0) close(m_.wfd);
+    m_.wfd = -1;
+    if (m_.stopping) {
+        m_.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+        m_.done = 1;
+        return;
+    }
+    if (!m_.ever_ready) {
+        exo_error("monitor: the worker %s before it was ready; not restarting it", how);
+        m_.exit_code = 1;
+        m_.done = 1;
+        return;
+    }
+    uint64_t lived = now_ms() - m_.worker_started;
+    if (lived >= STABLE_MS || m_.restart_delay == 0)
+        m_.restart_delay = RESTART_MIN_MS;
+    else
+        m_.restart_delay =
+            m_.restart_delay * 2 > RESTART_MAX_MS ? RESTART_MAX_MS : m_.restart_delay * 2;
+    m_.restart_at = now_ms() + m_.restart_delay;
+    exo_error("monitor: worker %d %s after %llu ms; starting a new one in %llu ms", (int)pid, how,
+              (unsigned long long)lived, (unsigned long long)m_.restart_delay);
+}
+
+static void answer(uint32_t op, uint32_t seq, const exo_priv_field_t *f, size_t n)
+{
+    uint8_t out[EXO_PRIV_MAX_MESSAGE];
+    int len = exo_priv_encode(out, sizeof(out), op | EXO_OP_ANSWER, seq, f, n);
+    if (len < 0) {
+        exo_error("monitor: an answer does not fit in a message");
+        return;
+    }
+    if (m_.wfd < 0) return;
+    if (send(m_.wfd, out, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        kill_worker("no room for its answers (it stopped reading them)");
+    OPENSSL_cleanse(out, sizeof(out));
+}
+
+static void answer_status(uint32_t op, uint32_t seq, const char *status, const char *extra)
+{
+    exo_priv_field_t f[2] = {{status, strlen(status)}, {extra, extra ? strlen(extra) : 0}};
+    answer(op, seq, f, extra ? 2 : 1);
+}
+
+/* ---- backoff ---------------------------------------------------------------------------- */
+
+static backoff_t *backoff_find(const char *user)
+{
+    for (size_t i = 0; i < BACKOFF_SLOTS; i++)
+        if (m_.backoff[i].user[0] && strcmp(m_.backoff[i].user, user) == 0) return &m_.backoff[i];
+    return NULL;
+}
+
+/* Remembers one more failure for user and returns the delay before its next attempt. */
+static uint64_t backoff_fail(const char *user, uint64_t now, uint32_t *failures)
+{
+    backoff_t *b = backoff_find(user);
+    if (b == NULL) {
+        /* A free slot, or the one idle longest. */
+        b = &m_.backoff[0];
+        for (size_t i = 0; i < BACKOFF_SLOTS; i++) {
+            if (!m_.backoff[i].user[0]) {
+                b = &m_.backoff[i];
+                break;
+            }
+            if (m_.backoff[i].last < b->last) b = &m_.backoff[i];
+        }
+        memset(b, 0, sizeof(*b));
+        snprintf(b->user, sizeof(b->user), "%s", user);
+    }
+    b->failures++;
+    b->last = now;
+    uint64_t delay = m_.cfg->login_backoff_ms;
+    for (uint32_t i = 1; i < b->failures && delay < m_.cfg->login_backoff_max_ms; i++)
+        delay *= 2;
+    if (delay > m_.cfg->login_backoff_max_ms) delay = m_.cfg->login_backoff_max_ms;
+    b->until = now + delay;
+    *failures = b->failures;
+    return delay;
+}
+
+/* ---- logins ------------------------------------------------------------------------------ */
+
+/* The policy check before PAM runs, so that a user who may not log in never has a password
+ * checked (no oracle for it). Unknown users go on to PAM, which fails them as it fails a wrong
+ * password. Returns 1 when the user may try. */
+static int may_try(const char *user, char *why, size_t whylen)
+{
+    struct passwd pw, *res = NULL;
+    char buf[4096], groups[EXO_PAM_GROUPS_MAX] = "";
+    if (getpwnam_r(user, &pw, buf, sizeof(buf), &res) != 0 || res == NULL) return 1;
+    if (pw.pw_uid == 0 && !m_.cfg->allow_root_login) {
+        snprintf(why, whylen, "root login is off (allow_root_login)");
+        return 0;
+    }
+    gid_t gids[256];
+    int n = 256;
+    if (getgrouplist(user, pw.pw_gid, gids, &n) < 0) n = 256;
+    size_t pos = 0;
+    for (int i = 0; i < n; i++) {
+        struct group gr, *gres = NULL;
+        char gbuf[8192];
+        if (getgrgid_r(gids[i], &gr, gbuf, sizeof(gbuf), &gres) != 0 || gres == NULL) continue;
+        size_t len = strlen(gr.gr_name);
+        if (pos + len + 2 > sizeof(groups)) break;
+        pos += (size_t)snprintf(groups + pos, sizeof(groups) - pos, "%s%s", pos ? "," : "",
+                                gr.gr_name);
+    }
+    if (exo_policy_allowed(m_.cfg, user, (uint32_t)pw.pw_uid, groups)) return 1;
+    snprintf(why, whylen, "not in allow_users or allow_groups");
+    return 0;
+}
+
+static void login_child(int fd, const char *user, char *password, const char *source)
+{
+    child_answer_t a;
+    memset(&a, 0, sizeof(a));
+    if (!may_try(user, a.r.detail, sizeof(a.r.detail))) {
+        a.outcome = OUT_NOT_ALLOWED;
+    } else {
+        a.outcome = (int)exo_pam_check(m_.cfg->pam_service, user, password, source, &a.r);
+        /* Stacks like Debian's common-account end in pam_deny, which hides pam_unix's
+         * PAM_ACCT_EXPIRED behind PAM_AUTH_ERR: after the password was right, the shadow entry
+         * says whether the account has expired. */
+        struct spwd *sp = a.outcome == EXO_PAM_ACCOUNT_DENIED ? getspnam(user) : NULL;
+        long today = (long)(time(NULL) / 86400);
+        if (sp && sp->sp_expire > 0 && today >= sp->sp_expire) a.outcome = EXO_PAM_ACCOUNT_EXPIRED;
+        if (a.outcome == EXO_PAM_OK && !exo_policy_allowed(m_.cfg, a.r.user, a.r.uid, a.r.groups)) {
+            a.outcome = OUT_NOT_ALLOWED;
+            snprintf(a.r.detail, sizeof(a.r.detail), "not allowed by the [auth] settings");
+        }
+    }
+    OPENSSL_cleanse(password, strlen(password));
+    ssize_t w = write(fd, &a, sizeof(a));
+    _exit(w == (ssize_t)sizeof(a) ? 0 : 1);
+}
+
+static const char *outcome_status(int outcome)
+{
+    switch (outcome) {
+    case EXO_PAM_OK:
+        return "ok";
+    case EXO_PAM_BAD_CREDENTIALS:
+        return "bad_credentials";
+    case EXO_PAM_ACCOUNT_EXPIRED:
+        return "account_expired";
+    case EXO_PAM_PASSWORD_EXPIRED:
+        return "password_expired";
+    case EXO_PAM_ACCOUNT_DENIED:
+        return "account_denied";
+    case OUT_NOT_ALLOWED:
+        return "not_allowed";
+    default:
+        return "error";
+    }
+}
+
+/* The child's answer is in (or the check failed: outcome -1). Logs, updates the backoff and
+ * answers the worker that asked, if it is still the current one. */
+static void finish_login(login_t *l, int outcome, const char *detail)
+{
+    char quser[80];
+    exo_log_quote(quser, sizeof(quser), l->user, strlen(l->user));
+    uint64_t now = now_ms();
+    int current = l->gen == m_.gen && m_.wfd >= 0;
+    if (outcome == EXO_PAM_OK) {
+        exo_pam_result_t *r = &l->ans.r;
+        backoff_t *b = backoff_find(l->user);
+        if (b) memset(b, 0, sizeof(*b));
+        exo_token_claims_t c;
+        memset(&c, 0, sizeof(c));
+        snprintf(c.user, sizeof(c.user), "%s", r->user);
+        c.uid = (uint32_t)r->uid;
+        c.gid = (uint32_t)r->gid;
+        snprintf(c.groups, sizeof(c.groups), "%s", r->groups);
+        c.iat = (int64_t)time(NULL);
+        c.exp = c.iat + (int64_t)(m_.cfg->token_lifetime_ms / 1000);
+        char token[EXO_TOKEN_MAX + 1];
+        int tl = exo_token_issue(m_.key, &c, token, sizeof(token));
+        if (tl < 0) {
+            exo_error("monitor: login of user=%s succeeded but no token could be made: %s", quser,
+                      strerror(-tl));
+            if (current) answer_status(EXO_OP_LOGIN, l->seq, "error", NULL);
+            return;
+        }
+        exo_info("login succeeded: user=%s source=%s transport=%s uid=%u", quser, l->source,
+                 l->transport, (unsigned)r->uid);
+        if (!current) return;
+        char uid[16], gid[16], exp[24];
+        snprintf(uid, sizeof(uid), "%u", (unsigned)r->uid);
+        snprintf(gid, sizeof(gid), "%u", (unsigned)r->gid);
+        snprintf(exp, sizeof(exp), "%lld", (long long)c.exp);
+        exo_priv_field_t f[7] = {
+            {"ok", 2},          {r->user, strlen(r->user)},     {uid, strlen(uid)},
+            {gid, strlen(gid)}, {r->groups, strlen(r->groups)}, {token, (size_t)tl},
+            {exp, strlen(exp)},
+        };
+        answer(EXO_OP_LOGIN, l->seq, f, 7);
+        OPENSSL_cleanse(token, sizeof(token));
+        return;
+    }
+    const char *status = outcome_status(outcome);
+    uint32_t failures = 0;
+    uint64_t delay = 0;
+    if (outcome == EXO_PAM_BAD_CREDENTIALS || outcome == OUT_NOT_ALLOWED)
+        delay = backoff_fail(l->user, now, &failures);
+    exo_warn("login failed: user=%s source=%s transport=%s reason=%s failures=%u "
+             "retry_after_ms=%llu detail=\"%s\"",
+             quser, l->source, l->transport, status, (unsigned)failures, (unsigned long long)delay,
+             detail);
+    if (!current) return;
+    /* A user who may not log in gets the answer a wrong password gets. */
+    if (outcome == OUT_NOT_ALLOWED) status = "bad_credentials";
+    answer_status(EXO_OP_LOGIN, l->seq, status, NULL);
+}
+
+static void login_read(login_t *l)
+{
+    for (;;) {
+        ssize_t n = read(l->fd, (char *)&l->ans + l->got, sizeof(l->ans) - l->got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return;
+        if (n > 0) l->got += (size_t)n;
+        if (n > 0 && l->got < sizeof(l->ans)) continue;
+        close(l->fd);
+        l->fd = -1;
+        if (l->got == sizeof(l->ans)) {
+            l->ans.r.detail[sizeof(l->ans.r.detail) - 1] = '\0';
+            l->ans.r.user[sizeof(l->ans.r.user) - 1] = '\0';
+            l->ans.r.groups[sizeof(l->ans.r.groups) - 1] = '\0';
+            finish_login(l, l->ans.outcome, l->ans.r.detail);
+        } else {
+            finish_login(l, -1, "the PAM check ended without an answer");
+        }
+        OPENSSL_cleanse(&l->ans, sizeof(l->ans));
+        return;
+    }
+}
+
+static void login_free_if_done(login_t *l)
+{
+    if (l->used && l->fd < 0 && l->pid == 0) memset(l, 0, sizeof(*l));
+}
+
+static int valid_text(const exo_priv_field_t *f, size_t min, size_t max, int printable)
+{
+    if (f->len < min || f->len > max || memchr(f->p, '\0', f->len)) return 0;
+    for (size_t i = 0; printable && i < f->len; i++)
+        if ((unsigned char)f->p[i] < 0x20 || (unsigned char)f->p[i] > 0x7e) return 0;
+    return 1;
+}
+
+/* LOGIN: user (account name), password (1..1024 bytes), source (printable, for the log),
+ * transport ("https", "http" or "unix"). */
+static const char *op_login(const exo_priv_msg_t *m)
+{
+    if (m->n != 4) return "a login request without exactly 4 fields";
+    if (!exo_account_name_ok(m->f[0].p, m->f[0].len)) return "a login request with a bad user name";
+    if (!valid_text(&m->f[1], 1, 512, 0)) return "a login request with a bad password field";
+    if (!valid_text(&m->f[2], 0, 128, 1)) return "a login request with a bad source field";
+    if (!exo_priv_field_is(&m->f[3], "https") && !exo_priv_field_is(&m->f[3], "http") &&
+        !exo_priv_field_is(&m->f[3], "unix"))
+        return "a login request with a bad transport field";
+    char user[33], source[130], transport[8], password[513];
+    exo_priv_field_copy(&m->f[0], user, sizeof(user));
+    exo_priv_field_copy(&m->f[2], source, sizeof(source));
+    exo_priv_field_copy(&m->f[3], transport, sizeof(transport));
+    uint64_t now = now_ms();
+    char quser[80];
+    exo_log_quote(quser, sizeof(quser), user, strlen(user));
+    backoff_t *b = backoff_find(user);
+    if (b && now < b->until) {
+        char after[24];
+        snprintf(after, sizeof(after), "%llu", (unsigned long long)(b->until - now));
+        exo_warn("login failed: user=%s source=%s transport=%s reason=backoff failures=%u "
+                 "retry_after_ms=%s",
+                 quser, source, transport, (unsigned)b->failures, after);
+        answer_status(EXO_OP_LOGIN, m->seq, "backoff", after);
+        return NULL;
+    }
+    login_t *l = NULL;
+    for (size_t i = 0; i < m_.n_logins && l == NULL; i++)
+        if (!m_.logins[i].used) l = &m_.logins[i];
+    if (l == NULL) {
+        exo_warn("login failed: user=%s source=%s transport=%s reason=busy (%zu checks in "
+                 "flight, max_logins_in_flight)",
+                 quser, source, transport, m_.n_logins);
+        answer_status(EXO_OP_LOGIN, m->seq, "busy", "1000");
+        return NULL;
+    }
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0) {
+        answer_status(EXO_OP_LOGIN, m->seq, "error", NULL);
+        return NULL;
+    }
+    exo_priv_field_copy(&m->f[1], password, sizeof(password));
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pfd[0]);
+        close(m_.sigfd);
+        if (m_.wfd >= 0) close(m_.wfd);
+        close_login_fds();
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        login_child(pfd[1], user, password, source);
+    }
+    OPENSSL_cleanse(password, sizeof(password));
+    close(pfd[1]);
+    if (pid < 0) {
+        close(pfd[0]);
+        exo_error("monitor: cannot fork a PAM check: %s", strerror(errno));
+        answer_status(EXO_OP_LOGIN, m->seq, "error", NULL);
+        return NULL;
+    }
+    fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+    memset(l, 0, sizeof(*l));
+    l->used = 1;
+    l->pid = pid;
+    l->fd = pfd[0];
+    l->seq = m->seq;
+    l->gen = m_.gen;
+    l->deadline = now + m_.cfg->pam_timeout_ms;
+    snprintf(l->user, sizeof(l->user), "%s", user);
+    snprintf(l->source, sizeof(l->source), "%s", source);
+    snprintf(l->transport, sizeof(l->transport), "%s", transport);
+    return NULL;
+}
+
+/* REVOKE: a token. Only a token this monitor signed and that has not expired is revoked; its id
+ * is kept (and saved) until it would have expired anyway. */
+static const char *op_revoke(const exo_priv_msg_t *m)
+{
+    if (m->n != 1) return "a revoke request without exactly 1 field";
+    if (!valid_text(&m->f[0], 1, EXO_TOKEN_MAX, 1)) return "a revoke request with a bad token";
+    exo_token_claims_t c;
+    int64_t now = (int64_t)time(NULL);
+    exo_token_status_t st = exo_token_verify(m_.key, m->f[0].p, m->f[0].len, now, NULL, &c);
+    if (st != EXO_TOKEN_VALID) {
+        answer_status(EXO_OP_REVOKE, m->seq, st == EXO_TOKEN_EXPIRED ? "ok" : "invalid", NULL);
+        return NULL;
+    }
+    if (!exo_revoked_contains(&m_.revoked, c.jti)) {
+        char err[512];
+        int rc = exo_revoked_add(&m_.revoked, c.jti, c.exp);
+        if (rc == 0)
+            rc = exo_revoked_save(&m_.revoked, m_.revoked_path, err, sizeof(err));
+        else
+            snprintf(err, sizeof(err), "%s", strerror(-rc));
+        if (rc < 0) {
+            exo_error("monitor: cannot revoke a token of user=%s: %s", c.user, err);
+            answer_status(EXO_OP_REVOKE, m->seq, "error", NULL);
+            return NULL;
+        }
+        exo_info("token revoked: user=%s jti=%s expires=%lld", c.user, c.jti, (long long)c.exp);
+    }
+    answer_status(EXO_OP_REVOKE, m->seq, "ok", NULL);
+    return NULL;
+}
+
+static const char *op_ready(const exo_priv_msg_t *m)
+{
+    if (m->n != 0) return "a ready message with fields";
+    if (!m_.ready) {
+        m_.ready = m_.ever_ready = 1;
+        exo_debug("monitor: worker %d is ready", (int)m_.worker);
+    }
+    answer_status(EXO_OP_READY, m->seq, "ok", NULL);
+    return NULL;
+}
+
+/* The permit table: every operation the worker may ask for. */
+static const struct {
+    uint32_t op;
+    const char *(*handle)(const exo_priv_msg_t *m);
+} permits[] = {
+    {EXO_OP_LOGIN, op_login},
+    {EXO_OP_REVOKE, op_revoke},
+    {EXO_OP_READY, op_ready},
+};
+
+static void worker_readable(void)
+{
+    for (;;) {
+        ssize_t n = recv(m_.wfd, m_.buf, sizeof(m_.buf), MSG_DONTWAIT | MSG_TRUNC);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n <= 0) {
+            /* The worker closed its end; its exit (SIGCHLD) follows. */
+            close(m_.wfd);
+            m_.wfd = -1;
+            return;
+        }
+        const char *why = NULL;
+        exo_priv_msg_t m;
+        if ((size_t)n > EXO_PRIV_MAX_MESSAGE) {
+            why = "a message over the size limit";
+        } else if (exo_priv_decode(m_.buf, (size_t)n, &m, &why) == 0) {
+            why = "a request for an operation that is not permitted";
+            for (size_t i = 0; i < sizeof(permits) / sizeof(permits[0]); i++)
+                if (permits[i].op == m.op) why = permits[i].handle(&m);
+        } else {
+            static char framing[96];
+            snprintf(framing, sizeof(framing), "a malformed message (%s)", why);
+            why = framing;
+        }
+        OPENSSL_cleanse(m_.buf, (size_t)n < sizeof(m_.buf) ? (size_t)n : sizeof(m_.buf));
+        if (why) {
+            kill_worker(why);
+            return;
+        }
+        if (m_.wfd < 0) return;
+    }
+}
+
+/* ---- signals and the loop ---------------------------------------------------------------- */
+
+static void reap(void)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == m_.worker) {
+            worker_exited(status);
+            continue;
+        }
+        for (size_t i = 0; i < m_.n_logins; i++) {
+            login_t *l = &m_.logins[i];
+            if (!l->used || l->pid != pid) continue;
+            l->pid = 0;
+            if (l->fd >= 0) login_read(l);
+            login_free_if_done(l);
+        }
+    }
+}
+
+static void stop(int sig)
+{
+    const char *why = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    if (m_.stopping) return;
+    m_.stopping = 1;
+    exo_info("monitor: %s: stopping the worker", why);
+    /* New connections are refused from now on, as the draining worker closes its copies. */
+    for (size_t i = 0; i < m_.prep.n_fds; i++) {
+        if (m_.prep.fds[i].fd >= 0) close(m_.prep.fds[i].fd);
+        m_.prep.fds[i].fd = -1;
+    }
+    if (m_.worker > 0) {
+        kill(m_.worker, sig);
+        m_.stop_deadline = now_ms() + m_.cfg->drain_timeout_ms + 5000;
+    } else {
+        m_.done = 1;
+    }
+}
+
+static void on_signal(void)
+{
+    struct signalfd_siginfo si;
+    while (read(m_.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGCHLD)
+            reap();
+        else if (si.ssi_signo == SIGHUP && m_.worker > 0)
+            kill(m_.worker, SIGHUP);
+        else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+            stop((int)si.ssi_signo);
+    }
+}
+
+static void check_deadlines(uint64_t now)
+{
+    for (size_t i = 0; i < m_.n_logins; i++) {
+        login_t *l = &m_.logins[i];
+        if (!l->used || l->fd < 0 || now < l->deadline) continue;
+        if (l->pid > 0) kill(l->pid, SIGKILL);
+        close(l->fd);
+        l->fd = -1;
+        finish_login(l, -1, "the PAM check took longer than pam_timeout");
+        login_free_if_done(l);
+    }
+    if (m_.stopping && m_.worker > 0 && now >= m_.stop_deadline) {
+        exo_error("monitor: the worker did not stop in time; killing it");
+        kill(m_.worker, SIGKILL);
+        m_.stop_deadline = now + 60000;
+    }
+    if (!m_.stopping && m_.worker == 0 && m_.restart_at && now >= m_.restart_at) start_worker();
+}
+
+static int next_timeout(uint64_t now)
+{
+    uint64_t next = now + 60000;
+    for (size_t i = 0; i < m_.n_logins; i++)
+        if (m_.logins[i].used && m_.logins[i].fd >= 0 && m_.logins[i].deadline < next)
+            next = m_.logins[i].deadline;
+    if (m_.stopping && m_.worker > 0 && m_.stop_deadline < next) next = m_.stop_deadline;
+    if (!m_.stopping && m_.worker == 0 && m_.restart_at && m_.restart_at < next)
+        next = m_.restart_at;
+    return next <= now ? 0 : (int)(next - now);
+}
+
+static void loop(void)
+{
+    struct pollfd *pfds = calloc(2 + m_.n_logins, sizeof(*pfds));
+    login_t **owners = calloc(2 + m_.n_logins, sizeof(*owners));
+    if (pfds == NULL || owners == NULL) {
+        free(pfds);
+        free(owners);
+        exo_error("monitor: out of memory");
+        m_.exit_code = 1;
+        return;
+    }
+    while (!m_.done) {
+        size_t n = 0;
+        pfds[n++] = (struct pollfd){.fd = m_.sigfd, .events = POLLIN};
+        if (m_.wfd >= 0) pfds[n++] = (struct pollfd){.fd = m_.wfd, .events = POLLIN};
+        size_t first_login = n;
+        for (size_t i = 0; i < m_.n_logins; i++) {
+            if (!m_.logins[i].used || m_.logins[i].fd < 0) continue;
+            owners[n] = &m_.logins[i];
+            pfds[n++] = (struct pollfd){.fd = m_.logins[i].fd, .events = POLLIN};
+        }
+        int rc = poll(pfds, n, next_timeout(now_ms()));
+        if (rc < 0 && errno != EINTR) {
+            exo_error("monitor: poll: %s", strerror(errno));
+            break;
+        }
+        if (rc > 0) {
+            if (pfds[0].revents) on_signal();
+            if (first_login == 2 && pfds[1].revents && m_.wfd == pfds[1].fd) worker_readable();
+            for (size_t i = first_login; i < n; i++) {
+                login_t *l = owners[i];
+                if (pfds[i].revents && l->used && l->fd == pfds[i].fd) {
+                    login_read(l);
+                    login_free_if_done(l);
+                }
+            }
+        }
+        check_deadlines(now_ms());
+    }
+    free(pfds);
+    free(owners);
+}
+
+int exo_monitor_run(exo_config_t *cfg, int dev)
+{
+    char err[1024];
+    memset(&m_, 0, sizeof(m_));
+    m_.cfg = cfg;
+    m_.dev = dev;
+    m_.self = getpid();
+    m_.wfd = -1;
+    m_.sigfd = -1;
+    exo_revoked_init(&m_.revoked);
+
+    struct passwd *pw = getpwnam(cfg->user);
+    if (pw == NULL) {
+        exo_error("cannot start: the worker's user '%s' does not exist (the package creates it; "
+                  "set [server] user to another unprivileged user)",
+                  cfg->user);
+        return 1;
+    }
+    if (pw->pw_uid == 0) {
+        exo_error("cannot start: the worker's user '%s' is root; it must be unprivileged",
+                  cfg->user);
+        return 1;
+    }
+    m_.wuid = pw->pw_uid;
+    m_.wgid = pw->pw_gid;
+    if (exo_prepare(cfg, &m_.prep, err, sizeof(err)) < 0) {
+        exo_error("cannot start: %s", err);
+        return 1;
+    }
+    int code = 1;
+    if (mkdir(cfg->state_dir, 0700) < 0 && errno != EEXIST) {
+        exo_error("cannot start: state_dir %s: %s", cfg->state_dir, strerror(errno));
+        goto out;
+    }
+    if (exo_token_key_load_or_create(cfg->state_dir, m_.key, err, sizeof(err)) < 0) {
+        exo_error("cannot start: %s", err);
+        goto out;
+    }
+    snprintf(m_.revoked_path, sizeof(m_.revoked_path), "%s/revoked-tokens", cfg->state_dir);
+    size_t skipped = 0;
+    if (exo_revoked_load(&m_.revoked, m_.revoked_path, (int64_t)time(NULL), &skipped, err,
+                         sizeof(err)) < 0) {
+        exo_error("cannot start: %s", err);
+        goto out;
+    }
+    if (skipped) exo_warn("monitor: %s: skipped %zu malformed lines", m_.revoked_path, skipped);
+    m_.n_logins = cfg->max_logins_in_flight;
+    m_.logins = calloc(m_.n_logins, sizeof(*m_.logins));
+    m_.backoff = calloc(BACKOFF_SLOTS, sizeof(*m_.backoff));
+    if (m_.logins == NULL || m_.backoff == NULL) {
+        exo_error("cannot start: out of memory");
+        goto out;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    m_.sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (m_.sigfd < 0) {
+        exo_error("cannot start: signalfd: %s", strerror(errno));
+        goto out;
+    }
+    exo_info("monitor %d: running as root; the worker runs as %s", (int)m_.self, cfg->user);
+    start_worker();
+    if (m_.worker > 0) loop();
+    code = m_.exit_code;
+out:
+    for (size_t i = 0; m_.logins && i < m_.n_logins; i++) {
+        login_t *l = &m_.logins[i];
+        if (!l->used) continue;
+        if (l->pid > 0) {
+            kill(l->pid, SIGKILL);
+            waitpid(l->pid, NULL, 0);
+        }
+        if (l->fd >= 0) close(l->fd);
+    }
+    if (m_.worker > 0) {
+        kill(m_.worker, SIGKILL);
+        waitpid(m_.worker, NULL, 0);
+    }
+    if (m_.sigfd >= 0) close(m_.sigfd);
+    if (m_.wfd >= 0) close(m_.wfd);
+    exo_prepared_close(&m_.prep);
+    exo_revoked_free(&m_.revoked);
+    OPENSSL_cleanse(m_.key, sizeof(m_.key));
+    free(m_.logins);
+    free(m_.backoff);
+    return code;
+}
