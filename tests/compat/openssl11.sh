@@ -66,6 +66,8 @@ state_dir = /tmp/s/state
 dirs = /src/methods
 operator_dir = ""
 CONF'
+# Started as root, the agent forks its worker as this user.
+chroot "$root" sh -c 'id exosphere-guest-agent >/dev/null 2>&1 || useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin exosphere-guest-agent'
 chroot "$root" /tmp/b/exosphere-guest-agent serve --config /tmp/s/agent.conf >/tmp/compat-agent.log 2>&1 &
 apid=$!
 for _ in $(seq 100); do grep -q "ready:" /tmp/compat-agent.log && break; sleep 0.1; done
