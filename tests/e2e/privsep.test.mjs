@@ -3,7 +3,7 @@
 // unprivileged development mode.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, mkdtempSync, chmodSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, mkdtempSync, chmodSync, rmSync, writeFileSync, cpSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -138,8 +138,12 @@ describe('without root (development)', () => {
     chmodSync(dir, 0o755);
     const port = await freePort();
     const config = join(dir, 'agent.conf');
-    writeFileSync(config, `[server]\nlisten = 127.0.0.1:${port}\nunix_socket = ${dir}/agent.sock\nstate_dir = ${dir}/state\ntls = false\n[methods]\ndirs = ${repo}/methods\noperator_dir = ""\n`);
-    const proc = spawn('runuser', ['-u', user, '--', bin, 'serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Copies the user can reach wherever the clone is.
+    cpSync(join(repo, 'methods'), join(dir, 'methods'), { recursive: true });
+    copyFileSync(bin, join(dir, 'agent'));
+    chmodSync(join(dir, 'agent'), 0o755);
+    writeFileSync(config, `[server]\nlisten = 127.0.0.1:${port}\nunix_socket = ${dir}/agent.sock\nstate_dir = ${dir}/state\ntls = false\n[methods]\ndirs = ${dir}/methods\noperator_dir = ""\n`);
+    const proc = spawn('runuser', ['-u', user, '--', join(dir, 'agent'), 'serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
     let log = '';
     proc.stderr.on('data', (d) => { log += d; });
     const exited = new Promise((res) => proc.on('exit', res));

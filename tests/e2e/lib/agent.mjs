@@ -2,7 +2,8 @@
 // directory, and gives tests real clients for it (HTTPS with the agent's own certificate as
 // the only trusted CA, raw TLS sockets, the Unix socket).
 import { spawn, execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync, existsSync, chmodSync, readdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync, existsSync, chmodSync, readdirSync, cpSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { ensureAccounts, ACCOUNTS } from './accounts.mjs';
 export { ACCOUNTS };
 import { tmpdir } from 'node:os';
@@ -20,6 +21,20 @@ export const shippedMethods = join(repo, 'methods');
 export const testMethods = join(repo, 'tests/e2e/methods');
 // Sanitizer builds run several times slower: timing margins are multiplied by this.
 export const slow = sanitized ? 3 : 1;
+
+const workerCanRead = new Map();
+// d itself when the worker's user can list and read it, else a copy in the agent's directory.
+export function forWorker(d, agentDir) {
+  if (process.getuid() !== 0) return d;
+  if (!workerCanRead.has(d)) {
+    const r = spawnSync('runuser', ['-u', 'exosphere-guest-agent', '--', 'test', '-r', d, '-a', '-x', d]);
+    workerCanRead.set(d, r.status === 0);
+  }
+  if (workerCanRead.get(d)) return d;
+  const copy = join(agentDir, `copy-${d.replace(/[^A-Za-z0-9]+/g, '-')}`);
+  cpSync(d, copy, { recursive: true });
+  return copy;
+}
 
 export function freePort() {
   return new Promise((res, rej) => {
@@ -50,9 +65,12 @@ export async function startAgent(opts = {}) {
   if (!opts.dir) chmodSync(dir, 0o755);
   for (const d of opts.methodDirs || []) {
     // A test's own temporary method directory (mkdtemp makes it 0700) and its parents below
-    // the temporary directory; the repository's directories are readable already.
+    // the temporary directory.
     for (let p = d; p.startsWith(tmpdir() + '/'); p = dirname(p)) chmodSync(p, 0o755);
   }
+  // The worker (exosphere-guest-agent) reads the method files: a directory of a clone it
+  // cannot reach (a checkout under /root) is served from a copy.
+  const readable = (d) => forWorker(d, dir);
   const port = opts.port || (await freePort());
   const tlsOn = opts.tls !== false;
   const sock = join(dir, 'agent.sock');
@@ -64,11 +82,13 @@ export async function startAgent(opts = {}) {
     ...(opts.server || {}),
   };
   const methods = {
-    dirs: (opts.methodDirs || [join(repo, 'methods')]).join(', '),
+    dirs: (opts.methodDirs || [join(repo, 'methods')]).map(readable).join(', '),
     // The machine's own operator methods (/etc/...) are no part of a test.
     operator_dir: '""',
     ...(opts.methods || {}),
   };
+  if (opts.methods && opts.methods.operator_dir && opts.methods.operator_dir !== '""')
+    methods.operator_dir = readable(opts.methods.operator_dir);
   const config = join(dir, 'agent.conf');
   writeFileSync(config, renderConfig({ server, methods, ...(opts.sections || {}) }));
   const args = ['serve', '--config', config, ...(opts.args || [])];
