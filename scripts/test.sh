@@ -135,6 +135,13 @@ if [ "${EXO_TEST_QUICK:-0}" != 1 ]; then
     count valgrind "$vp" "$vf"
 fi
 
+# The login tests' accounts have published passwords (one is in sudo): none outlives the run.
+if [ "$(id -u)" -eq 0 ]; then
+    for u in exo-admin exo-user exo-locked exo-expired exo-pwexpired; do
+        if id "$u" >/dev/null 2>&1; then userdel -r "$u" >/dev/null 2>&1 || true; fi
+    done
+fi
+
 echo
 [ ${#failed_stages[@]} -eq 0 ] || echo "failed stages: ${failed_stages[*]}"
 echo "$total_pass passed, $total_fail failed"
