@@ -510,6 +510,9 @@ static const char *op_login(const exo_priv_msg_t *m)
         close(m_.sigfd);
         if (m_.wfd >= 0) close(m_.wfd);
         close_login_fds();
+        /* A helper a PAM module leaves running must not hold the agent's ports open. */
+        for (size_t i = 0; i < m_.prep.n_fds; i++)
+            if (m_.prep.fds[i].fd >= 0) close(m_.prep.fds[i].fd);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
