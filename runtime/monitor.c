@@ -820,8 +820,10 @@ int exo_monitor_run(exo_config_t *cfg, int dev)
     }
     exo_info("monitor %d: running as root; the worker runs as %s", (int)m_.self, cfg->user);
     start_worker();
-    if (m_.worker > 0) loop();
-    code = m_.exit_code;
+    if (m_.worker > 0) {
+        loop();
+        code = m_.exit_code;
+    }
 out:
     for (size_t i = 0; m_.logins && i < m_.n_logins; i++) {
         login_t *l = &m_.logins[i];
