@@ -37,6 +37,7 @@
 
 #include "auth.h"
 #include "log.h"
+#include "notify.h"
 #include "pam.h"
 #include "privsep.h"
 #include "server.h"
@@ -173,6 +174,7 @@ static void start_worker(void)
         prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
         if (getppid() != m_.self) _exit(1);
         OPENSSL_cleanse(m_.revoked_path, sizeof(m_.revoked_path));
+        unsetenv("NOTIFY_SOCKET"); /* only the monitor speaks for the service */
         if (drop_privileges() < 0) _exit(1);
         exo_auth_init(m_.key, &m_.revoked);
         int code = exo_worker_run(m_.cfg, m_.dev, &m_.prep, sv[1]);
@@ -575,8 +577,13 @@ static const char *op_ready(const exo_priv_msg_t *m)
 {
     if (m->n != 0) return "a ready message with fields";
     if (!m_.ready) {
+        char status[96];
+        snprintf(status, sizeof(status), "%sSTATUS=serving; worker %d%s",
+                 m_.ever_ready ? "" : "READY=1\n", (int)m_.worker,
+                 m_.ever_ready ? " (restarted)" : "");
         m_.ready = m_.ever_ready = 1;
         exo_debug("monitor: worker %d is ready", (int)m_.worker);
+        exo_sd_notify(status);
     }
     answer_status(EXO_OP_READY, m->seq, "ok", NULL);
     return NULL;
@@ -653,6 +660,7 @@ static void stop(int sig)
     if (m_.stopping) return;
     m_.stopping = 1;
     exo_info("monitor: %s: stopping the worker", why);
+    exo_sd_notify("STOPPING=1");
     /* New connections are refused from now on, as the draining worker closes its copies. */
     for (size_t i = 0; i < m_.prep.n_fds; i++) {
         if (m_.prep.fds[i].fd >= 0) close(m_.prep.fds[i].fd);

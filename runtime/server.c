@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "monclient.h"
+#include "notify.h"
 #include "server.h"
 #include "tls.h"
 
@@ -186,6 +187,72 @@ static int open_unix(const exo_config_t *cfg, exo_prepared_t *p, exo_listen_fd_t
     return 0;
 }
 
+/* Socket activation (sd_listen_fds(3)): the sockets systemd passed, from descriptor 3 on. Each
+ * must be a listening stream socket; a Unix one is the local socket, a TCP one serves HTTPS (or
+ * plain HTTP, on loopback or when allowed, as with [server] listen). Returns how many were
+ * taken (0 when the agent was not activated), or a negative errno with a message in err. */
+static int take_activated(const exo_config_t *cfg, exo_prepared_t *p, char *err, size_t errlen)
+{
+    const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
+    if (pid_s == NULL || fds_s == NULL || strtol(pid_s, NULL, 10) != (long)getpid()) return 0;
+    long n = strtol(fds_s, NULL, 10);
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    if (n <= 0) return 0;
+    if (n > 64) {
+        snprintf(err, errlen, "socket activation: %ld sockets passed, at most 64 are served", n);
+        return -EINVAL;
+    }
+    for (int fd = 3; fd < 3 + (int)n; fd++) {
+        exo_listen_fd_t *l = &p->fds[p->n_fds++];
+        l->fd = fd;
+        int type = 0, listening = 0;
+        socklen_t len = sizeof(type);
+        struct sockaddr_storage ss;
+        socklen_t sslen = sizeof(ss);
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM ||
+            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening ||
+            getsockname(fd, (struct sockaddr *)&ss, &sslen) < 0) {
+            snprintf(err, errlen,
+                     "socket activation: descriptor %d is not a listening stream socket (the "
+                     "socket unit must use ListenStream=)",
+                     fd);
+            return -EINVAL;
+        }
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        if (ss.ss_family == AF_UNIX) {
+            l->transport = EXO_TRANSPORT_UNIX;
+            snprintf(l->name, sizeof(l->name), "unix:%s (from systemd)",
+                     ((struct sockaddr_un *)&ss)->sun_path);
+            continue;
+        }
+        char host[64] = "?";
+        int port = 0;
+        if (ss.ss_family == AF_INET) {
+            uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+        char item[80];
+        snprintf(item, sizeof(item), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
+        if (!cfg->tls && !cfg->allow_plain_http && !exo_config_is_loopback(item)) {
+            snprintf(err, errlen,
+                     "socket activation: %s is not on loopback, and plain HTTP (tls = false) is "
+                     "served off loopback only with allow_plain_http = true",
+                     item);
+            return -EINVAL;
+        }
+        l->transport = cfg->tls ? EXO_TRANSPORT_HTTPS : EXO_TRANSPORT_HTTP;
+        snprintf(l->name, sizeof(l->name), "%s://%s (from systemd)", cfg->tls ? "https" : "http",
+                 item);
+    }
+    return (int)n;
+}
+
 int exo_prepare(const exo_config_t *cfg, exo_prepared_t *p, char *err, size_t errlen)
 {
     memset(p, 0, sizeof(*p));
@@ -201,6 +268,14 @@ int exo_prepare(const exo_config_t *cfg, exo_prepared_t *p, char *err, size_t er
         rc = exo_tls_setup(cfg->tls_certificate, cfg->tls_private_key, cfg->state_dir, &p->ssl_ctx,
                            p->tls_fingerprint, sizeof(p->tls_fingerprint), err, errlen);
         if (rc < 0) goto fail;
+    }
+    rc = take_activated(cfg, p, err, errlen);
+    if (rc < 0) goto fail;
+    if (rc > 0) {
+        exo_info("socket activation: serving the %d sockets systemd passed; [server] listen and "
+                 "unix_socket are not used",
+                 rc);
+        return 0;
     }
     for (size_t i = 0; i < cfg->listen.n && p->n_fds < 64; i++) {
         rc = open_tcp(cfg, &p->fds[p->n_fds++], cfg->listen.items[i], err, errlen);
@@ -497,6 +572,8 @@ int exo_worker_run(exo_config_t *cfg, int dev, exo_prepared_t *p, int monitor_fd
         code = 1;
     } else {
         if (monitor_fd >= 0) exo_mon_request(EXO_OP_READY, NULL, 0, on_ready_answer, NULL);
+        /* Alone (no monitor), this process is what systemd waits for. */
+        if (monitor_fd < 0) exo_sd_notify("READY=1\nSTATUS=serving (without the root monitor)");
         code = exo_server_run(&srv);
         exo_info("stopped");
     }

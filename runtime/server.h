@@ -36,7 +36,7 @@ typedef union exo_stream_u {
 typedef struct exo_listen_fd_s {
     int fd;
     exo_transport_t transport;
-    char name[80];
+    char name[160];
 } exo_listen_fd_t;
 
 typedef struct exo_prepared_s {
@@ -60,7 +60,7 @@ typedef struct exo_listener_s {
     exo_stream_u h;
     exo_server_t *srv;
     exo_transport_t transport;
-    char name[80];
+    char name[160];
 } exo_listener_t;
 
 struct exo_server_s {
