@@ -61,7 +61,7 @@ scripts/deps.sh test || { echo "cannot install dependencies"; echo "0 passed, 1 
     { cat "$logs/npm.log"; echo "0 passed, 1 failed"; exit 1; }
 
 note "format (clang-format --dry-run)"
-if clang-format --dry-run --Werror runtime/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c \
+if clang-format --dry-run --Werror runtime/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c tests/tools/*.c \
         >"$logs/format.log" 2>&1; then
     count format 1 0
 else
@@ -90,6 +90,19 @@ else
 fi
 
 if [ "${EXO_TEST_QUICK:-0}" != 1 ]; then
+    note "packaging: .deb and .rpm for bullseye, bookworm and trixie; lintian, rpmlint, signed repositories"
+    tests/packaging/run.sh >"$logs/packaging.log" 2>&1
+    rc=$?
+    grep -E '^not ok|^# glibc: ' "$logs/packaging.log" | head -40
+    count_plain packaging "$logs/packaging.log" $rc
+
+    note "systemd containers: install, upgrade, restart, reboot and purge on bullseye, bookworm and trixie"
+    node --test --test-reporter=tap --test-concurrency=1 tests/system/ >"$logs/system.log" 2>&1
+    rc=$?
+    grep -E '^not ok|^# (pass|fail|skip)|took' "$logs/system.log" | head -40
+    [ $rc -eq 0 ] || grep -B2 -A30 '^not ok' "$logs/system.log" | head -120
+    count_node system "$logs/system.log" $rc
+
     note "compatibility: OpenSSL 1.1.1 and Lua 5.4 of Debian 11, in a cached chroot"
     tests/compat/openssl11.sh >"$logs/compat.log" 2>&1
     rc=$?
