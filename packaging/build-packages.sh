@@ -133,7 +133,8 @@ build_runtime() {
     local cmake_opts="-DCMAKE_BUILD_TYPE=Release -DEXO_TESTS=OFF -DEXO_WERROR=OFF"
     if [ "$release" = "$host_release" ]; then
         src=$top
-        bdir=$cache/pkg-build-$release
+        # In the checkout (ignored by git): a build directory belongs to one source tree.
+        bdir=$top/build-pkg-$release
         mkdir -p "$bdir"
     else
         root=$cache/build-$release
@@ -147,7 +148,9 @@ build_runtime() {
         mount -t proc proc "$root/proc"
         mounts+=("$root/proc")
         src=/src
-        bdir=/build/exosphere-guest-agent
+        # One build directory per checkout: /src is whichever tree is bound there, and make's
+        # timestamps must never compare one tree's objects with another's sources.
+        bdir=/build/exosphere-guest-agent-$(printf '%s' "$top" | md5sum | cut -c1-12)
     fi
     log "compiling the runtime for $release"
     if ! in_env "mkdir -p $bdir && cmake -S $src -B $bdir $cmake_opts >$bdir/cmake.log 2>&1 &&

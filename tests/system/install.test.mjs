@@ -228,6 +228,29 @@ for (const release of RELEASES) {
         assert.deepEqual(await workerUsers(c), [UNIT]);
       });
 
+      await t.test('socket activation: connections made during a restart wait and are answered', async () => {
+        await c.run(`systemctl stop ${UNIT}.service && systemctl enable --now ${UNIT}.socket`);
+        // The first connection starts the service, which serves the sockets systemd holds.
+        assert.equal(await call(c, 'pkgtest.version'), N1);
+        const log = await c.run(`journalctl -u ${UNIT}.service --no-pager -o cat`);
+        assert.match(log.stdout, /socket activation: serving the 3 sockets systemd passed/);
+        const pid = await mainPid(c);
+        // Restart without waiting and connect at once, twenty times: none is refused (curl's 000).
+        // One that the old worker accepted just before it began to drain may get its 503.
+        const r = await c.run(`systemctl restart --no-block ${UNIT}.service; for i in $(seq 20); do `
+          + `curl -sk -o /dev/null -w '%{http_code}\\n' --max-time 30 https://127.0.0.1:8443/healthz; done`);
+        const codes = r.stdout.trim().split('\n');
+        assert.equal(codes.length, 20, r.stdout + r.stderr);
+        for (const code of codes) assert.ok(code === '200' || code === '503', `${codes} ${r.stderr}`);
+        assert.equal(codes[19], '200', codes.join());
+        const pid2 = await mainPid(c);
+        assert.ok(pid2 > 0 && pid2 !== pid, `MainPID ${pid} → ${pid2}`);
+        // The Unix socket comes from the socket unit too.
+        const me = await c.run(`curl -s --unix-socket /run/${UNIT}/agent.sock -H 'Content-Type: application/json' `
+          + `-d '{"jsonrpc":"2.0","id":1,"method":"authenticate.me"}' http://localhost/rpc`);
+        assert.equal(JSON.parse(me.stdout).result.username, 'root');
+      });
+
       await t.test('stop and start the container: active again at boot, answers', async () => {
         await c.stop();
         await c.start();
