@@ -68,8 +68,9 @@ async function buildRepos(release, work) {
   methodsDir(join(work, 'methods-n1'), N1);
   await host(BUILD, ['--release', release, '--version', N, '--methods-dir', join(work, 'methods-n'),
     '--out', join(work, 'dist-n')], { log: join(work, 'build-n.log') });
+  // N+1 of both packages: the methods upgrade comes first, alone, then the runtime's.
   await host(BUILD, ['--release', release, '--version', N1, '--methods-dir', join(work, 'methods-n1'),
-    '--methods-only', '--out', join(work, 'dist-n1')], { log: join(work, 'build-n1.log') });
+    '--out', join(work, 'dist-n1')], { log: join(work, 'build-n1.log') });
   for (const v of ['n', 'n1']) {
     // Only this release's .debs go in (not the rpm the host release also gets).
     const dist = join(work, `in-${v}`);
@@ -216,6 +217,19 @@ for (const release of RELEASES) {
         assert.equal(second.json().result, N1);
         t.diagnostic(`${release}: upgrade took ${((Date.now() - tUp) / 1000).toFixed(1)} s with the connection open`);
         await conn.close();
+      });
+
+      await t.test('runtime upgrade: the service restarts (a new MainPID) and answers', async () => {
+        const pid = await mainPid(c);
+        const r = await c.run(`apt-get install -y ${UNIT}`, { timeout: 300000 });
+        assert.match(r.stdout, /Setting up exosphere-guest-agent /);
+        const version = (await c.run(`dpkg-query -W -f '\${Version}' ${UNIT}`)).stdout;
+        assert.equal(version, N1);
+        assert.equal((await c.run(`systemctl is-active ${UNIT}`, { allowFail: true })).stdout.trim(), 'active');
+        const pid2 = await mainPid(c);
+        assert.ok(pid2 > 0 && pid2 !== pid, `MainPID ${pid} → ${pid2}: the runtime upgrade did not restart it`);
+        assert.equal(await call(c, 'pkgtest.version'), N1);
+        assert.deepEqual(await workerUsers(c), [UNIT]);
       });
 
       await t.test('systemctl restart: a new MainPID that answers', async () => {
