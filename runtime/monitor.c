@@ -349,22 +349,9 @@ static void login_child(int fd, const char *user, char *password, const char *so
 
 static const char *outcome_status(int outcome)
 {
-    switch (outcome) {
-    case EXO_PAM_OK:
-        return "ok";
-    case EXO_PAM_BAD_CREDENTIALS:
-        return "bad_credentials";
-    case EXO_PAM_ACCOUNT_EXPIRED:
-        return "account_expired";
-    case EXO_PAM_PASSWORD_EXPIRED:
-        return "password_expired";
-    case EXO_PAM_ACCOUNT_DENIED:
-        return "account_denied";
-    case OUT_NOT_ALLOWED:
-        return "not_allowed";
-    default:
-        return "error";
-    }
+    if (outcome == OUT_NOT_ALLOWED) return "not_allowed";
+    if (outcome < EXO_PAM_OK || outcome > EXO_PAM_ERROR) return "error";
+    return exo_pam_outcome_name((exo_pam_outcome_t)outcome);
 }
 
 /* The child's answer is in (or the check failed: outcome -1). Logs, updates the backoff and

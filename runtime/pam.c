@@ -59,23 +59,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
+
 #define NAME_MAX_LEN 32
 #define NSS_BUF_MAX (16u << 20) /* largest getpwnam_r/getgrgid_r buffer tried (huge groups) */
 #define GROUPS_COUNT_MAX 65536  /* Linux's NGROUPS_MAX */
 
-/* A plain account name: 1 to 32 of [A-Za-z0-9_.-], not starting with '-'. The same rule as
- * exo_account_name_ok (auth.h) and the token's, so that every name here can go into a token. */
+/* A plain account name (exo_account_name_ok, auth.h): the rule tokens use, so that every name
+ * here can go into a token. */
 static int name_ok(const char *s)
 {
-    size_t n = strnlen(s, NAME_MAX_LEN + 1);
-    if (n == 0 || n > NAME_MAX_LEN || s[0] == '-') return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '.' || c == '-'))
-            return 0;
-    }
-    return 1;
+    return exo_account_name_ok(s, strnlen(s, NAME_MAX_LEN + 1));
 }
 
 const char *exo_pam_outcome_name(exo_pam_outcome_t o)
