@@ -15,7 +15,8 @@ Usage: packaging/build-packages.sh [--release bullseye|bookworm|trixie] [--versi
   --release R          Debian release to build for (default: this machine's)
   --version V          package version, Debian style UPSTREAM-REVISION (default: the
                        project version from CMakeLists.txt with revision 1); the rpm gets
-                       Version UPSTREAM, Release REVISION
+                       Version UPSTREAM, Release REVISION. The runtime .deb gets V~debNN
+                       (NN: the release's Debian version), the methods .deb V
   --methods-dir DIR    package the methods in DIR instead of the repository's methods/
   --methods-api-level N  Lua API level the methods need (default: EXO_LUA_API_LEVEL)
   --methods-only       build only the methods package (no compiler needed)
@@ -216,11 +217,22 @@ build_debs() {
     local dest=$out/$release
     mkdir -p "$dest"
     if [ "$methods_only" -eq 0 ]; then
+        # Each release's runtime is a different build of the same source: its version carries
+        # the release (0.1.0-1~deb11 < 0.1.0-1~deb12 < 0.1.0-1~deb13), so that upgrading the
+        # distribution replaces the runtime with the next release's build. The methods are
+        # one architecture-independent package for every release and keep the plain version.
+        local plain=$version debnum
+        case "$release" in
+        bullseye) debnum=11 ;; bookworm) debnum=12 ;; trixie) debnum=13 ;;
+        *) die "no Debian version number known for $release" ;;
+        esac
+        version=$plain~deb$debnum
         local r=$work/deb-runtime
         "$here/stage-files.sh" runtime debian "$binary" "$r"
         deb_docs "$r" exosphere-guest-agent
         deb_pack "$r" exosphere-guest-agent amd64 "$dest/exosphere-guest-agent_${version}_amd64.deb" \
             SHLIBS_DEPENDS="$shlibs" LUA_API_LEVEL="$lua_level"
+        version=$plain
     fi
     local m=$work/deb-methods
     "$here/stage-files.sh" methods "$methods_dir" "$top/api-versions" "$m"

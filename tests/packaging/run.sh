@@ -15,6 +15,9 @@ host_release=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release)
 lua_level=$(sed -n 's/^set(EXO_LUA_API_LEVEL \([0-9][0-9]*\)).*/\1/p' CMakeLists.txt)
 pver=$(sed -n 's/^project(exosphere-guest-agent VERSION \([0-9][0-9.]*\).*/\1/p' CMakeLists.txt)
 V=$pver-1
+# The runtime .deb of a release carries it (see build-packages.sh); the methods .deb does not.
+debnum() { case "$1" in bullseye) echo 11 ;; bookworm) echo 12 ;; trixie) echo 13 ;; esac; }
+rtv() { echo "$V~deb$(debnum "$1")"; }
 
 n=0 passed=0 failed=0
 ok() { n=$((n + 1)); passed=$((passed + 1)); echo "ok $n - $*"; }
@@ -58,15 +61,15 @@ for r in $releases; do
     line=$(grep "^glibc: $r: GLIBC_2\.[0-9]*$" "$work/build-$r.log")
     if [ -n "$line" ]; then ok "prints the glibc line: $line"; else bad "no 'glibc: $r: GLIBC_2.x' line"; fi
     echo "# $line"
-    for f in "$dist/$r/exosphere-guest-agent_${V}_amd64.deb" "$dist/$r/exosphere-guest-agent-methods_${V}_all.deb"; do
+    for f in "$dist/$r/exosphere-guest-agent_$(rtv "$r")_amd64.deb" "$dist/$r/exosphere-guest-agent-methods_${V}_all.deb"; do
         [ -f "$f" ] || bad "missing $f"
     done
 done
-[ -f "$dist/$host_release/exosphere-guest-agent_${V}_amd64.deb" ] || { bad "no $host_release build: stopping"; finish; }
+[ -f "$dist/$host_release/exosphere-guest-agent_$(rtv "$host_release")_amd64.deb" ] || { bad "no $host_release build: stopping"; finish; }
 
 # Each release's .deb names that release's libraries, from its own dpkg-shlibdeps.
 for r in $releases; do
-    dep=$(dpkg-deb -f "$dist/$r/exosphere-guest-agent_${V}_amd64.deb" Depends)
+    dep=$(dpkg-deb -f "$dist/$r/exosphere-guest-agent_$(rtv "$r")_amd64.deb" Depends)
     case "$r" in
     bullseye) want='libssl1.1' ;; bookworm) want='libssl3 ' ;; trixie) want='libssl3t64' ;; esac
     case "$dep, " in *"$want"*) ok "$r: Depends names $want ($dep)" ;; *) bad "$r: Depends lacks $want: $dep" ;; esac
@@ -108,7 +111,7 @@ rdir=$dist/rpm
 ddir=$dist/$host_release
 rpm_rt=$rdir/exosphere-guest-agent-$pver-1.x86_64.rpm
 rpm_me=$rdir/exosphere-guest-agent-methods-$pver-1.noarch.rpm
-deb_rt=$ddir/exosphere-guest-agent_${V}_amd64.deb
+deb_rt=$ddir/exosphere-guest-agent_$(rtv "$host_release")_amd64.deb
 deb_me=$ddir/exosphere-guest-agent-methods_${V}_all.deb
 # Files of a package, directories left out. Family-specific, and allowed to differ:
 # - docs: .deb /usr/share/doc/<pkg>/{copyright,changelog.Debian.gz} and lintian overrides;
@@ -207,8 +210,11 @@ apt_try() { # apt_try REPO_DIR SUITE: apt-get update, then the candidate version
     apt-get "${o[@]}" update >"$work/apt.log" 2>&1 || return 1
     grep -Eq '^(W|E): ' "$work/apt.log" && return 1
     apt-cache "${o[@]}" policy exosphere-guest-agent exosphere-guest-agent-methods >>"$work/apt.log" 2>&1
-    grep -q "Candidate: $V" "$work/apt.log"
+    grep -qx "  Candidate: $(rtv "$2")" "$work/apt.log" && grep -qx "  Candidate: $V" "$work/apt.log"
 }
+check "runtime versions order by release (a distribution upgrade brings the next release's build)" sh -c \
+    "dpkg --compare-versions '$(rtv bullseye)' lt '$(rtv bookworm)' && dpkg --compare-versions '$(rtv bookworm)' lt '$(rtv trixie)' &&
+     dpkg --compare-versions '$(rtv trixie)' lt '$pver-2~deb11'"
 check "apt-get update accepts the $host_release suite (file:, signed-by) and offers $V" apt_try "$repo/apt" "$host_release"
 cp -a "$repo/apt" "$work/apt-tampered"
 sed -i 's/^Description: .*/Description: tampered/' "$work/apt-tampered/dists/$host_release/main/binary-amd64/Packages"

@@ -29,6 +29,9 @@ const projectVersion = readFileSync(join(top, 'CMakeLists.txt'), 'utf8')
 // N: runtime and methods; N+1: methods only (a new Debian revision).
 const N = `${projectVersion}-1`;
 const N1 = `${projectVersion}-2`;
+// The runtime .deb of a release carries it: 0.1.0-1~deb12 (see packaging/build-packages.sh).
+const DEBNUM = { bullseye: 11, bookworm: 12, trixie: 13 };
+const rt = (v, release) => `${v}~deb${DEBNUM[release]}`;
 
 let reason = await skipReason();
 if (!reason) {
@@ -160,7 +163,7 @@ for (const release of RELEASES) {
         // apt keeps an InRelease only once its signature checked out.
         await c.run(`ls /var/lib/apt/lists/ | grep -q '_srv_exo-repo-n_apt_dists_${release}_InRelease$'`);
         const policy = (await c.run(`apt-cache policy ${UNIT}`)).stdout;
-        assert.match(policy, new RegExp(`Candidate: ${N.replace(/\./g, '\\.')}`));
+        assert.match(policy, new RegExp(`Candidate: ${rt(N, release).replace(/[.~]/g, '\\$&')}\n`));
         before = (await c.run(SNAPSHOT)).stdout;
       });
 
@@ -168,7 +171,7 @@ for (const release of RELEASES) {
         const r = await c.run(`apt-get install -y ${UNIT} ${UNIT}-methods`, { timeout: 300000 });
         assert.match(r.stdout, /Setting up exosphere-guest-agent /);
         const versions = (await c.run(`dpkg-query -W -f '\${Package} \${Version} \${db:Status-Abbrev}\\n' ${UNIT} ${UNIT}-methods`)).stdout;
-        assert.equal(versions, `${UNIT} ${N} ii \n${UNIT}-methods ${N} ii \n`);
+        assert.equal(versions, `${UNIT} ${rt(N, release)} ii \n${UNIT}-methods ${N} ii \n`);
         assert.equal((await c.run(`systemctl is-active ${UNIT}`, { allowFail: true })).stdout.trim(), 'active');
         assert.equal((await c.run(`systemctl is-enabled ${UNIT}`, { allowFail: true })).stdout.trim(), 'enabled');
         // Built for this release: every library found.
@@ -224,7 +227,7 @@ for (const release of RELEASES) {
         const r = await c.run(`apt-get install -y ${UNIT}`, { timeout: 300000 });
         assert.match(r.stdout, /Setting up exosphere-guest-agent /);
         const version = (await c.run(`dpkg-query -W -f '\${Version}' ${UNIT}`)).stdout;
-        assert.equal(version, N1);
+        assert.equal(version, rt(N1, release));
         assert.equal((await c.run(`systemctl is-active ${UNIT}`, { allowFail: true })).stdout.trim(), 'active');
         const pid2 = await mainPid(c);
         assert.ok(pid2 > 0 && pid2 !== pid, `MainPID ${pid} → ${pid2}: the runtime upgrade did not restart it`);
