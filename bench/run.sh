@@ -116,6 +116,9 @@ state_dir = "$2/state"
 
 [methods]
 dirs = "$repo/methods", "$repo/bench/methods"
+
+[console]
+status_line = false
 EOF
 }
 

@@ -71,6 +71,9 @@ typedef struct exo_config_s {
     uint32_t max_logins_in_flight; /* PAM checks running at once; more are refused as busy */
     uint32_t pam_timeout_ms;       /* a PAM check running longer is killed and the login fails */
     exo_strlist_t trusted_proxies; /* addresses or CIDRs whose X-Forwarded-For is believed */
+    /* [console] */
+    int console_status_line; /* bool: write the status line at start */
+    char *console_device;    /* absolute path, or "" to choose by distribution family */
     /* [log] */
     exo_log_level_t log_level; /* least severe level that is logged */
 } exo_config_t;

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <poll.h>
 #include <pwd.h>
@@ -252,6 +253,59 @@ static void answer_status(uint32_t op, uint32_t seq, const char *status, const c
 {
     exo_priv_field_t f[2] = {{status, strlen(status)}, {extra, extra ? strlen(extra) : 0}};
     answer(op, seq, f, extra ? 2 : 1);
+}
+
+/* ---- the console status line ------------------------------------------------------------- */
+
+/* Where console lines go: the configured device, else /dev/kmsg on the Red Hat family (whose
+ * console shows the kernel log, and Exosphere strips the "[ 123.456] " prefix) and
+ * /dev/console elsewhere (../shared/EXOSPHERE.md "The console log"). */
+static const char *console_device(void)
+{
+    if (m_.cfg->console_device && m_.cfg->console_device[0]) return m_.cfg->console_device;
+    const char *dev = "/dev/console";
+    char line[256];
+    FILE *f = fopen("/etc/os-release", "re");
+    while (f && fgets(line, sizeof(line), f)) {
+        if ((strncmp(line, "ID=", 3) == 0 || strncmp(line, "ID_LIKE=", 8) == 0) &&
+            (strstr(line, "rhel") || strstr(line, "fedora") || strstr(line, "centos")))
+            dev = "/dev/kmsg";
+    }
+    if (f) fclose(f);
+    return dev;
+}
+
+/* One line when the agent starts serving: what a client needs to reach it (the port, the
+ * certificate to pin) and nothing secret; never a top-level "status" key, which Exosphere takes
+ * for the instance's setup status. */
+static void console_status_line(void)
+{
+    if (!m_.cfg->console_status_line) return;
+    int port = 0;
+    for (size_t i = 0; i < m_.prep.n_fds && port == 0; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        if (m_.prep.fds[i].fd < 0 || m_.prep.fds[i].transport == EXO_TRANSPORT_UNIX ||
+            getsockname(m_.prep.fds[i].fd, (struct sockaddr *)&ss, &len) < 0)
+            continue;
+        if (ss.ss_family == AF_INET) port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        if (ss.ss_family == AF_INET6) port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    char fp[120] = "null";
+    if (m_.prep.tls_fingerprint[0]) snprintf(fp, sizeof(fp), "\"%s\"", m_.prep.tls_fingerprint);
+    char out[512];
+    int n = snprintf(out, sizeof(out),
+                     "{\"exoGuestAgent\":{\"v\":1,\"version\":\"%s\",\"port\":%d,"
+                     "\"tlsSha256\":%s,\"state\":\"ready\"}}\n",
+                     EXO_VERSION, port, fp);
+    const char *dev = console_device();
+    int fd = open(dev, O_WRONLY | O_NOCTTY | O_APPEND | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 || write(fd, out, (size_t)n) != n) {
+        exo_warn("monitor: cannot write the status line to %s: %s", dev, strerror(errno));
+    } else {
+        exo_info("monitor: wrote the status line to %s", dev);
+    }
+    if (fd >= 0) close(fd);
 }
 
 /* ---- backoff ---------------------------------------------------------------------------- */
@@ -568,6 +622,7 @@ static const char *op_ready(const exo_priv_msg_t *m)
         snprintf(status, sizeof(status), "%sSTATUS=serving; worker %d%s",
                  m_.ever_ready ? "" : "READY=1\n", (int)m_.worker,
                  m_.ever_ready ? " (restarted)" : "");
+        if (!m_.ever_ready) console_status_line();
         m_.ready = m_.ever_ready = 1;
         exo_debug("monitor: worker %d is ready", (int)m_.worker);
         exo_sd_notify(status);

@@ -109,6 +109,17 @@ async function mainPid(c) {
   return Number((await c.run(`systemctl show -p MainPID --value ${UNIT}`)).stdout.trim());
 }
 
+// The first console line matching re, waiting up to 10 s for it.
+async function waitForConsole(c, re) {
+  const end = Date.now() + 10000;
+  for (;;) {
+    const m = readFileSync(c.consoleLog, 'utf8').match(re);
+    if (m) return m[0];
+    if (Date.now() > end) throw new Error(`no console line matching ${re}:\n${c.consoleTail()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 async function call(c, method, params = {}, opts = {}) {
   const r = await c.rpc({ jsonrpc: '2.0', id: 1, method, params }, opts);
   if (r.error) throw new Error(`${method}: ${JSON.stringify(r.error)}`);
@@ -182,6 +193,14 @@ for (const release of RELEASES) {
         assert.equal(typeof info.version, 'string');
         assert.deepEqual(info.methods.skipped, []);
         assert.equal(await call(c, 'pkgtest.version'), N);
+        // The status line on the container's console (the nspawn console log): the port and
+        // the certificate's fingerprint, for Exosphere to read from the console log.
+        const line = await waitForConsole(c, /\{"exoGuestAgent":.*\}/);
+        const status = JSON.parse(line).exoGuestAgent;
+        assert.equal(status.port, 8443);
+        assert.equal(status.state, 'ready');
+        const fp = (await c.run('openssl x509 -in /var/lib/exosphere-guest-agent/tls-cert.pem -noout -fingerprint -sha256')).stdout;
+        assert.equal(`sha256 Fingerprint=${status.tlsSha256}`.toLowerCase(), fp.trim().toLowerCase());
         // The Unix socket of the package's configuration answers too (root: an admin).
         const me = await call(c, 'authenticate.me', {}, { unix: true });
         assert.equal(me.via, 'unix');

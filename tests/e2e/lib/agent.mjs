@@ -90,7 +90,9 @@ export async function startAgent(opts = {}) {
   if (opts.methods && opts.methods.operator_dir && opts.methods.operator_dir !== '""')
     methods.operator_dir = readable(opts.methods.operator_dir);
   const config = join(dir, 'agent.conf');
-  writeFileSync(config, renderConfig({ server, methods, ...(opts.sections || {}) }));
+  // The status line would go to this machine's /dev/console: off unless a test asks for it.
+  const sections = { console: { status_line: 'false' }, ...(opts.sections || {}) };
+  writeFileSync(config, renderConfig({ server, methods, ...sections }));
   const args = ['serve', '--config', config, ...(opts.args || [])];
   const started = process.hrtime.bigint();
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(opts.env || {}) } });
