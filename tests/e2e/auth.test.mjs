@@ -275,19 +275,31 @@ describe('failed-login backoff and the cap on logins in flight', () => {
     const agent = await startAgent({ sections: { auth: { login_backoff: '1s', login_backoff_max: '1m' } } });
     try {
       const { name, password } = ACCOUNTS.user;
+      // Guess as fast as the agent answers until three passwords have been checked (PAM) or
+      // 60 s pass. Each answer is either a checked failure or a refusal to check (backoff).
       const outcomes = [];
-      const end = Date.now() + 6000;
-      while (Date.now() < end) {
+      const t0 = Date.now();
+      let checked = 0;
+      while (checked < 3 && Date.now() - t0 < 60000 * slow) {
         const r = await rpc(agent, call('authenticate.login', { username: name, password: `GUESS ${outcomes.length}` }));
-        outcomes.push(r.json().error);
+        const e = r.json().error;
+        outcomes.push({ e, checked, at: Date.now() - t0 });
+        if (e.data.reason === 'bad_credentials') checked++;
       }
-      const checked = outcomes.filter((e) => e.data.reason === 'bad_credentials').length;
-      const waited = outcomes.filter((e) => e.data.reason === 'backoff');
-      assert.ok(waited.length > 0, JSON.stringify(outcomes));
-      assert.ok(checked <= 3, `${checked} passwords were checked in 6 s`);
-      for (const e of waited) assert.equal(e.code, -32007);
-      const after_ = waited.map((e) => e.data.retry_after_ms);
-      assert.ok(Math.max(...after_) > 1000, `retry_after_ms ${after_}`);
+      assert.equal(checked, 3, JSON.stringify(outcomes.map((o) => o.e.data)));
+      const waited = outcomes.filter((o) => o.e.data.reason === 'backoff');
+      assert.ok(waited.length > 0);
+      for (const o of waited) assert.equal(o.e.code, -32007);
+      // The wait doubles: right after the first failure about 1 s is left, after the second
+      // about 2 s; and never more than the failures so far allow.
+      const firstAfter = (k) => waited.find((o) => o.checked === k).e.data.retry_after_ms;
+      assert.ok(firstAfter(1) > 500 && firstAfter(1) <= 1000, `after one failure: ${firstAfter(1)} ms`);
+      assert.ok(firstAfter(2) > 1500 && firstAfter(2) <= 2000, `after two failures: ${firstAfter(2)} ms`);
+      // So the third password could not be checked before both waits had passed: most
+      // guesses were refused without PAM.
+      const thirdAt = outcomes.filter((o) => o.e.data.reason === 'bad_credentials')[2].at;
+      assert.ok(thirdAt >= 3000, `three checks in ${thirdAt} ms`);
+      assert.ok(waited.length > 2 * checked, `${waited.length} refused, ${checked} checked`);
       // While backing off, even the right password is not checked.
       const r = await rpc(agent, call('authenticate.login', { username: name, password }));
       assert.equal(r.json().error.data.reason, 'backoff');
