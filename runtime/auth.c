@@ -1,5 +1,6 @@
 /* Identities and the [auth] policy; see auth.h. */
 #include "auth.h"
+#include "pam.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -168,21 +169,8 @@ int exo_identity_from_uid(exo_identity_t *id, uid_t uid)
     snprintf(id->user, sizeof(id->user), "%s", pw.pw_name);
     id->uid = (uint32_t)uid;
     id->gid = (uint32_t)pw.pw_gid;
-    gid_t groups[256];
-    int n = 256;
-    if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n) < 0) n = 256;
-    size_t pos = 0;
-    for (int i = 0; i < n; i++) {
-        struct group gr, *gres = NULL;
-        char gbuf[8192];
-        if (getgrgid_r(groups[i], &gr, gbuf, sizeof(gbuf), &gres) != 0 || gres == NULL) continue;
-        size_t len = strlen(gr.gr_name);
-        if (!exo_account_name_ok(gr.gr_name, len) || pos + len + 2 > sizeof(id->groups)) continue;
-        if (pos) id->groups[pos++] = ',';
-        memcpy(id->groups + pos, gr.gr_name, len);
-        pos += len;
-        id->groups[pos] = '\0';
-    }
+    int cut;
+    exo_user_groups(pw.pw_name, pw.pw_gid, id->groups, &cut);
     return 0;
 }
 

@@ -353,25 +353,14 @@ static uint64_t backoff_fail(const char *user, uint64_t now, uint32_t *failures)
 static int may_try(const char *user, char *why, size_t whylen)
 {
     struct passwd pw, *res = NULL;
-    char buf[4096], groups[EXO_PAM_GROUPS_MAX] = "";
+    char buf[4096], groups[EXO_PAM_GROUPS_MAX];
     if (getpwnam_r(user, &pw, buf, sizeof(buf), &res) != 0 || res == NULL) return 1;
     if (pw.pw_uid == 0 && !m_.cfg->allow_root_login) {
         snprintf(why, whylen, "root login is off (allow_root_login)");
         return 0;
     }
-    gid_t gids[256];
-    int n = 256;
-    if (getgrouplist(user, pw.pw_gid, gids, &n) < 0) n = 256;
-    size_t pos = 0;
-    for (int i = 0; i < n; i++) {
-        struct group gr, *gres = NULL;
-        char gbuf[8192];
-        if (getgrgid_r(gids[i], &gr, gbuf, sizeof(gbuf), &gres) != 0 || gres == NULL) continue;
-        size_t len = strlen(gr.gr_name);
-        if (pos + len + 2 > sizeof(groups)) break;
-        pos += (size_t)snprintf(groups + pos, sizeof(groups) - pos, "%s%s", pos ? "," : "",
-                                gr.gr_name);
-    }
+    int cut;
+    exo_user_groups(user, pw.pw_gid, groups, &cut);
     if (exo_policy_allowed(m_.cfg, user, (uint32_t)pw.pw_uid, groups)) return 1;
     snprintf(why, whylen, "not in allow_users or allow_groups");
     return 0;

@@ -292,10 +292,10 @@ static int list_has(const char *list, size_t len, const char *name, size_t nlen)
     return 0;
 }
 
-/* Appends the name of group gid to out->groups (at *pos) unless it has no name, is not a plain
- * account name, or is there already. Returns 0, 1 when it did not fit, or -1 when the group
- * database failed. */
-static int add_group(exo_pam_result_t *out, size_t *pos, gid_t gid, char **buf, size_t *cap)
+/* Appends the name of group gid to groups (EXO_PAM_GROUPS_MAX bytes; *pos used) unless it has
+ * no name, is not a plain account name, or is there already. Returns 0, 1 when it did not fit,
+ * or -1 when the group database failed. */
+static int add_group(char *groups, size_t *pos, gid_t gid, char **buf, size_t *cap)
 {
     struct group gr, *res = NULL;
     int e;
@@ -304,13 +304,55 @@ static int add_group(exo_pam_result_t *out, size_t *pos, gid_t gid, char **buf, 
     if (e != 0 && e != ENOENT && e != ESRCH) return -1;
     if (res == NULL || !name_ok(res->gr_name)) return 0;
     size_t len = strlen(res->gr_name);
-    if (list_has(out->groups, *pos, res->gr_name, len)) return 0;
-    if (*pos + (*pos ? 1 : 0) + len + 1 > sizeof(out->groups)) return 1;
-    if (*pos) out->groups[(*pos)++] = ',';
-    memcpy(out->groups + *pos, res->gr_name, len);
+    if (list_has(groups, *pos, res->gr_name, len)) return 0;
+    if (*pos + (*pos ? 1 : 0) + len + 1 > EXO_PAM_GROUPS_MAX) return 1;
+    if (*pos) groups[(*pos)++] = ',';
+    memcpy(groups + *pos, res->gr_name, len);
     *pos += len;
-    out->groups[*pos] = '\0';
+    groups[*pos] = '\0';
     return 0;
+}
+
+int exo_user_groups(const char *user, gid_t gid, char groups[EXO_PAM_GROUPS_MAX], int *cut)
+{
+    size_t cap = 16384, pos = 0;
+    char *buf = malloc(cap);
+    gid_t *gids = NULL;
+    int n = 64, rc = -ENOMEM;
+    groups[0] = '\0';
+    *cut = 0;
+    if (buf == NULL) return -ENOMEM;
+    /* getgrouplist says how many groups there are when the array is too small. */
+    for (int tries = 0;; tries++) {
+        gid_t *g = realloc(gids, (size_t)n * sizeof(*g));
+        if (g == NULL) goto done;
+        gids = g;
+        int want = n;
+        if (getgrouplist(user, gid, gids, &want) >= 0) {
+            n = want;
+            break;
+        }
+        if (tries >= 8 || n >= GROUPS_COUNT_MAX) {
+            rc = -EIO;
+            goto done;
+        }
+        n = want > n ? want : n * 2;
+        if (n > GROUPS_COUNT_MAX) n = GROUPS_COUNT_MAX;
+    }
+    /* The primary group first, then the others in getgrouplist's order. */
+    int r = add_group(groups, &pos, gid, &buf, &cap);
+    for (int i = 0; r == 0 && i < n; i++)
+        if (gids[i] != gid) r = add_group(groups, &pos, gids[i], &buf, &cap);
+    if (r < 0) {
+        rc = -EIO;
+        goto done;
+    }
+    *cut = r == 1;
+    rc = n;
+done:
+    free(gids);
+    free(buf);
+    return rc;
 }
 
 /* Fills out's user, uid, gid and groups for the account `name`. */
@@ -319,7 +361,6 @@ static exo_pam_outcome_t resolve(const char *name, exo_pam_result_t *out)
     long hint = sysconf(_SC_GETPW_R_SIZE_MAX);
     size_t cap = hint > 1024 && hint < 65536 ? (size_t)hint : 16384;
     char *buf = malloc(cap);
-    gid_t *gids = NULL;
     exo_pam_outcome_t o = EXO_PAM_ERROR;
     if (buf == NULL) {
         snprintf(out->detail, sizeof(out->detail), "resolving the user: out of memory");
@@ -344,45 +385,19 @@ static exo_pam_outcome_t resolve(const char *name, exo_pam_result_t *out)
     out->uid = pw.pw_uid;
     out->gid = pw.pw_gid;
 
-    /* getgrouplist says how many groups there are when the array is too small. */
-    int n = 64;
-    for (int tries = 0;; tries++) {
-        gid_t *g = realloc(gids, (size_t)n * sizeof(*g));
-        if (g == NULL) {
-            snprintf(out->detail, sizeof(out->detail), "getgrouplist: out of memory");
-            goto done;
-        }
-        gids = g;
-        int want = n;
-        if (getgrouplist(out->user, out->gid, gids, &want) >= 0) {
-            n = want;
-            break;
-        }
-        if (tries >= 8 || n >= GROUPS_COUNT_MAX) {
-            snprintf(out->detail, sizeof(out->detail), "getgrouplist failed");
-            goto done;
-        }
-        n = want > n ? want : n * 2;
-        if (n > GROUPS_COUNT_MAX) n = GROUPS_COUNT_MAX;
-    }
-
-    /* The primary group first, then the others in getgrouplist's order. */
-    size_t pos = 0;
-    int rc = add_group(out, &pos, out->gid, &buf, &cap);
-    for (int i = 0; rc == 0 && i < n; i++)
-        if (gids[i] != out->gid) rc = add_group(out, &pos, gids[i], &buf, &cap);
-    if (rc < 0) {
-        snprintf(out->detail, sizeof(out->detail), "getgrgid_r failed");
+    int cut, n = exo_user_groups(out->user, out->gid, out->groups, &cut);
+    if (n < 0) {
+        snprintf(out->detail, sizeof(out->detail), "listing the user's groups failed: %s",
+                 strerror(-n));
         goto done;
     }
-    if (rc == 1)
+    if (cut)
         snprintf(out->detail, sizeof(out->detail),
                  "ok, but the group list was cut to %zu bytes: some of the user's %d groups "
                  "are left out",
-                 pos, n);
+                 strlen(out->groups), n);
     o = EXO_PAM_OK;
 done:
-    free(gids);
     free(buf);
     return o;
 }

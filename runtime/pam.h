@@ -46,4 +46,10 @@ exo_pam_outcome_t exo_pam_check(const char *service, const char *user, const cha
  * ("error" also for a value outside the enum). */
 const char *exo_pam_outcome_name(exo_pam_outcome_t o);
 
+/* The account database's groups of `user` (primary group gid), as logins and tokens carry them:
+ * comma-separated names in groups, the primary first, no duplicates, plain account names only
+ * (others are left out). Returns how many groups the user is in, with *cut set when the list
+ * did not fit, or -ENOMEM / -EIO when the databases failed (groups is then empty). */
+int exo_user_groups(const char *user, gid_t gid, char groups[EXO_PAM_GROUPS_MAX], int *cut);
+
 #endif

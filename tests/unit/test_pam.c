@@ -602,16 +602,16 @@ static void test_groups_cut(void)
     REQUIRE(buf != NULL);
     memset(r.groups, 'x', pos);
     r.groups[pos] = '\0';
-    CHECK(add_group(&r, &pos, 0, &buf, &cap) == (getgrgid(0) != NULL ? 1 : 0));
+    CHECK(add_group(r.groups, &pos, 0, &buf, &cap) == (getgrgid(0) != NULL ? 1 : 0));
     CHECK(pos == sizeof(r.groups) - 4);
     CHECK(strlen(r.groups) == pos);
     /* An empty list takes the group; a second time it is a duplicate and skipped. */
     if (my_group_[0] != '\0') {
         pos = 0;
         r.groups[0] = '\0';
-        CHECK(add_group(&r, &pos, my_gid_, &buf, &cap) == 0);
+        CHECK(add_group(r.groups, &pos, my_gid_, &buf, &cap) == 0);
         CHECK_STR(r.groups, my_group_);
-        CHECK(add_group(&r, &pos, my_gid_, &buf, &cap) == 0);
+        CHECK(add_group(r.groups, &pos, my_gid_, &buf, &cap) == 0);
         CHECK_STR(r.groups, my_group_);
     }
     free(buf);
