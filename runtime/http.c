@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "log.h"
 #include "server.h"
 #include "tls.h"
@@ -810,6 +811,8 @@ static void on_conn_closed(uv_handle_t *h)
     if (c->next) c->next->prev = c->prev;
     if (c->ssl) SSL_free(c->ssl); /* frees both BIOs */
     exo_buf_free(&c->pending);
+    if (c->peer_identity) exo_identity_clear(c->peer_identity);
+    free(c->peer_identity);
     free(c);
 }
 

@@ -30,7 +30,6 @@ struct exo_rpc_s {
     span_t cur_id;    /* raw id text of that entry; len 0 for a notification */
     exo_buf_t out;
     int n_responses;
-    int auth_route;          /* POST /auth rather than POST /rpc */
     exo_identity_t identity; /* who calls; a login in the batch changes it for later entries */
     char source[130];        /* the client's address, for login logs */
 };
@@ -44,6 +43,40 @@ static void rpc_free(exo_rpc_t *rpc)
     exo_buf_free(&rpc->out);
     exo_identity_clear(&rpc->identity);
     free(rpc);
+}
+
+static void set_source(exo_rpc_t *rpc);
+
+/* The JSON-RPC state of a request (POST /rpc or /auth), on the current VM; NULL after answering
+ * 503 when there is no memory for it. */
+static exo_rpc_t *rpc_new(exo_req_t *req)
+{
+    exo_rpc_t *rpc = calloc(1, sizeof(*rpc));
+    if (rpc == NULL) {
+        exo_http_reply(req, 503, NULL, "out of memory\n", 14);
+        return NULL;
+    }
+    rpc->req = req;
+    rpc->vm = req->conn->srv->vm;
+    rpc->body_ref = LUA_NOREF;
+    exo_lvm_retain(rpc->vm);
+    req->rpc = rpc;
+    set_source(rpc);
+    return rpc;
+}
+
+/* What a call of this request runs with. */
+static exo_call_info_t call_info(exo_rpc_t *rpc, const char *request_id)
+{
+    exo_conn_t *conn = rpc->req->conn;
+    return (exo_call_info_t){
+        .request_id = request_id,
+        .transport = exo_transport_name(conn->transport),
+        .peer = conn->peer,
+        .source = rpc->source,
+        .timeout_ms = conn->srv->cfg->call_timeout_ms,
+        .identity = &rpc->identity,
+    };
 }
 
 /* Opens one response object in rpc->out: the separator, the version and the id. */
@@ -177,14 +210,7 @@ static int run_entry(exo_rpc_t *rpc, lua_State *L, size_t i)
         snprintf(batch_id, sizeof(batch_id), "%s/%zu", req->request_id, i + 1);
         request_id = batch_id;
     }
-    exo_call_info_t info = {
-        .request_id = request_id,
-        .transport = exo_transport_name(req->conn->transport),
-        .peer = req->conn->peer,
-        .source = rpc->source,
-        .timeout_ms = req->conn->srv->cfg->call_timeout_ms,
-        .identity = &rpc->identity,
-    };
+    exo_call_info_t info = call_info(rpc, request_id);
     exo_call_t *call;
     /* exo_call_start pops params; the name stays valid: the entry table still holds it. */
     int started = exo_call_start(rpc->vm, name, name_len, &info, on_call_done, rpc, &call);
@@ -282,24 +308,25 @@ static void set_identity(exo_rpc_t *rpc)
         }
         return;
     }
-    if (req->conn->transport == EXO_TRANSPORT_UNIX && req->conn->peer_uid != (uid_t)-1)
-        exo_identity_from_uid(id, req->conn->peer_uid);
+    exo_conn_t *conn = req->conn;
+    if (conn->transport != EXO_TRANSPORT_UNIX || conn->peer_uid == (uid_t)-1) return;
+    /* Once per connection: the account databases are not read again for every request. */
+    if (conn->peer_identity == NULL) {
+        conn->peer_identity = calloc(1, sizeof(*conn->peer_identity));
+        if (conn->peer_identity == NULL) {
+            id->error = "out of memory";
+            return;
+        }
+        exo_identity_from_uid(conn->peer_identity, conn->peer_uid);
+    }
+    if (exo_identity_copy(id, conn->peer_identity) < 0) id->error = "out of memory";
 }
 
 void exo_rpc_handle(exo_req_t *req)
 {
     exo_server_t *srv = req->conn->srv;
-    exo_rpc_t *rpc = calloc(1, sizeof(*rpc));
-    if (rpc == NULL) {
-        exo_http_reply(req, 503, NULL, "out of memory\n", 14);
-        return;
-    }
-    rpc->req = req;
-    rpc->vm = srv->vm;
-    rpc->body_ref = LUA_NOREF;
-    exo_lvm_retain(rpc->vm);
-    req->rpc = rpc;
-    set_source(rpc);
+    exo_rpc_t *rpc = rpc_new(req);
+    if (rpc == NULL) return;
     set_identity(rpc);
 
     lua_State *L = exo_lvm_state(rpc->vm);
@@ -440,7 +467,6 @@ static void auth_refuse(exo_req_t *req, const char *reason)
 
 void exo_rpc_auth(exo_req_t *req)
 {
-    exo_server_t *srv = req->conn->srv;
     const char *v = req->authorization.data ? req->authorization.data : "";
     size_t len = req->authorization.len;
     while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
@@ -468,19 +494,11 @@ void exo_rpc_auth(exo_req_t *req)
         auth_refuse(req, "the Basic credentials are not base64 of user:password");
         return;
     }
-    exo_rpc_t *rpc = calloc(1, sizeof(*rpc));
+    exo_rpc_t *rpc = rpc_new(req);
     if (rpc == NULL) {
         OPENSSL_cleanse(plain, sizeof(plain));
-        exo_http_reply(req, 503, NULL, "out of memory\n", 14);
         return;
     }
-    rpc->req = req;
-    rpc->vm = srv->vm;
-    rpc->body_ref = LUA_NOREF;
-    rpc->auth_route = 1;
-    exo_lvm_retain(rpc->vm);
-    req->rpc = rpc;
-    set_source(rpc);
 
     lua_State *L = exo_lvm_state(rpc->vm);
     /* The password splits at the first colon only: passphrases may hold colons and spaces. */
@@ -491,14 +509,7 @@ void exo_rpc_auth(exo_req_t *req)
     lua_pushlstring(L, (const char *)colon + 1, (size_t)n - ulen - 1);
     lua_setfield(L, -2, "password");
     OPENSSL_cleanse(plain, sizeof(plain));
-    exo_call_info_t info = {
-        .request_id = req->request_id,
-        .transport = exo_transport_name(req->conn->transport),
-        .peer = req->conn->peer,
-        .source = rpc->source,
-        .timeout_ms = srv->cfg->call_timeout_ms,
-        .identity = &rpc->identity,
-    };
+    exo_call_info_t info = call_info(rpc, req->request_id);
     static const char name[] = "authenticate.login";
     exo_call_t *call;
     int started = exo_call_start(rpc->vm, name, sizeof(name) - 1, &info, on_auth_done, rpc, &call);

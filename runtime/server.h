@@ -117,6 +117,8 @@ struct exo_conn_s {
     char peer[72];
     char peer_ip[64]; /* TCP peers: the address alone, as text */
     uid_t peer_uid;   /* Unix socket peers only, else (uid_t)-1 */
+    /* The Unix socket peer's identity, looked up (passwd, groups) at its first request. */
+    struct exo_identity_s *peer_identity;
 };
 
 struct exo_req_s {
