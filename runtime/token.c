@@ -504,6 +504,34 @@ static void fsync_dir(const char *dir)
     }
 }
 
+/* Opens path for reading without following a symbolic link or blocking on a FIFO put in its
+ * place, and checks that it is a regular file. Returns the descriptor (*st its stat), or a
+ * negative errno with a message in err (-ENOENT when there is no such file). */
+static int open_regular(const char *path, struct stat *st, char *err, size_t errlen)
+{
+    int rc = 0, fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = -errno;
+        if (rc == -ELOOP)
+            set_err(err, errlen, "%s: is a symbolic link, not a regular file", path);
+        else
+            set_err(err, errlen, "%s: %s", path, strerror(-rc));
+        return rc;
+    }
+    if (fstat(fd, st) != 0) {
+        rc = -errno;
+        set_err(err, errlen, "%s: %s", path, strerror(-rc));
+    } else if (!S_ISREG(st->st_mode)) {
+        rc = -EINVAL;
+        set_err(err, errlen, "%s: not a regular file", path);
+    }
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
 static int key_read(const char *path, unsigned char key[EXO_TOKEN_KEY_LEN], char *err,
                     size_t errlen)
 {
@@ -512,23 +540,9 @@ static int key_read(const char *path, unsigned char key[EXO_TOKEN_KEY_LEN], char
     size_t got = 0;
     int rc = 0;
 
-    /* O_NONBLOCK: a FIFO put in the key's place must not hang the open */
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = -errno;
-        if (rc == -ELOOP)
-            set_err(err, errlen, "%s: is a symbolic link, not the key file", path);
-        else
-            set_err(err, errlen, "%s: %s", path, strerror(-rc));
-        return rc;
-    }
-    if (fstat(fd, &st) != 0) {
-        rc = -errno;
-        set_err(err, errlen, "%s: %s", path, strerror(-rc));
-    } else if (!S_ISREG(st.st_mode)) {
-        rc = -EINVAL;
-        set_err(err, errlen, "%s: not a regular file", path);
-    } else if (st.st_uid != geteuid()) {
+    int fd = open_regular(path, &st, err, errlen);
+    if (fd < 0) return fd;
+    if (st.st_uid != geteuid()) {
         rc = -EPERM;
         set_err(err, errlen, "%s: owned by uid %u, not by uid %u", path, (unsigned)st.st_uid,
                 (unsigned)geteuid());
@@ -868,28 +882,14 @@ int exo_revoked_load(exo_revoked_t *r, const char *path, int64_t now, size_t *sk
     if (err != NULL && errlen > 0) err[0] = '\0';
     if (skipped != NULL) *skipped = 0;
     exo_revoked_init(&n);
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = -errno;
-        if (rc == -ENOENT) {
-            exo_revoked_free(r);
-            *r = n;
-            return 0;
-        }
-        set_err(err, errlen, "%s: %s", path, strerror(-rc));
-        return rc;
+    int fd = open_regular(path, &st, err, errlen);
+    if (fd == -ENOENT) {
+        if (err != NULL && errlen > 0) err[0] = '\0';
+        exo_revoked_free(r);
+        *r = n;
+        return 0;
     }
-    if (fstat(fd, &st) != 0) {
-        rc = -errno;
-        set_err(err, errlen, "%s: %s", path, strerror(-rc));
-    } else if (!S_ISREG(st.st_mode)) {
-        rc = -EINVAL;
-        set_err(err, errlen, "%s: not a regular file", path);
-    }
-    if (rc != 0) {
-        close(fd);
-        return rc;
-    }
+    if (fd < 0) return fd;
     FILE *f = fdopen(fd, "r");
     if (f == NULL) {
         rc = -errno;
