@@ -247,8 +247,6 @@ static int luaopen_exo_auth(lua_State *L)
         {NULL, NULL},
     };
     luaL_newlib(L, fns);
-    lua_pushboolean(L, exo_mon_available());
-    lua_setfield(L, -2, "monitor");
     return 1;
 }
 
