@@ -153,7 +153,7 @@ static const cfg_key_t keys[] = {
         "Proxies (addresses or CIDRs) whose X-Forwarded-For is believed in login logs."),
     KEY("console", "status_line", CT_BOOL, console_status_line, 0, 1, "true",
         "Write the agent's status line (version, port, TLS fingerprint) to the console at start."),
-    KEY("console", "device", CT_PATH_EMPTY, console_device, 0, 4095, "\"\"",
+    KEY("console", "device", CT_PATH_NONE, console_device, 0, 4095, "\"\"",
         "Where console lines go; \"\" picks /dev/kmsg on the Red Hat family, else /dev/console."),
     KEY("log", "level", CT_LOGLEVEL, log_level, EXO_LOG_DEBUG, EXO_LOG_ERROR, "info",
         "Least severe level logged: debug, info, warn or error."),

@@ -73,7 +73,7 @@ typedef struct exo_config_s {
     exo_strlist_t trusted_proxies; /* addresses or CIDRs whose X-Forwarded-For is believed */
     /* [console] */
     int console_status_line; /* bool: write the status line at start */
-    char *console_device;    /* absolute path, or "" to choose by distribution family */
+    char *console_device;    /* absolute path, or NULL to choose by distribution family */
     /* [log] */
     exo_log_level_t log_level; /* least severe level that is logged */
 } exo_config_t;

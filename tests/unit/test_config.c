@@ -243,6 +243,28 @@ static void test_booleans(void)
                                               "(or yes/no, on/off, 1/0), got ''");
 }
 
+/* [console]: the status line switch and the device, whose "" means "choose by family". */
+static void test_console(void)
+{
+    exo_config_t c;
+    REQUIRE(parse_into(&c, "") == 0);
+    CHECK(c.console_status_line == 1 && c.console_device == NULL);
+    exo_config_free(&c);
+    REQUIRE(parse_into(&c, "[console]\nstatus_line = off\ndevice = /dev/ttyS0\n") == 0);
+    CHECK(c.console_status_line == 0);
+    CHECK_STR(c.console_device, "/dev/ttyS0");
+    exo_config_free(&c);
+    REQUIRE(parse_into(&c, "[console]\ndevice = \"\"\n") == 0);
+    CHECK(c.console_device == NULL);
+    exo_config_free(&c);
+    CHECK_STR(parse_err("[console]\ndevice = dev/console\n"),
+              "agent.conf:2: [console] device: expected an absolute path or \"\" for none, got "
+              "'dev/console'");
+    CHECK_STR(parse_err("[console]\nstatus_line = sometimes\n"),
+              "agent.conf:2: [console] status_line: expected true or false (or yes/no, on/off, "
+              "1/0), got 'sometimes'");
+}
+
 static void test_sizes(void)
 {
     exo_config_t c;
@@ -1236,6 +1258,7 @@ int main(void)
     RUN(test_validate);
     RUN(test_setters);
     RUN(test_dump_round_trip);
+    RUN(test_console);
     RUN(test_load);
     RUN(test_packaged_file_is_defaults);
     RUN(test_packaged_file_documents_defaults);
