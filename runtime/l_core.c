@@ -262,13 +262,15 @@ static void on_open(uv_fs_t *req)
         return;
     }
     op->fd = (uv_file)req->result;
-    /* Methods read only /proc and /sys. The check is on where the open actually led, so a
-     * magic link such as /proc/1/root cannot carry a read out to the rest of the system. */
+    /* Methods read only /proc, /sys and udev's device database. The check is on where the
+     * open actually led, so a magic link such as /proc/1/root cannot carry a read out to the
+     * rest of the system. */
     char link[64], target[4096];
     snprintf(link, sizeof(link), "/proc/self/fd/%d", op->fd);
     ssize_t n = readlink(link, target, sizeof(target) - 1);
     if (n < 0 ||
-        (target[n] = '\0', strncmp(target, "/proc/", 6) != 0 && strncmp(target, "/sys/", 5) != 0)) {
+        (target[n] = '\0', strncmp(target, "/proc/", 6) != 0 && strncmp(target, "/sys/", 5) != 0 &&
+                               strncmp(target, "/run/udev/data/", 15) != 0)) {
         op->err = UV_EACCES;
         read_close(op);
         return;

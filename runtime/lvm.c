@@ -45,7 +45,8 @@ enum { CALL_RUNNING, CALL_WAITING, CALL_PREEMPTED, CALL_ENDED, CALL_CANCELLED };
 enum { KILL_NONE, KILL_DEADLINE, KILL_MEMORY, KILL_INSTRUCTIONS };
 
 /* Capabilities a method may be granted; bindings check them (see exo_call_require). */
-static const char *const cap_names[] = {"system.read", "process.run"};
+static const char *const cap_names[] = {"system.read", "process.run", "metadata.read",
+                                        "mounts.read", "mounts.write"};
 
 struct exo_call_s {
     exo_lvm_t *vm;

@@ -1,8 +1,8 @@
 -- The `agent` global of method code: a small API over exo.core (docs/method-authoring.md).
 --
 -- It checks arguments so that misuse raises at the method's line, and keeps what methods may
--- reach narrow: files only under /proc and /sys for now, programs without a shell. Expected
--- failures come back as nil, err, as from exo.core. Functions marked "yields" suspend the
+-- reach narrow: files only under /proc and /sys (and udev's device database), programs
+-- without a shell. Expected failures come back as nil, err, as from exo.core. Functions marked "yields" suspend the
 -- calling request's coroutine until the runtime has the answer.
 
 local core = require("exo.core")
@@ -39,6 +39,11 @@ end
 -- leave /proc are refused by name. The C side is expected to refuse magic links as well
 -- (see docs/method-authoring.md); this check is the policy, stated in one place.
 function M.readable(path)
+  -- udev's database entry of one block or character device ("b8:16"): what udev knows of
+  -- a disk (serial, file system label and UUID), readable by everyone.
+  if path:match("^/run/udev/data/[bc]%d+:%d+$") then
+    return true
+  end
   local top = path:match("^/(%a+)/")
   if top ~= "proc" and top ~= "sys" then
     return false
@@ -176,6 +181,90 @@ function M.split(s, sep)
   end
 end
 
+-- A runtime module that only some builds and test kits provide, or a clear error.
+local function optional_module(name, what)
+  local ok, mod = pcall(require, name)
+  if not ok then
+    error(("agent.%s: the runtime has no %s module"):format(what, name), 3)
+  end
+  return mod
+end
+
+local function check_string(fname, what, v, max)
+  if type(v) ~= "string" or v == "" or #v > max then
+    error(("agent.mounts.%s: %s must be a non-empty string of at most %d bytes"):format(fname, what, max), 3)
+  end
+end
+
+local function check_bool(fname, what, v)
+  if v ~= nil and type(v) ~= "boolean" then
+    error(("agent.mounts.%s: %s must be a boolean or nil"):format(fname, what), 3)
+  end
+end
+
+-- agent.mounts: the monitor's mount operations (runtime/l_mounts.c, docs/method-authoring.md).
+-- Reading (config, probe) needs "mounts.read"; changing anything needs "mounts.write". Every
+-- function but config yields; expected failures return nil, code, message[, data].
+function M.mounts_api()
+  local function mod()
+    return optional_module("exo.mounts", "mounts")
+  end
+  local api = {}
+
+  function api.config()
+    need("mounts.read")
+    return mod().config()
+  end
+
+  function api.probe(device)
+    need("mounts.read")
+    check_string("probe", "device", device, 4096)
+    can_wait("mounts.probe")
+    return mod().probe(device)
+  end
+
+  function api.mkfs(device, label, uuid)
+    need("mounts.write")
+    check_string("mkfs", "device", device, 4096)
+    check_string("mkfs", "label", label, 16)
+    if uuid ~= nil then
+      check_string("mkfs", "uuid", uuid, 36)
+    end
+    can_wait("mounts.mkfs")
+    return mod().mkfs(device, label, uuid)
+  end
+
+  function api.mount(device, mountpoint, read_only)
+    need("mounts.write")
+    check_string("mount", "device", device, 4096)
+    check_string("mount", "mountpoint", mountpoint, 4096)
+    check_bool("mount", "read_only", read_only)
+    can_wait("mounts.mount")
+    return mod().mount(device, mountpoint, read_only == true)
+  end
+
+  function api.unmount(mountpoint, lazy)
+    need("mounts.write")
+    check_string("unmount", "mountpoint", mountpoint, 4096)
+    check_bool("unmount", "lazy", lazy)
+    can_wait("mounts.unmount")
+    return mod().unmount(mountpoint, lazy == true)
+  end
+
+  function api.cephfs_mount(mountpoint, export_path, access_user, access_key, read_only)
+    need("mounts.write")
+    check_string("cephfs_mount", "mountpoint", mountpoint, 4096)
+    check_string("cephfs_mount", "export_path", export_path, 2048)
+    check_string("cephfs_mount", "access_user", access_user, 64)
+    check_string("cephfs_mount", "access_key", access_key, 256)
+    check_bool("cephfs_mount", "read_only", read_only)
+    can_wait("mounts.cephfs_mount")
+    return mod().cephfs_mount(mountpoint, export_path, access_user, access_key, read_only == true)
+  end
+
+  return api
+end
+
 -- Builds the API. `host_info()` returns what the host knows beyond core.info(): the API
 -- versions and the load summary ({methods = n, skipped = {...}}).
 function M.build(host_info)
@@ -243,6 +332,21 @@ function M.build(host_info)
   end
 
   api.lines, api.split = M.lines, M.split
+
+  -- The mount table's generation: a counter the runtime raises each time the kernel reports
+  -- a change of the mount table (mount, unmount, remount), by anyone. Equal generations mean
+  -- nothing was mounted or unmounted in between, so it keys caches of mount-derived facts.
+  function api.mount_generation() return core.mount_generation() end
+
+  -- The instance's OpenStack metadata (meta_data.json) as text, from the one URL the
+  -- configuration names ([metadata] url), cached by the runtime. Yields.
+  function api.metadata()
+    need("metadata.read")
+    can_wait("metadata")
+    return optional_module("exo.metadata", "metadata").fetch() -- yields
+  end
+
+  api.mounts = M.mounts_api()
 
   function api.log(level, message)
     local err = M.level_error(level)

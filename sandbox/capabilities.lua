@@ -11,11 +11,14 @@ local coroutines = require("sandbox.coroutines")
 
 local M = {}
 
--- Known capabilities and what they allow. Later releases add names (mounts.read, ...); a
+-- Known capabilities and what they allow. Later releases add names; a
 -- method that declares an unknown one is refused, so a typo cannot go unnoticed.
 M.KNOWN = {
   ["system.read"] = "read files under /proc and /sys (agent.read_file) and file system usage (agent.statfs)",
   ["process.run"] = "run programs without a shell (agent.run)",
+  ["metadata.read"] = "read the OpenStack metadata document from the configured URL (agent.metadata)",
+  ["mounts.read"] = "the mount configuration and device probes through the monitor (agent.mounts.config, probe)",
+  ["mounts.write"] = "format, mount and unmount volumes and shares through the monitor (agent.mounts.mkfs, mount, unmount, cephfs_mount)",
 }
 
 -- The configuration key that grants capabilities to operator methods, as messages name it.

@@ -112,10 +112,21 @@ function M.internal(data)
   return { code = M.INTERNAL_ERROR, message = "Internal error", data = data }
 end
 
--- What method code sees as the global `errors`: the kinds and a predicate, nothing that can
--- build a JSON-RPC error of another code.
+-- Invalid params found by the handler itself, for rules a schema cannot state (exactly one
+-- of two parameters, say): the same -32602 error, with the same data, as the host's check.
+local INVALID_PARAMS_KIND = { name = "InvalidParams", code = M.INVALID_PARAMS, message = "Invalid params" }
+
+function M.params_error(path, reason)
+  if type(path) ~= "string" or type(reason) ~= "string" then
+    error("errors.invalid_params: path and reason must be strings", 2)
+  end
+  return new_error(INVALID_PARAMS_KIND, "Invalid params", { path = path, reason = reason })
+end
+
+-- What method code sees as the global `errors`: the kinds, a predicate and invalid_params,
+-- nothing that can build a JSON-RPC error of another code.
 function M.api()
-  local api = { is = M.is_error }
+  local api = { is = M.is_error, invalid_params = M.params_error }
   for _, kind in ipairs(M.kinds) do
     api[kind.name] = kind
   end

@@ -31,6 +31,13 @@ function M.reset()
   for k, v in pairs(DEFAULTS) do
     M[k] = v
   end
+  M.generation = 1
+  M.metadata_body, M.metadata_error, M.metadata_fetches = nil, "not configured", 0
+  -- exo.mounts: what the monitor would answer. probes[device] = table, or { nil, code, msg };
+  -- mount_answer / unmount_answer / mkfs_answer / cephfs_answer = function(args) -> results.
+  M.mount_config = { volume_prefix = "/media/volume", share_prefix = "/media/share", owner = "exouser" }
+  M.probes, M.monitor_calls = {}, {}
+  M.mkfs_answer, M.mount_answer, M.unmount_answer, M.cephfs_answer = nil, nil, nil, nil
   M.files, M.statfs_results, M.programs, M.dirs = {}, {}, {}, {}
   M.logs, M.spawned, M.yields, M.preemptions = {}, {}, 0, 0
   M.call, M.pending = nil, nil
@@ -143,6 +150,57 @@ function M.spawn(argv, opts)
   end
   return yield_with(complete(res))
 end
+
+function M.mount_generation() return M.generation end
+
+-- exo.metadata (runtime/l_metadata.c): the configured document, or nil, err.
+M.metadata = {}
+function M.metadata.fetch()
+  need("metadata.fetch", "metadata.read")
+  M.metadata_fetches = M.metadata_fetches + 1
+  if M.metadata_body then
+    return yield_with(M.metadata_body)
+  end
+  return yield_with(nil, M.metadata_error)
+end
+
+-- exo.mounts (runtime/l_mounts.c): every call is recorded in monitor_calls as
+-- { op, args... }; the answers come from the spec's tables and functions.
+M.mounts = {}
+function M.mounts.config()
+  need("mounts.config", "mounts.read")
+  local c = {}
+  for k, v in pairs(M.mount_config) do
+    c[k] = v
+  end
+  return c
+end
+
+local function monitor(op, capability, answer, ...)
+  need("mounts." .. op, capability)
+  M.monitor_calls[#M.monitor_calls + 1] = { op, ... }
+  if answer == nil then
+    return yield_with(nil, "failed", "the fake monitor has no answer for " .. op)
+  end
+  return yield_with(answer(...))
+end
+
+function M.mounts.probe(device)
+  return monitor("probe", "mounts.read", function(d)
+    local p = M.probes[d]
+    if p == nil then
+      return nil, "not_found", d .. ": no such device"
+    elseif p[1] == nil and p[2] then
+      return table.unpack(p, 1, 3)
+    end
+    return p
+  end, device)
+end
+
+function M.mounts.mkfs(...) return monitor("mkfs", "mounts.write", M.mkfs_answer, ...) end
+function M.mounts.mount(...) return monitor("mount", "mounts.write", M.mount_answer, ...) end
+function M.mounts.unmount(...) return monitor("unmount", "mounts.write", M.unmount_answer, ...) end
+function M.mounts.cephfs_mount(...) return monitor("cephfs_mount", "mounts.write", M.cephfs_answer, ...) end
 
 -- Test hook: yields like the runtime's count hook when it preempts a call (no values, no
 -- pending results); the driver resumes the call with no values.
