@@ -1,0 +1,276 @@
+// Issue 6: volumes in a booted systemd container (bookworm) with the agent installed from its
+// packages: loop devices with real ext4 as Cinder volumes, a fake OpenStack metadata service
+// on the container's loopback (both the device-tag and the legacy metadata-key forms), and
+// mounts.mount_device / list / unmount through the real monitor, systemd-mount and systemctl.
+//
+// A loop device has no serial, and a container has no udev: the test writes the udev
+// database entry that udev writes on an instance for a virtio disk (E:ID_SERIAL_SHORT, the
+// volume id cut to 20 characters), which is where the agent reads the serial from.
+//
+// Runs as root (`node --test --test-reporter=tap tests/system/`); skipped with a reason when
+// no container can boot, except in CI (CI=true), where that is a failure.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, writeFileSync, rmSync, openSync, writeSync, closeSync, readFileSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startContainer, skipReason, removeOnExit, q } from './lib/container.mjs';
+
+const top = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const RELEASE = 'bookworm';
+const UNIT = 'exosphere-guest-agent';
+const META_PORT = 8775;
+const VOL_A = '5a1f6c2e-8b3d-4e7a-9c10-2f4b6d8e0a1c';
+const VOL_B = 'c0ffee00-1234-4abc-8def-001122334455';
+const VOL_C = '9e8d7c6b-5a49-4382-a716-05f4e3d2c1b0';
+
+const reason = await skipReason();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function host(cmd, args, { log } = {}) {
+  return new Promise((res, rej) => {
+    const out = [];
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    p.stdout.on('data', (d) => out.push(d));
+    p.stderr.on('data', (d) => out.push(d));
+    p.on('error', rej);
+    p.on('close', (code) => {
+      const text = Buffer.concat(out).toString();
+      if (log) writeFileSync(log, text);
+      if (code === 0) res(text);
+      else rej(new Error(`${cmd} ${args.join(' ')} exited ${code}:\n${text.split('\n').slice(-30).join('\n')}`));
+    });
+  });
+}
+
+// The metadata document, in the shape Nova serves at /openstack/latest/meta_data.json.
+function metaData() {
+  return {
+    uuid: '0b7e2d4a-instance', name: 'exo-test', availability_zone: 'nova', project_id: 'p',
+    hostname: 'exo-test.novalocal', launch_index: 0,
+    meta: {
+      exouserPassword: 'not-a-volume',
+      [`exoVolumes::${VOL_B}`]: JSON.stringify({ name: 'my data' }),
+    },
+    devices: [
+      { type: 'nic', bus: 'pci', address: '0000:00:03.0', mac: 'fa:16:3e:12:34:56', tags: ['public'] },
+      { type: 'disk', bus: 'virtio', address: '0000:00:07.0', serial: VOL_A, path: '/dev/vdb',
+        tags: ['exoVolume::{"name":"my data"}'] },
+    ],
+  };
+}
+
+// The fake metadata service: Node on the host, in the container's network namespace (its
+// loopback), so the agent inside reaches it at 127.0.0.1 as it would 169.254.169.254.
+function startMetadata(c) {
+  const script = `
+    const http = require('node:http');
+    const doc = ${JSON.stringify(JSON.stringify(metaData()))};
+    http.createServer((req, res) => {
+      if (req.url === '/openstack/latest/meta_data.json') {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end(doc);
+      } else { res.writeHead(404); res.end(); }
+    }).listen(${META_PORT}, '127.0.0.1', () => console.log('listening'));`;
+  const p = spawn('nsenter', ['--target', String(c.leader), '--net', process.execPath, '-e', script],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((res, rej) => {
+    p.stdout.once('data', () => res(p));
+    p.once('exit', (code) => rej(new Error(`the metadata server exited ${code}`)));
+  });
+}
+
+// A volume: a loop device whose udev entry carries the volume's serial (20 characters).
+async function attachVolume(c, id, sizeMiB = 64) {
+  const { device } = await c.attachLoop(sizeMiB);
+  const dev = readFileSync(`/sys/class/block/${device.slice(5)}/dev`, 'utf8').trim();
+  await c.run(`mkdir -p /run/udev/data && printf 'E:ID_SERIAL_SHORT=%s\\nE:DEVTYPE=disk\\n' ${q(id.slice(0, 20))} >/run/udev/data/b${dev}`);
+  return device;
+}
+
+// An MBR partition table with two partitions of 16 MiB, written on the host, then the
+// kernel's partitions of the loop device and their nodes in the container.
+async function partition(c, device) {
+  const mbr = Buffer.alloc(512);
+  const entry = (i, startLba, sectors) => {
+    const o = 446 + 16 * i;
+    mbr[o + 4] = 0x83;
+    mbr.writeUInt32LE(startLba, o + 8);
+    mbr.writeUInt32LE(sectors, o + 12);
+  };
+  entry(0, 2048, 32768);
+  entry(1, 2048 + 32768, 32768);
+  mbr[510] = 0x55;
+  mbr[511] = 0xaa;
+  const fd = openSync(device, 'r+');
+  writeSync(fd, mbr, 0, 512, 0);
+  closeSync(fd);
+  spawnSync('partx', ['-a', device]);
+  const kname = device.slice(5);
+  const parts = readdirSync(`/sys/class/block/${kname}`).filter((n) => n.startsWith(kname + 'p')).sort();
+  assert.equal(parts.length, 2, `partx made ${parts.join(',')}`);
+  for (const p of parts) {
+    const [maj, min] = readFileSync(`/sys/class/block/${p}/dev`, 'utf8').trim().split(':');
+    await c.run(`[ -b /dev/${p} ] || mknod -m 0660 /dev/${p} b ${maj} ${min}`);
+  }
+  return parts.map((p) => `/dev/${p}`);
+}
+
+let id = 0;
+async function call(c, method, params) {
+  return c.rpc({ jsonrpc: '2.0', id: ++id, method, params }, { unix: true });
+}
+async function ok(c, method, params) {
+  const r = await call(c, method, params);
+  assert.equal(r.error, undefined, `${method} ${JSON.stringify(params)}: ${JSON.stringify(r.error)}`);
+  return r.result;
+}
+async function fails(c, method, params) {
+  const r = await call(c, method, params);
+  assert.ok(r.error, `${method} ${JSON.stringify(params)} should fail, got ${JSON.stringify(r.result)}`);
+  return r.error;
+}
+
+test('volumes in a systemd container: mount, list, unmount, busy, formatting, names, partitions',
+  { skip: reason || false, timeout: 1800000 }, async (t) => {
+    const work = mkdtempSync('/var/tmp/exo-mounts-');
+    removeOnExit(work);
+    await host(join(top, 'packaging/build-packages.sh'), ['--release', RELEASE, '--out', join(work, 'dist')],
+      { log: join(work, 'build.log') });
+    const c = await startContainer({ release: RELEASE });
+    let meta;
+    t.after(async () => {
+      meta?.kill();
+      await c.cleanup();
+      rmSync(work, { recursive: true, force: true });
+    });
+    const debs = readdirSync(join(work, 'dist', RELEASE)).filter((f) => f.endsWith('.deb'));
+    for (const d of debs) writeFileSync(join(c.root, 'tmp', d), readFileSync(join(work, 'dist', RELEASE, d)));
+    await c.run(`dpkg -i ${debs.map((d) => `/tmp/${d}`).join(' ')}`, { timeout: 300000 });
+    await c.run('id exouser >/dev/null 2>&1 || useradd -m -s /bin/bash exouser');
+    await c.run(`printf '\\n[metadata]\\nurl = "http://127.0.0.1:${META_PORT}/openstack/latest/meta_data.json"\\n' >>/etc/${UNIT}/agent.conf`);
+    meta = await startMetadata(c);
+    await c.run(`systemctl restart ${UNIT}`);
+    for (let i = 0; i < 100 && (await c.run(`systemctl is-active ${UNIT}`, { allowFail: true })).stdout.trim() !== 'active'; i++) await sleep(100);
+
+    const volA = await attachVolume(c, VOL_A);
+    const volB = await attachVolume(c, VOL_B);
+
+    await t.test('a blank volume is not formatted unless asked', async () => {
+      const e = await fails(c, 'mounts.mount_device', { volume_id: VOL_A });
+      assert.equal(e.code, -32008);
+      assert.equal(e.data.reason, 'unformatted');
+      const probe = await c.run(`blkid -p ${volA}`, { allowFail: true });
+      assert.equal(probe.code, 2, 'still no signature');
+    });
+
+    await t.test('format: true makes ext4 named and identified after the volume, mounted for exouser', async () => {
+      const m = await ok(c, 'mounts.mount_device', { volume_id: VOL_A, format: true });
+      assert.equal(m.mountpoint, '/media/volume/my-data');
+      assert.equal(m.kind, 'volume');
+      assert.equal(m.fstype, 'ext4');
+      assert.equal(m.volume_id, VOL_A.slice(0, 20));
+      assert.equal(m.volume_name, 'my data');
+      assert.equal(m.unit, 'media-volume-my\\x2ddata.mount');
+      assert.ok(m.size_bytes > 50 * 1024 * 1024, `size ${m.size_bytes}`);
+      const blkid = (await c.run(`blkid -p -o export ${volA}`)).stdout;
+      assert.match(blkid, /^TYPE=ext4$/m);
+      assert.match(blkid, /^LABEL=my_data$/m);
+      assert.match(blkid, new RegExp(`^UUID=${VOL_A}$`, 'm'));
+      assert.equal((await c.run('stat -c %U:%G /media/volume/my-data')).stdout.trim(), 'exouser:exouser');
+      assert.equal((await c.run(`systemctl is-active ${q(m.unit)}`)).stdout.trim(), 'active');
+      await c.run('su exouser -c "echo hello >/media/volume/my-data/hello"');
+    });
+
+    await t.test('the same name from the legacy metadata key collides: -<kernel name>', async () => {
+      await c.run(`mkfs.ext4 -q ${volB}`);
+      const m = await ok(c, 'mounts.mount_device', { device: volB });
+      assert.equal(m.mountpoint, `/media/volume/my-data-${volB.slice(5)}`);
+      assert.equal(m.volume_name, 'my data');
+    });
+
+    await t.test('mounts.list shows both volumes with what Exosphere needs, and no secret', async () => {
+      const list = await ok(c, 'mounts.list', { kind: 'volume' });
+      const names = list.map((m) => m.mountpoint).sort();
+      assert.deepEqual(names, ['/media/volume/my-data', `/media/volume/my-data-${volB.slice(5)}`]);
+      const all = await ok(c, 'mounts.list', {});
+      assert.ok(all.some((m) => m.mountpoint === '/' && m.kind === 'other'));
+      assert.ok(all.every((m) => ['volume', 'share', 'other'].includes(m.kind)));
+    });
+
+    await t.test('a mounted or partitioned disk and an unknown volume are refused with their reasons', async () => {
+      let e = await fails(c, 'mounts.mount_device', { device: volA });
+      assert.equal(e.data.reason, 'already_mounted');
+      assert.equal(e.data.mountpoint, '/media/volume/my-data');
+      e = await fails(c, 'mounts.mount_device', { volume_id: 'deadbeef-0000' });
+      assert.equal(e.code, -32003);
+      const volC = await attachVolume(c, VOL_C);
+      const parts = await partition(c, volC);
+      e = await fails(c, 'mounts.mount_device', { device: volC, format: true });
+      assert.equal(e.data.reason, 'partitioned');
+      assert.deepEqual(e.data.partitions, parts);
+      await c.run(`mkfs.ext4 -q ${parts[0]}`);
+      const m = await ok(c, 'mounts.mount_device', { device: parts[0] });
+      assert.equal(m.mountpoint, `/media/volume/${volC.slice(5)}.part1`);
+      e = await fails(c, 'mounts.mount_device', { device: parts[1] });
+      assert.equal(e.data.reason, 'unformatted');
+      await ok(c, 'mounts.unmount', { device: parts[0] });
+    });
+
+    await t.test('a busy volume names its holders; once they let go it unmounts', async () => {
+      const holder = c.spawn('cd /media/volume/my-data && exec 3<hello && exec sleep 600');
+      let e;
+      for (let i = 0; i < 50; i++) {
+        e = await fails(c, 'mounts.unmount', { mountpoint: '/media/volume/my-data' });
+        if (e.data?.reason === 'busy' && e.data.holders.some((h) => h.use === 'fd')) break;
+        await sleep(100);
+      }
+      assert.equal(e.code, -32005, JSON.stringify(e));
+      const uses = e.data.holders.filter((h) => h.command === 'sleep').map((h) => h.use).sort();
+      assert.deepEqual(uses, ['cwd', 'fd']);
+      const fd = e.data.holders.find((h) => h.use === 'fd');
+      assert.equal(fd.fd, 3);
+      assert.equal(fd.path, '/media/volume/my-data/hello');
+      assert.equal(fd.user, 'root');
+      // still mounted, still its unit
+      assert.match((await c.run('findmnt -n -o TARGET /media/volume/my-data', { allowFail: true })).stdout, /my-data/);
+      holder.kill('SIGKILL');
+      await c.run('pkill -KILL -f "sleep 600"', { allowFail: true });
+      await sleep(300);
+      const r = await ok(c, 'mounts.unmount', { volume_id: VOL_A });
+      assert.equal(r.mountpoint, '/media/volume/my-data');
+      assert.ok(r.stopped.includes('media-volume-my\\x2ddata.mount'), JSON.stringify(r));
+      assert.equal((await c.run('findmnt -n /media/volume/my-data', { allowFail: true })).code, 1);
+    });
+
+    await t.test('today\'s automount-volume@ units are stopped by unmount', async () => {
+      await c.run(`cat >/etc/systemd/system/automount-volume@.service <<'EOF'
+[Unit]
+Description=automount volume %i (as Exosphere's image installs it)
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'mkdir -p /media/volume/%i && systemd-mount --collect /dev/%i /media/volume/%i'
+ExecStop=/bin/sh -c 'systemd-mount --umount /media/volume/%i || true'
+EOF
+systemctl daemon-reload`);
+      const kname = volA.slice(5);
+      await c.run(`systemctl start automount-volume@${kname}.service`);
+      const r = await ok(c, 'mounts.unmount', { mountpoint: `/media/volume/${kname}` });
+      assert.ok(r.stopped.includes(`automount-volume@${kname}.service`), JSON.stringify(r));
+      assert.equal((await c.run(`systemctl is-active automount-volume@${kname}.service`, { allowFail: true })).stdout.trim(), 'inactive');
+    });
+
+    await t.test('unmount refuses what the agent does not manage', async () => {
+      const e = await fails(c, 'mounts.unmount', { mountpoint: '/' });
+      assert.equal(e.data.reason, 'outside_prefixes');
+      const e2 = await fails(c, 'mounts.unmount', { mountpoint: '/media/volume/nothing-here' });
+      assert.equal(e2.data.reason, 'not_mounted');
+    });
+
+    await t.test('the agent never formats or mounts a device the monitor refuses', async () => {
+      const e = await fails(c, 'mounts.mount_device', { device: '/dev/null' });
+      assert.equal(e.code, -32003);
+    });
+  });
