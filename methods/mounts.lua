@@ -396,6 +396,24 @@ local function new_state(ctx, mounts)
   }
 end
 
+-- Probes of mounted volumes, kept while the mount table stays the same (its generation):
+-- listing then costs the monitor one blkid per volume per change, not per call. A label
+-- changed with e2label on a mounted file system shows at the next mount table change.
+local probes = { generation = nil, by_device = {} }
+
+local function cached_probe(devpath)
+  local generation = agent.mount_generation()
+  if probes.generation ~= generation then
+    probes.generation, probes.by_device = generation, {}
+  end
+  local p = probes.by_device[devpath]
+  if p == nil then
+    p = agent.mounts.probe(devpath) or false
+    probes.by_device[devpath] = p
+  end
+  return p or nil
+end
+
 local function usage(mountpoint)
   local fs = agent.statfs(mountpoint)
   if not fs then
@@ -426,7 +444,7 @@ local function describe(state, m)
     label, uuid = p.ID_FS_LABEL, p.ID_FS_UUID
     if not p.ID_FS_TYPE and kind == "volume" then
       -- No udev (a container) or udev has not seen it yet: ask the monitor to probe.
-      local probe = agent.mounts.probe("/dev/" .. dev.kname)
+      local probe = cached_probe("/dev/" .. dev.kname)
       if probe then
         label, uuid = probe.LABEL, probe.UUID
       end

@@ -123,6 +123,27 @@ describe("mounts.list", function()
     assert.equal("/media/volume/my data", list[1].mountpoint)
   end)
 
+  it("asks the monitor for a volume's label without udev, once per mount table generation", function()
+    k.core.files["/run/udev/data/b254:16"] = nil
+    k.core.probes["/dev/vdb"] = { TYPE = "ext4", USAGE = "filesystem", LABEL = "probed", UUID = VDB_ID }
+    local function probes()
+      local n = 0
+      for _, c in ipairs(k.core.monitor_calls) do
+        n = n + (c[1] == "probe" and 1 or 0)
+      end
+      return n
+    end
+    local ok, list = k:rpc("mounts.list", { kind = "volume" })
+    assert.is_true(ok)
+    assert.equal("probed", list[1].label)
+    assert.equal(1, probes())
+    k:rpc("mounts.list", { kind = "volume" })
+    assert.equal(1, probes())
+    k.core.generation = k.core.generation + 1
+    k:rpc("mounts.list", { kind = "volume" })
+    assert.equal(2, probes())
+  end)
+
   it("falls back to the kernel name without a metadata service", function()
     k.core.metadata_body, k.core.metadata_error = nil, "metadata service unreachable: connection refused"
     local ok, list = k:rpc("mounts.list", { kind = "volume" })
