@@ -46,4 +46,14 @@ describe("errors", function()
     assert.is_nil(api.internal)
     assert.is_nil(api.to_rpc)
   end)
+
+  it("lets methods answer -32602 in the host's shape for checks a schema cannot state", function()
+    local api = errors.api()
+    local e = api.InvalidParams("params.until", "must not be before since")
+    assert.is_true(errors.is_error(e))
+    assert.same({ code = -32602, message = "Invalid params",
+                  data = { path = "params.until", reason = "must not be before since" } }, errors.to_rpc(e))
+    assert.has_error(function() api.InvalidParams("params.x") end,
+      'errors.InvalidParams: expected a path (like "params.until") and a reason, both strings')
+  end)
 end)

@@ -46,7 +46,7 @@ describe("the OpenRPC document", function()
       for i, m in ipairs(doc.methods) do
         names[i] = m.name
       end
-      assert.same({ "agent.info", "rpc.discover", "system_load.current" }, names)
+      assert.same({ "agent.info", "rpc.discover", "system_load.current", "system_load.historical" }, names)
     end)
 
     it("gives each method the required fields", function()

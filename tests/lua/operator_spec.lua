@@ -30,7 +30,7 @@ describe("operator methods", function()
     assert.same({}, k.summary.skipped)
     assert.equal("site.a", k:call_ok("site.a"))
     assert.equal("site.b", k:call_ok("site.b"))
-    assert.equal(5, k.summary.methods)
+    assert.equal(6, k.summary.methods)
   end)
 
   describe("that take a shipped method's name", function()

@@ -3,7 +3,8 @@
 --   * exo.json is the real C module from build/lua/exo/json.so (busted --cpath=build/lua/?.so)
 --     when it has been built, and otherwise the pure-Lua stand-in in json_standin.lua, with a
 --     note on stderr so that nobody mistakes a stand-in run for the real thing;
---   * exo.core is always the fake in fake_core.lua (reset before each test).
+--   * exo.core is always the fake in fake_core.lua (reset before each test), and exo.load the
+--     fake in fake_load.lua (reset with it by kit.new).
 
 local M = {}
 
@@ -27,6 +28,8 @@ end
 
 M.core = require("tests.lua.helpers.fake_core")
 package.loaded["exo.core"] = M.core
+M.load = require("tests.lua.helpers.fake_load")
+package.loaded["exo.load"] = M.load
 
 -- Coroutines created while a call runs get the call's instruction-budget hook, as threads
 -- created in the runtime inherit its hook (fake_core.lua, hook_new_thread). Installed once,
