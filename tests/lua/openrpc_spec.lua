@@ -35,7 +35,7 @@ describe("the OpenRPC document", function()
       assert.equal("1.3.2", doc.openrpc)
       assert.same({
         title = "Exosphere Guest Agent", version = "0.1.0", description = doc.info.description,
-        ["x-api-version"] = "2026-12-01", ["x-lua-api-level"] = 1,
+        ["x-api-version"] = "2026-12-01", ["x-lua-api-level"] = 2,
       }, doc.info)
       assert.is_string(doc.info.description)
       assert.same({ code = -32003, message = "Not found" }, doc.components.errors.NotFound)
