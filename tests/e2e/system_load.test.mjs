@@ -204,6 +204,23 @@ describe('system_load history and the console load line', () => {
     }
   });
 
+  it('without system_load.current, warns once (not every interval) and writes nothing', async () => {
+    const { dir, consoleFile } = agentDir();
+    const agent = await startAgent({
+      dir, methodDirs: [join(repo, 'tests/e2e/methods')],
+      sections: { console: { device: consoleFile, status_line: 'false' }, system_load: { interval: '1s', console_line: 'true' } },
+    });
+    try {
+      await waitForLog(agent, /load sampler: system_load.current failed: Method not found/);
+      await new Promise((r) => setTimeout(r, 2500));
+      assert.equal(agent.log.match(/load sampler: system_load.current failed/g).length, 1, agent.log);
+      assert.equal(readFileSync(consoleFile, 'utf8'), '');
+    } finally {
+      await agent.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   // A message as privsep.h frames it: op, seq, field count, then length-prefixed fields.
   function frame(op, seq, fields) {
     const parts = [Buffer.alloc(12)];
