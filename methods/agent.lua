@@ -41,7 +41,7 @@ return method({
         version = "0.1.0",
         api_versions = { "2026-12-01" },
         current_api_version = "2026-12-01",
-        lua_api_level = 1,
+        lua_api_level = 2,
         hostname = "my-instance",
         started = 1764072000,
         uptime = 42,

@@ -649,7 +649,7 @@ local mount_device = method({
   },
   handler = function(ctx, params)
     if (params.device == nil) == (params.volume_id == nil) then
-      error(errors.invalid_params("params", "give exactly one of device and volume_id"))
+      error(errors.InvalidParams("params", "give exactly one of device and volume_id"))
     end
     local dev = params.device and device_by_name(params.device) or device_by_volume_id(params.volume_id)
     local mounts = read_mountinfo()
@@ -742,7 +742,7 @@ local unmount = method({
   handler = function(ctx, params)
     local given = (params.mountpoint and 1 or 0) + (params.device and 1 or 0) + (params.volume_id and 1 or 0)
     if given ~= 1 then
-      error(errors.invalid_params("params", "give exactly one of mountpoint, device and volume_id"))
+      error(errors.InvalidParams("params", "give exactly one of mountpoint, device and volume_id"))
     end
     local mounts = read_mountinfo()
     local target
@@ -822,7 +822,7 @@ local mount_cephfs = method({
     local cfg = agent.mounts.config()
     local name = sanitize(params.share_name, nil)
     if not name then
-      error(errors.invalid_params("params.share_name", "must contain a letter, digit or underscore"))
+      error(errors.InvalidParams("params.share_name", "must contain a letter, digit or underscore"))
     end
     local mountpoint = cfg.share_prefix .. "/" .. name
     local mounts = read_mountinfo()

@@ -75,7 +75,7 @@ local function gpu_pct_used(ctx)
   return gpus
 end
 
-return method({
+local current = method({
   name = "system_load.current",
   summary = "Current CPU, memory, root file system and GPU use",
   description = "The same object the agent writes to the console once a minute for older "
@@ -110,3 +110,52 @@ return method({
     }
   end,
 })
+
+-- The most samples one call returns: 7 days of minutes, all the agent keeps.
+local MAX_SAMPLES = 10080
+
+local historical = method({
+  name = "system_load.historical",
+  summary = "CPU, memory, root file system and GPU use over time",
+  description = "The samples the agent takes itself, by running system_load.current at each "
+    .. "multiple of [system_load] interval (a minute by default), oldest first. The history "
+    .. "survives agent restarts and covers [system_load] history (24 hours by default).",
+  since = "2026-12-01",
+  stability = "experimental",
+  permission = "user",
+  capabilities = { "system.read" },
+  param_order = { "since", "until", "limit" },
+  params = T.object({
+    since = T.integer({ min = 0 }):optional():describe("The earliest epoch to return, in Unix seconds (inclusive)"),
+    ["until"] = T.integer({ min = 0 }):optional():describe("The latest epoch to return, in Unix seconds (inclusive)"),
+    limit = T.integer({ min = 1, max = MAX_SAMPLES }):optional()
+      :describe("At most this many samples, the newest in the range (default and most: 10080)"),
+  }),
+  result = T.array(Load),
+  examples = {
+    {
+      name = "the last three minutes",
+      params = { since = 1764071880 },
+      result = {
+        { epoch = 1764071880, cpuPctUsed = 4, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = json.null },
+        { epoch = 1764071940, cpuPctUsed = 97, memPctUsed = 22, rootfsPctUsed = 35, gpuPctUsed = json.null },
+        { epoch = 1764072000, cpuPctUsed = 3, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = json.null },
+      },
+    },
+    {
+      name = "the newest sample of an instance with a GPU",
+      params = { limit = 1 },
+      result = {
+        { epoch = 1764072000, cpuPctUsed = 12, memPctUsed = 43, rootfsPctUsed = 67, gpuPctUsed = { 5 } },
+      },
+    },
+  },
+  handler = function(ctx, params)
+    if params.since and params["until"] and params["until"] < params.since then
+      error(errors.InvalidParams("params.until", ("is %d, before since (%d)"):format(params["until"], params.since)))
+    end
+    return agent.load_history(params.since, params["until"], params.limit)
+  end,
+})
+
+return { current, historical }

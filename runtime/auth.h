@@ -55,8 +55,13 @@ void exo_identity_from_token(exo_identity_t *id, const char *token, size_t len);
 /* Makes id the identity of a local user by uid (the Unix socket peer). Returns 0, or -ENOENT
  * when the uid has no passwd entry (id->error says so). */
 int exo_identity_from_uid(exo_identity_t *id, uid_t uid);
+/* Makes id the agent's own identity, "(agent)" via "agent", for the calls the worker makes
+ * itself (the load sampler runs system_load.current through the host): allowed and an
+ * administrator whatever the [auth] policy says. Only C code makes it; no credential a client
+ * sends can. */
+void exo_identity_internal(exo_identity_t *id);
 /* The administrator and allowed flags of an authenticated identity, under cfg. A Unix socket
- * peer with uid 0 is always both. */
+ * peer with uid 0 and the agent's own identity are always both. */
 int exo_identity_admin(const exo_config_t *cfg, const exo_identity_t *id);
 int exo_identity_allowed(const exo_config_t *cfg, const exo_identity_t *id);
 

@@ -155,6 +155,12 @@ static const cfg_key_t keys[] = {
         "Write the agent's status line (version, port, TLS fingerprint) to the console at start."),
     KEY("console", "device", CT_PATH_NONE, console_device, 0, 4095, "\"\"",
         "Where console lines go; \"\" picks /dev/kmsg on the Red Hat family, else /dev/console."),
+    KEY("system_load", "interval", CT_DURATION, load_interval_ms, SEC, HOUR, "1m",
+        "Take a load sample at each multiple of this on the wall clock, like cron."),
+    KEY("system_load", "history", CT_DURATION, load_history_ms, HOUR, 168 * HOUR, "24h",
+        "Load history kept across restarts (at most 10080 samples)."),
+    KEY("system_load", "console_line", CT_BOOL, load_console_line, 0, 1, "true",
+        "Write each load sample to the console as the line older Exosphere versions chart."),
     KEY("log", "level", CT_LOGLEVEL, log_level, EXO_LOG_DEBUG, EXO_LOG_ERROR, "info",
         "Least severe level logged: debug, info, warn or error."),
 };

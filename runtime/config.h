@@ -74,6 +74,10 @@ typedef struct exo_config_s {
     /* [console] */
     int console_status_line; /* bool: write the status line at start */
     char *console_device;    /* absolute path, or NULL to choose by distribution family */
+    /* [system_load] */
+    uint32_t load_interval_ms; /* duration: a load sample is taken at each multiple of this */
+    uint32_t load_history_ms;  /* duration: how much load history is kept */
+    int load_console_line;     /* bool: write each load sample to the console */
     /* [log] */
     exo_log_level_t log_level; /* least severe level that is logged */
 } exo_config_t;

@@ -269,6 +269,7 @@ int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t
     preload_embedded(L);
     exo_core_preload(L);
     exo_auth_preload(L);
+    exo_load_preload(L);
     vm->loading = 1;
     int rc = load_host(vm, err, errlen);
     vm->loading = 0;
@@ -855,6 +856,18 @@ static int write_error(exo_buf_t *out, int code, const char *message, const char
         return exo_buf_printf(out, "\"error\":{\"code\":%d,\"message\":\"%s\",\"data\":%s}", code,
                               message, data_json);
     return exo_buf_printf(out, "\"error\":{\"code\":%d,\"message\":\"%s\"}", code, message);
+}
+
+int exo_call_outcome(exo_call_t *c, lua_State **co, const char **why)
+{
+    *co = NULL;
+    if (c->state != CALL_ENDED || c->killed || c->failed || c->co_ref == LUA_NOREF) {
+        *why = c->killed ? kill_reason(c->killed) : "failed (the agent's log says why)";
+        return -1;
+    }
+    *co = c->co;
+    *why = NULL;
+    return lua_toboolean(c->co, -2) ? 1 : 0;
 }
 
 int exo_call_write_outcome(exo_call_t *c, exo_buf_t *out)

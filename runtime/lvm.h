@@ -76,6 +76,12 @@ int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_c
 /* For an ended call: appends `"result":<json>` or `"error":{...}` to out. Returns 0 or a
  * negative errno (on which out is unchanged). */
 int exo_call_write_outcome(exo_call_t *call, exo_buf_t *out);
+/* For an ended call, read from C rather than encoded (the load sampler, load_sampler.c):
+ * returns 1 when the method returned a result, which is then at the top of *co's stack; 0 when
+ * it raised an agent error, whose {code, message, data} table is at the top of *co; -1 when
+ * it was stopped by a limit or failed, with *why saying so (static text). The values stay
+ * until exo_call_release. */
+int exo_call_outcome(exo_call_t *call, lua_State **co, const char **why);
 /* Stops a waiting call: its coroutine is never resumed and its callback is not called. */
 void exo_call_cancel(exo_call_t *call);
 /* Drops the caller's reference; the call is freed once no libuv operation refers to it. */
@@ -111,6 +117,8 @@ void exo_calls_shutdown(void);
 /* Kills the programs that methods started and that still run (at shutdown). */
 void exo_core_shutdown(void);
 
+/* Registers the module "exo.load" (l_load.c): the worker's load history. */
+void exo_load_preload(lua_State *L);
 /* Registers the native modules "exo.core" (l_core.c) and "exo.json" (l_json.c). */
 void exo_core_preload(lua_State *L);
 int exo_json_open(lua_State *L);

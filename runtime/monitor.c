@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "loadhist.h"
 #include "log.h"
 #include "notify.h"
 #include "pam.h"
@@ -94,6 +95,12 @@ static struct {
     login_t *logins;
     size_t n_logins;
     backoff_t *backoff;
+    char console_dev[4096];   /* where console lines go, chosen once at start */
+    exo_load_ring_t load;     /* the load history, as persisted in load_path */
+    char load_path[4200];     /* state_dir/load-history */
+    size_t load_lines;        /* lines in the file: it is compacted past twice the ring */
+    int load_file_failing;    /* a warning was logged; the next one waits for a success */
+    int load_console_failing; /* the same for the console line */
     uint8_t buf[EXO_PRIV_MAX_MESSAGE + 1];
 } m_;
 
@@ -262,6 +269,7 @@ static void answer_status(uint32_t op, uint32_t seq, const char *status, const c
  * /dev/console elsewhere (../shared/EXOSPHERE.md "The console log"). */
 static const char *console_device(void)
 {
+    if (m_.console_dev[0]) return m_.console_dev;
     if (m_.cfg->console_device && m_.cfg->console_device[0]) return m_.cfg->console_device;
     const char *dev = "/dev/console";
     char line[256];
@@ -272,6 +280,7 @@ static const char *console_device(void)
             dev = "/dev/kmsg";
     }
     if (f) fclose(f);
+    snprintf(m_.console_dev, sizeof(m_.console_dev), "%s", dev);
     return dev;
 }
 
@@ -306,6 +315,68 @@ static void console_status_line(void)
         exo_info("monitor: wrote the status line to %s", dev);
     }
     if (fd >= 0) close(fd);
+}
+
+/* ---- the load history and the console load line ------------------------------------------ */
+
+/* Writes s's console line, Exosphere's chart point (../shared/EXOSPHERE.md "System load"),
+ * built from the validated integers alone. A failure is logged once, and again only after a
+ * write has succeeded in between: a console that is gone stays gone for a while, and one
+ * warning a minute would drown the log. */
+static void console_load_line(const exo_load_sample_t *s)
+{
+    char out[EXO_LOAD_CONSOLE_MAX];
+    size_t n = exo_load_console_format(s, out, sizeof(out));
+    const char *dev = console_device();
+    int fd = open(dev, O_WRONLY | O_NOCTTY | O_APPEND | O_NONBLOCK | O_CLOEXEC);
+    int ok = fd >= 0 && write(fd, out, n) == (ssize_t)n;
+    int e = errno;
+    if (fd >= 0) close(fd);
+    if (!ok && !m_.load_console_failing)
+        exo_warn("monitor: cannot write the load line to %s: %s (logged once until a write "
+                 "succeeds)",
+                 dev, strerror(e));
+    m_.load_console_failing = !ok;
+}
+
+/* Appends s to the history file, and rewrites the file from the ring once it holds twice the
+ * ring's samples, so that it stays bounded. Failures are logged like the console's. */
+static void load_persist(const exo_load_sample_t *s)
+{
+    char err[512];
+    int rc = exo_load_file_append(m_.load_path, s, err, sizeof(err));
+    if (rc == 0 && ++m_.load_lines > 2 * m_.load.cap) {
+        rc = exo_load_file_compact(&m_.load, m_.load_path, err, sizeof(err));
+        if (rc == 0) m_.load_lines = m_.load.n;
+    }
+    if (rc < 0 && !m_.load_file_failing)
+        exo_warn("monitor: cannot save the load history: %s (logged once until a write "
+                 "succeeds)",
+                 err);
+    m_.load_file_failing = rc < 0;
+}
+
+/* Loads the history file into a ring of [system_load] history / interval samples. Returns 0
+ * or -1 with the reason logged. */
+static int load_history_start(void)
+{
+    char err[512];
+    size_t cap = exo_load_ring_capacity(m_.cfg->load_history_ms, m_.cfg->load_interval_ms);
+    if (exo_load_ring_init(&m_.load, cap) < 0) {
+        exo_error("cannot start: out of memory for the load history");
+        return -1;
+    }
+    snprintf(m_.load_path, sizeof(m_.load_path), "%s/load-history", m_.cfg->state_dir);
+    size_t damaged = 0;
+    int rc = exo_load_file_load(&m_.load, m_.load_path, (int64_t)time(NULL), &m_.load_lines,
+                                &damaged, err, sizeof(err));
+    /* A history that cannot be read is not worth refusing to start for: it starts afresh. */
+    if (rc < 0 && rc != -ENOENT) exo_warn("monitor: the load history starts empty: %s", err);
+    if (damaged)
+        exo_warn("monitor: %s: skipped %zu damaged lines of %zu", m_.load_path, damaged,
+                 m_.load_lines);
+    exo_info("monitor: %zu load samples in the history (room for %zu)", m_.load.n, m_.load.cap);
+    return 0;
 }
 
 /* ---- backoff ---------------------------------------------------------------------------- */
@@ -620,6 +691,50 @@ static const char *op_ready(const exo_priv_msg_t *m)
     return NULL;
 }
 
+/* LOAD_SAMPLE: epoch, cpu, mem, rootfs, GPUs (loadhist.h). Every field is checked before
+ * anything is kept or written; the console line is made from the parsed integers. */
+static const char *op_load_sample(const exo_priv_msg_t *m)
+{
+    exo_load_sample_t s;
+    const char *why = exo_load_sample_from_fields(m->f, m->n, (int64_t)time(NULL), &s);
+    if (why) return why;
+    exo_load_ring_push(&m_.load, &s);
+    load_persist(&s);
+    if (m_.cfg->load_console_line) console_load_line(&s);
+    answer_status(EXO_OP_LOAD_SAMPLE, m->seq, "ok", NULL);
+    return NULL;
+}
+
+/* LOAD_HISTORY: "" (from the oldest sample) or an epoch (the samples after it) -> "ok", "1"
+ * when more samples follow, and a page of history lines that fits in one message. Paging by
+ * epoch rather than by index keeps the pages right even if the ring moves in between. */
+#define LOAD_PAGE_BYTES (EXO_PRIV_MAX_MESSAGE - 256)
+
+static const char *op_load_history(const exo_priv_msg_t *m)
+{
+    if (m->n != 1) return "a load history request without exactly 1 field";
+    size_t i = 0;
+    if (m->f[0].len > 0) {
+        char num[24];
+        char *end;
+        if (m->f[0].len > 19 || exo_priv_field_copy(&m->f[0], num, sizeof(num)) < 0 ||
+            num[0] < '0' || num[0] > '9')
+            return "a load history request with a bad epoch";
+        errno = 0;
+        long long after = strtoll(num, &end, 10);
+        if (*end || errno) return "a load history request with a bad epoch";
+        i = exo_load_ring_after(&m_.load, (int64_t)after);
+    }
+    char page[LOAD_PAGE_BYTES];
+    size_t used = 0;
+    for (; i < m_.load.n && LOAD_PAGE_BYTES - used > EXO_LOAD_LINE_MAX; i++)
+        used +=
+            exo_load_line_format(exo_load_ring_at(&m_.load, i), page + used, sizeof(page) - used);
+    exo_priv_field_t f[3] = {{"ok", 2}, {i < m_.load.n ? "1" : "0", 1}, {page, used}};
+    answer(EXO_OP_LOAD_HISTORY, m->seq, f, 3);
+    return NULL;
+}
+
 /* The permit table: every operation the worker may ask for. */
 static const struct {
     uint32_t op;
@@ -628,6 +743,8 @@ static const struct {
     {EXO_OP_LOGIN, op_login},
     {EXO_OP_REVOKE, op_revoke},
     {EXO_OP_READY, op_ready},
+    {EXO_OP_LOAD_SAMPLE, op_load_sample},
+    {EXO_OP_LOAD_HISTORY, op_load_history},
 };
 
 static void worker_readable(void)
@@ -838,6 +955,8 @@ int exo_monitor_run(exo_config_t *cfg, int dev)
         goto out;
     }
     if (skipped) exo_warn("monitor: %s: skipped %zu malformed lines", m_.revoked_path, skipped);
+    console_device();
+    if (load_history_start() < 0) goto out;
     m_.n_logins = cfg->max_logins_in_flight;
     m_.logins = calloc(m_.n_logins, sizeof(*m_.logins));
     m_.backoff = calloc(BACKOFF_SLOTS, sizeof(*m_.backoff));
@@ -881,6 +1000,7 @@ out:
     if (m_.wfd >= 0) close(m_.wfd);
     exo_prepared_close(&m_.prep);
     exo_revoked_free(&m_.revoked);
+    exo_load_ring_free(&m_.load);
     OPENSSL_cleanse(m_.key, sizeof(m_.key));
     free(m_.logins);
     free(m_.backoff);

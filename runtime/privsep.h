@@ -24,6 +24,10 @@ enum {
     EXO_OP_LOGIN = 1,  /* user, password, source, transport -> status, ... (monitor.c) */
     EXO_OP_REVOKE = 2, /* token -> status */
     EXO_OP_READY = 3,  /* (nothing) -> status: the worker is serving */
+    /* epoch, cpu, mem, rootfs, gpus (loadhist.h) -> status: a load sample to keep and print */
+    EXO_OP_LOAD_SAMPLE = 4,
+    /* "" or an epoch -> status, more ("0"/"1"), history lines after it (monitor.c) */
+    EXO_OP_LOAD_HISTORY = 5,
 };
 #define EXO_OP_ANSWER 0x80000000u
 

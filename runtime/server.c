@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "load_sampler.h"
 #include "log.h"
 #include "monclient.h"
 #include "notify.h"
@@ -385,6 +386,7 @@ static void stop_everything(exo_server_t *srv)
     close_handle((uv_handle_t *)&srv->watch_timer);
     for (size_t i = 0; i < srv->n_watches; i++)
         close_handle((uv_handle_t *)&srv->watches[i]);
+    exo_load_sampler_stop();
     exo_calls_shutdown();
     exo_core_shutdown();
 }
@@ -572,6 +574,9 @@ int exo_worker_run(exo_config_t *cfg, int dev, exo_prepared_t *p, int monitor_fd
         code = 1;
     } else {
         if (monitor_fd >= 0) exo_mon_request(EXO_OP_READY, NULL, 0, on_ready_answer, NULL);
+        /* After READY: the monitor answers in order, so the history follows the readiness. */
+        if (exo_load_sampler_start(&srv) < 0)
+            exo_error("the load sampler cannot start: out of memory");
         /* Alone (no monitor), this process is what systemd waits for. */
         if (monitor_fd < 0) exo_sd_notify("READY=1\nSTATUS=serving (without the root monitor)");
         code = exo_server_run(&srv);

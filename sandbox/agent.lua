@@ -6,6 +6,7 @@
 -- calling request's coroutine until the runtime has the answer.
 
 local core = require("exo.core")
+local load = require("exo.load")
 local capabilities = require("sandbox.capabilities")
 
 -- The unguarded library functions, for the linear scans of lines and split below.
@@ -19,6 +20,9 @@ local DEFAULT_READ_MAX = MiB
 local READ_MAX = 16 * MiB
 local DEFAULT_TIMEOUT_MS = 10000
 local DEFAULT_OUTPUT_MAX = MiB
+-- The most load samples one agent.load_history returns (7 days of minutes; exo.load's ring
+-- holds no more).
+M.LOAD_HISTORY_MAX = 10080
 
 -- Entries under /proc that lead out of /proc (magic links to other file systems) or expose
 -- the worker's own secrets (environment, memory, open files).
@@ -311,6 +315,23 @@ function M.build(host_info)
     end
     can_wait("statfs")
     return core.statfs(path) -- yields
+  end
+
+  -- The load history the agent samples itself ([system_load] in agent.conf): the samples with
+  -- since <= epoch <= until (nil: no bound), the newest `limit` of them (default and most:
+  -- 10080), oldest first, each in system_load.current's shape. Reads memory; does not wait.
+  function api.load_history(since, until_, limit)
+    need("system.read")
+    if since ~= nil and math.type(since) ~= "integer" then
+      raise("agent.load_history: since must be an integer (Unix seconds) or nil")
+    elseif until_ ~= nil and math.type(until_) ~= "integer" then
+      raise("agent.load_history: until must be an integer (Unix seconds) or nil")
+    elseif since ~= nil and until_ ~= nil and until_ < since then
+      raise("agent.load_history: until must not be before since")
+    elseif limit ~= nil and not (math.type(limit) == "integer" and limit >= 1 and limit <= M.LOAD_HISTORY_MAX) then
+      raise("agent.load_history: limit must be an integer from 1 to %d", M.LOAD_HISTORY_MAX)
+    end
+    return load.history(since, until_, limit)
   end
 
   function api.time() return core.time() end

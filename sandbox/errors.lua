@@ -112,21 +112,23 @@ function M.internal(data)
   return { code = M.INTERNAL_ERROR, message = "Internal error", data = data }
 end
 
--- Invalid params found by the handler itself, for rules a schema cannot state (exactly one
--- of two parameters, say): the same -32602 error, with the same data, as the host's check.
-local INVALID_PARAMS_KIND = { name = "InvalidParams", code = M.INVALID_PARAMS, message = "Invalid params" }
+-- -32602 for a check the params schema cannot state (one field against another, like
+-- system_load.historical's until >= since), in exactly the shape of the host's own:
+-- message "Invalid params", data {path, reason}. Not a kind: every method may answer -32602,
+-- so no declaration lists it.
+local invalid_params_fields = { name = "InvalidParams", code = M.INVALID_PARAMS, message = "Invalid params" }
 
-function M.params_error(path, reason)
+function M.InvalidParams(path, reason)
   if type(path) ~= "string" or type(reason) ~= "string" then
-    error("errors.invalid_params: path and reason must be strings", 2)
+    error("errors.InvalidParams: expected a path (like \"params.until\") and a reason, both strings", 2)
   end
-  return new_error(INVALID_PARAMS_KIND, "Invalid params", { path = path, reason = reason })
+  return new_error(invalid_params_fields, "Invalid params", { path = path, reason = reason })
 end
 
--- What method code sees as the global `errors`: the kinds, a predicate and invalid_params,
+-- What method code sees as the global `errors`: the kinds, a predicate and InvalidParams,
 -- nothing that can build a JSON-RPC error of another code.
 function M.api()
-  local api = { is = M.is_error, invalid_params = M.params_error }
+  local api = { is = M.is_error, InvalidParams = M.InvalidParams }
   for _, kind in ipairs(M.kinds) do
     api[kind.name] = kind
   end

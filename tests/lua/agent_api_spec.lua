@@ -99,7 +99,7 @@ describe("the agent API", function()
   it("describes the agent, with a copy of the load summary", function()
     local info = api.info()
     assert.same({
-      version = "0.1.0", lua_api_level = 1, started = 1764070000, uptime = 2000,
+      version = "0.1.0", lua_api_level = 2, started = 1764070000, uptime = 2000,
       api_versions = { "2026-12-01" }, current_api_version = "2026-12-01",
       methods = { loaded = 3, skipped = { { file = "/x.lua", error = "/x.lua:1: oops" } } },
     }, info)

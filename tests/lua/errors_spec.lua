@@ -39,22 +39,21 @@ describe("errors", function()
     assert.has_error(function() errors.Failed(42) end, "errors.Failed: message must be a string, got number")
   end)
 
-  it("offers methods only the kinds, a predicate and invalid_params", function()
+  it("offers methods only the kinds and a predicate", function()
     local api = errors.api()
     assert.equal(errors.NotFound, api.NotFound)
     assert.is_function(api.is)
-    assert.is_function(api.invalid_params)
     assert.is_nil(api.internal)
     assert.is_nil(api.to_rpc)
   end)
 
-  it("lets a handler report invalid params exactly as the host's own check does", function()
-    local e = errors.api().invalid_params("params.device", "give device or volume_id, not both")
+  it("lets methods answer -32602 in the host's shape for checks a schema cannot state", function()
+    local api = errors.api()
+    local e = api.InvalidParams("params.until", "must not be before since")
     assert.is_true(errors.is_error(e))
     assert.same({ code = -32602, message = "Invalid params",
-                  data = { path = "params.device", reason = "give device or volume_id, not both" } },
-                errors.to_rpc(e))
-    assert.has_error(function() errors.api().invalid_params("params") end,
-      "errors.invalid_params: path and reason must be strings")
+                  data = { path = "params.until", reason = "must not be before since" } }, errors.to_rpc(e))
+    assert.has_error(function() api.InvalidParams("params.x") end,
+      'errors.InvalidParams: expected a path (like "params.until") and a reason, both strings')
   end)
 end)

@@ -35,7 +35,7 @@ describe("the OpenRPC document", function()
       assert.equal("1.3.2", doc.openrpc)
       assert.same({
         title = "Exosphere Guest Agent", version = "0.1.0", description = doc.info.description,
-        ["x-api-version"] = "2026-12-01", ["x-lua-api-level"] = 1,
+        ["x-api-version"] = "2026-12-01", ["x-lua-api-level"] = 2,
       }, doc.info)
       assert.is_string(doc.info.description)
       assert.same({ code = -32003, message = "Not found" }, doc.components.errors.NotFound)
@@ -47,7 +47,7 @@ describe("the OpenRPC document", function()
         names[i] = m.name
       end
       assert.same({ "agent.info", "mounts.list", "mounts.mount_cephfs", "mounts.mount_device", "mounts.unmount",
-                    "rpc.discover", "system_load.current" }, names)
+                    "rpc.discover", "system_load.current", "system_load.historical" }, names)
     end)
 
     it("gives each method the required fields", function()

@@ -265,6 +265,36 @@ static void test_console(void)
               "1/0), got 'sometimes'");
 }
 
+/* [system_load]: the sampling interval (1 s to 1 h), the history kept (1 h to 7 days) and the
+ * console line switch. */
+static void test_system_load(void)
+{
+    exo_config_t c;
+    REQUIRE(parse_into(&c, "") == 0);
+    CHECK(c.load_interval_ms == 60000 && c.load_history_ms == 24 * 3600 * 1000u);
+    CHECK(c.load_console_line == 1);
+    exo_config_free(&c);
+    REQUIRE(parse_into(&c, "[system_load]\ninterval = 1s\nhistory = 168h\nconsole_line = no\n") ==
+            0);
+    CHECK(c.load_interval_ms == 1000 && c.load_history_ms == 168 * 3600 * 1000u);
+    CHECK(c.load_console_line == 0);
+    exo_config_free(&c);
+    REQUIRE(parse_into(&c, "[system_load]\ninterval = 1h\nhistory = 1h\n") == 0);
+    CHECK(c.load_interval_ms == 3600000 && c.load_history_ms == 3600000);
+    exo_config_free(&c);
+    CHECK_STR(parse_err("[system_load]\ninterval = 999ms\n"),
+              "agent.conf:2: [system_load] interval: 999ms is out of range 1s..1h");
+    CHECK_STR(parse_err("[system_load]\ninterval = 61m\n"),
+              "agent.conf:2: [system_load] interval: 61m is out of range 1s..1h");
+    CHECK_STR(parse_err("[system_load]\nhistory = 59m\n"),
+              "agent.conf:2: [system_load] history: 59m is out of range 1h..168h");
+    CHECK_STR(parse_err("[system_load]\nhistory = 169h\n"),
+              "agent.conf:2: [system_load] history: 169h is out of range 1h..168h");
+    CHECK_STR(parse_err("[system_load]\nconsole_line = often\n"),
+              "agent.conf:2: [system_load] console_line: expected true or false (or yes/no, "
+              "on/off, 1/0), got 'often'");
+}
+
 static void test_sizes(void)
 {
     exo_config_t c;
@@ -494,8 +524,9 @@ static void test_structure_errors(void)
               "agent.conf:12: unknown key 'foo' in section [server]");
     CHECK_STR(parse_err("[server]\nlevel = debug\n"),
               "agent.conf:2: unknown key 'level' in section [server]; it belongs in [log]");
-    CHECK_STR(parse_err("# x\n[serve]\n"), "agent.conf:2: unknown section [serve]; the sections "
-                                           "are [server], [methods], [auth], [console], [log]");
+    CHECK_STR(parse_err("# x\n[serve]\n"),
+              "agent.conf:2: unknown section [serve]; the sections "
+              "are [server], [methods], [auth], [console], [system_load], [log]");
     CHECK_STR(parse_err("[server\n"),
               "agent.conf:1: a section header must end with ']', got '[server'");
     CHECK_STR(parse_err("[server] # main\n"),
@@ -1259,6 +1290,7 @@ int main(void)
     RUN(test_setters);
     RUN(test_dump_round_trip);
     RUN(test_console);
+    RUN(test_system_load);
     RUN(test_load);
     RUN(test_packaged_file_is_defaults);
     RUN(test_packaged_file_documents_defaults);

@@ -90,8 +90,11 @@ export async function startAgent(opts = {}) {
   if (opts.methods && opts.methods.operator_dir && opts.methods.operator_dir !== '""')
     methods.operator_dir = readable(opts.methods.operator_dir);
   const config = join(dir, 'agent.conf');
-  // The status line would go to this machine's /dev/console: off unless a test asks for it.
+  // The status line and the load lines would go to this machine's /dev/console: off unless a
+  // test asks for them ([system_load] console_line is merged key by key, so that a test may
+  // set the interval alone).
   const sections = { console: { status_line: 'false' }, ...(opts.sections || {}) };
+  sections.system_load = { console_line: 'false', ...((opts.sections || {}).system_load || {}) };
   writeFileSync(config, renderConfig({ server, methods, ...sections }));
   const args = ['serve', '--config', config, ...(opts.args || [])];
   const started = process.hrtime.bigint();

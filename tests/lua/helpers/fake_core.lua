@@ -24,7 +24,7 @@ local DEFAULTS = {
   cpu = 0,
   host_name = "test-instance",
   version = "0.1.0",
-  lua_api_level = 1,
+  lua_api_level = 2,
 }
 
 function M.reset()

@@ -5,6 +5,7 @@
 --   local k = kit.new({ files = { "methods/system_load.lua" } })
 --   k.core.files["/proc/meminfo"] = "MemTotal: 1000 kB\nMemAvailable: 250 kB\n"
 --   local result = k:call_ok("system_load.current")
+--   k.load.samples = { { epoch = 1764072000, cpuPctUsed = 3, ... } }   -- agent.load_history
 --
 -- An operator method is tested the same way, loaded as the agent would load it from
 -- methods.d, with the capabilities the configuration grants:
@@ -39,6 +40,7 @@ M.INSTRUCTION_LIMIT = 50000000
 function M.new(opts)
   opts = opts or {}
   setup.core.reset()
+  setup.load.reset()
   local host = require("sandbox.host")
   local summary = host.init({
     dev = opts.dev ~= false,
@@ -58,7 +60,7 @@ function M.new(opts)
   setup.restore_string_metatable()
   -- A method that loops forever fails its spec instead of hanging it.
   setup.core.instruction_limit = opts.instruction_limit or M.INSTRUCTION_LIMIT
-  return setmetatable({ host = host, core = setup.core, json = setup.json, summary = summary,
+  return setmetatable({ host = host, core = setup.core, load = setup.load, json = setup.json, summary = summary,
                         dev = opts.dev ~= false }, Kit)
 end
 

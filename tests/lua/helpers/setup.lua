@@ -4,7 +4,8 @@
 --     when it has been built, and otherwise the pure-Lua stand-in in json_standin.lua, with a
 --     note on stderr so that nobody mistakes a stand-in run for the real thing;
 --   * exo.core is always the fake in fake_core.lua (reset before each test), and so are
---     exo.metadata and exo.mounts, whose fakes live there too.
+--     exo.metadata and exo.mounts, whose fakes live there too; exo.load is the fake in
+--     fake_load.lua (reset with it by kit.new).
 
 local M = {}
 
@@ -30,6 +31,8 @@ M.core = require("tests.lua.helpers.fake_core")
 package.loaded["exo.core"] = M.core
 package.loaded["exo.metadata"] = M.core.metadata
 package.loaded["exo.mounts"] = M.core.mounts
+M.load = require("tests.lua.helpers.fake_load")
+package.loaded["exo.load"] = M.load
 
 -- Coroutines created while a call runs get the call's instruction-budget hook, as threads
 -- created in the runtime inherit its hook (fake_core.lua, hook_new_thread). Installed once,

@@ -15,7 +15,7 @@ describe("agent.info", function()
     local ok, text = k:rpc_text("agent.info", {})
     assert.is_true(ok)
     assert.equal('{"api_versions":["2026-12-01"],"current_api_version":"2026-12-01","hostname":"exo-vm-1",'
-      .. '"lua_api_level":1,"methods":{"loaded":2,"skipped":[]},"started":1764000000,"uptime":123,'
+      .. '"lua_api_level":2,"methods":{"loaded":2,"skipped":[]},"started":1764000000,"uptime":123,'
       .. '"version":"0.1.0"}', text)
   end)
 

@@ -125,3 +125,137 @@ describe("system_load.current", function()
     end
   end)
 end)
+
+describe("system_load.historical", function()
+  local k
+
+  -- Five samples a minute apart, the third on a machine that had a GPU.
+  local function samples()
+    local list = {}
+    for i = 1, 5 do
+      list[i] = { epoch = 1764072000 + 60 * (i - 1), cpuPctUsed = i, memPctUsed = 20 + i, rootfsPctUsed = 35,
+                  gpuPctUsed = i == 3 and { 5, 97 } or json.null }
+    end
+    return list
+  end
+
+  local function epochs(result)
+    local out = {}
+    for i, s in ipairs(result) do
+      out[i] = s.epoch
+    end
+    return out
+  end
+
+  before_each(function()
+    k = kit.new({ files = { "methods/system_load.lua" } })
+    k.load.samples = samples()
+  end)
+
+  after_each(setup.restore_string_metatable)
+
+  it("returns every sample, oldest first, each in the console line's shape", function()
+    local ok, text = k:rpc_text("system_load.historical", {})
+    assert.is_true(ok)
+    assert.equal('[{"cpuPctUsed":1,"epoch":1764072000,"gpuPctUsed":null,"memPctUsed":21,"rootfsPctUsed":35},'
+      .. '{"cpuPctUsed":2,"epoch":1764072060,"gpuPctUsed":null,"memPctUsed":22,"rootfsPctUsed":35},'
+      .. '{"cpuPctUsed":3,"epoch":1764072120,"gpuPctUsed":[5,97],"memPctUsed":23,"rootfsPctUsed":35},'
+      .. '{"cpuPctUsed":4,"epoch":1764072180,"gpuPctUsed":null,"memPctUsed":24,"rootfsPctUsed":35},'
+      .. '{"cpuPctUsed":5,"epoch":1764072240,"gpuPctUsed":null,"memPctUsed":25,"rootfsPctUsed":35}]', text)
+  end)
+
+  it("keeps since and until inclusive", function()
+    assert.same({ 1764072060, 1764072120, 1764072180 },
+      epochs(k:call_ok("system_load.historical", { since = 1764072060, ["until"] = 1764072180 })))
+    assert.same({ 1764072180, 1764072240 }, epochs(k:call_ok("system_load.historical", { since = 1764072170 })))
+    assert.same({ 1764072000 }, epochs(k:call_ok("system_load.historical", { ["until"] = 1764072000 })))
+    assert.same({ 1764072120 },
+      epochs(k:call_ok("system_load.historical", { since = 1764072120, ["until"] = 1764072120 })))
+  end)
+
+  it("keeps the newest samples of the range within limit", function()
+    assert.same({ 1764072240 }, epochs(k:call_ok("system_load.historical", { limit = 1 })))
+    assert.same({ 1764072120, 1764072180 },
+      epochs(k:call_ok("system_load.historical", { ["until"] = 1764072180, limit = 2 })))
+    assert.same({ 1764072000, 1764072060, 1764072120, 1764072180, 1764072240 },
+      epochs(k:call_ok("system_load.historical", { limit = 10080 })))
+  end)
+
+  it("takes positional params in the order since, until, limit", function()
+    assert.same({ 1764072180 }, epochs(k:call_ok("system_load.historical", json.array({ 1764072060, 1764072180, 1 }))))
+  end)
+
+  it("returns an empty array when there is no history, or none in the range", function()
+    k.load.samples = {}
+    local ok, text = k:rpc_text("system_load.historical", {})
+    assert.same({ true, "[]" }, { ok, text })
+    k.load.samples = samples()
+    ok, text = k:rpc_text("system_load.historical", { since = 1764080000 })
+    assert.same({ true, "[]" }, { ok, text })
+  end)
+
+  it("refuses until before since, with a clear message", function()
+    local ok, err = k:call("system_load.historical", { since = 1764072120, ["until"] = 1764072060 })
+    assert.is_false(ok)
+    assert.same({ code = -32602, message = "Invalid params",
+                  data = { path = "params.until", reason = "is 1764072060, before since (1764072120)" } }, err)
+    assert.equal(0, k.load.calls)
+  end)
+
+  local bad = {
+    { { limit = 0 }, "params.limit" },
+    { { limit = 10081 }, "params.limit" },
+    { { since = -1 }, "params.since" },
+    { { since = 1.5 }, "params.since" },
+    { { ["until"] = "now" }, "params.until" },
+    { { later = 1 }, "params.later" },
+  }
+  for _, case in ipairs(bad) do
+    it("refuses " .. json.encode(case[1]), function()
+      local ok, err = k:call("system_load.historical", case[1])
+      assert.same({ false, -32602, case[2] }, { ok, err.code, err.data.path })
+    end)
+  end
+
+  it("needs a logged-in user and only system.read", function()
+    for _, m in ipairs(k.host.discover().methods) do
+      if m.name == "system_load.historical" then
+        assert.equal("user", m["x-permission"])
+      end
+    end
+    local ok, err = k:call("system_load.historical", {}, { auth = false })
+    assert.same({ false, -32001 }, { ok, err.code })
+    assert.same({ true }, { (k:call("system_load.historical", {}, { auth = kit.USER })) })
+  end)
+end)
+
+describe("agent.load_history", function()
+  local agent_mod = require("sandbox.agent")
+
+  local function api()
+    return agent_mod.build(function() return { api_versions = {}, methods = 0, skipped = {} } end)
+  end
+
+  it("checks its arguments, raising at the caller's line", function()
+    local a = api()
+    local function call(...)
+      local args = table.pack(...)
+      return pcall(function()
+        local r = a.load_history(table.unpack(args, 1, args.n)) -- not a tail call: the line shows
+        return r
+      end)
+    end
+    local cases = {
+      { { 1.5 }, "since must be an integer" },
+      { { nil, "x" }, "until must be an integer" },
+      { { 10, 5 }, "until must not be before since" },
+      { { nil, nil, 0 }, "limit must be an integer from 1 to 10080" },
+      { { nil, nil, 10081 }, "limit must be an integer from 1 to 10080" },
+    }
+    for _, case in ipairs(cases) do
+      local ok, err = call(table.unpack(case[1], 1, 3))
+      assert.is_false(ok)
+      assert.matches("system_load_spec.lua:%d+: agent.load_history: " .. case[2], err)
+    end
+  end)
+end)
