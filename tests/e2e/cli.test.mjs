@@ -80,7 +80,8 @@ describe('CLI without an agent', () => {
     assert.equal(r.code, 0, r.stderr);
     const doc = JSON.parse(r.stdout);
     assert.equal(doc.openrpc, '1.3.2');
-    assert.deepEqual(doc.methods.map((m) => m.name).sort(), ['agent.info', 'authenticate.login', 'authenticate.logout', 'authenticate.me', 'authenticate.token', 'rpc.discover', 'system_load.current', 'system_load.historical']);
+    assert.deepEqual(doc.methods.map((m) => m.name).sort(), ['agent.info', 'authenticate.login', 'authenticate.logout', 'authenticate.me', 'authenticate.token',
+      'mounts.list', 'mounts.mount_cephfs', 'mounts.mount_device', 'mounts.unmount', 'rpc.discover', 'system_load.current', 'system_load.historical']);
   });
 
   it('serve --print-config prints a configuration that reads back the same', async () => {
