@@ -17,8 +17,8 @@ const VARYING = new Set(['agent.info', 'system_load.current', 'system_load.histo
 const SAMPLE_CREDENTIALS = new Set(['authenticate.login', 'authenticate.token', 'authenticate.logout']);
 // Test methods whose examples cannot be replayed: they never return a result.
 const NO_RESULT = new Set(['e2e.spin', 'e2e.spin_pcall', 'e2e.hog', 'e2e.fail']);
-// Examples that would format, mount or unmount this machine's disks: they are replayed in a
-// systemd container by tests/system/mounts.test.mjs.
+// Examples that would format, mount or unmount this machine's disks: these methods are tested in a
+// systemd container by tests/system/mounts.test.mjs, on loop devices made for it.
 const ACTS_ON_DISKS = new Set(['mounts.mount_device', 'mounts.unmount', 'mounts.mount_cephfs']);
 
 describe('OpenRPC', () => {
