@@ -74,6 +74,12 @@ typedef struct exo_config_s {
     /* [console] */
     int console_status_line; /* bool: write the status line at start */
     char *console_device;    /* absolute path, or NULL to choose by distribution family */
+    /* [metadata] */
+    char *metadata_url;                  /* http:// URL of the metadata document; "" disables */
+    uint32_t metadata_timeout_ms;        /* duration: one fetch at most */
+    uint32_t metadata_cache_ms;          /* duration: a fetched document is reused this long */
+    uint32_t metadata_negative_cache_ms; /* duration: a failure is remembered this long */
+    uint32_t metadata_max_bytes;         /* size: the document at most */
     /* [log] */
     exo_log_level_t log_level; /* least severe level that is logged */
 } exo_config_t;

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metadata.h"
+#include "mountwatch.h"
 #include "monclient.h"
 #include "notify.h"
 #include "server.h"
@@ -387,6 +389,8 @@ static void stop_everything(exo_server_t *srv)
         close_handle((uv_handle_t *)&srv->watches[i]);
     exo_calls_shutdown();
     exo_core_shutdown();
+    exo_metadata_shutdown();
+    exo_mountwatch_stop();
 }
 
 static void on_drain_tick(uv_timer_t *t)
@@ -511,6 +515,12 @@ int exo_server_start(exo_server_t *srv, uv_loop_t *loop, exo_config_t *cfg, int 
         watch_methods(srv);
     else
         uv_timer_init(loop, &srv->watch_timer);
+    /* Without the watch the generation stays put; the agent still serves. */
+    rc = exo_mountwatch_start(loop, NULL);
+    if (rc < 0)
+        exo_warn("cannot watch the mount table (/proc/self/mountinfo): %s; mount changes will "
+                 "not be noticed",
+                 uv_strerror(rc));
     srv->handles_ready = 1;
 
     int loaded, skipped;

@@ -119,6 +119,11 @@ static void test_defaults(void)
     CHECK(c.max_logins_in_flight == 4);
     CHECK(c.pam_timeout_ms == 15000);
     CHECK(c.trusted_proxies.n == 0 && c.trusted_proxies.items == NULL);
+    CHECK_STR(c.metadata_url, "http://169.254.169.254/openstack/latest/meta_data.json");
+    CHECK(c.metadata_timeout_ms == 2000);
+    CHECK(c.metadata_cache_ms == 300000);
+    CHECK(c.metadata_negative_cache_ms == 30000);
+    CHECK(c.metadata_max_bytes == 1024 * 1024);
     CHECK(c.log_level == EXO_LOG_INFO);
     CHECK(exo_config_validate(&c, err_, sizeof(err_)) == 0);
     exo_config_free(&c);
@@ -263,6 +268,42 @@ static void test_console(void)
     CHECK_STR(parse_err("[console]\nstatus_line = sometimes\n"),
               "agent.conf:2: [console] status_line: expected true or false (or yes/no, on/off, "
               "1/0), got 'sometimes'");
+}
+
+/* [metadata]: the URL (plain http:// only; "" disables) and the fetch's bounds. */
+static void test_metadata(void)
+{
+    exo_config_t c;
+    REQUIRE(parse_into(&c,
+                       "[metadata]\nurl = \"http://[fe80::a9fe:a9fe]:8080/m.json\"\n"
+                       "timeout = 500ms\ncache = 0s\nnegative_cache = 1h\nmax_bytes = 64K\n") == 0);
+    CHECK_STR(c.metadata_url, "http://[fe80::a9fe:a9fe]:8080/m.json");
+    CHECK(c.metadata_timeout_ms == 500);
+    CHECK(c.metadata_cache_ms == 0);
+    CHECK(c.metadata_negative_cache_ms == 3600000);
+    CHECK(c.metadata_max_bytes == 64 * 1024);
+    exo_config_free(&c);
+    REQUIRE(parse_into(&c, "[metadata]\nurl = \"\"\n") == 0);
+    CHECK_STR(c.metadata_url, "");
+    exo_config_free(&c);
+    CHECK_STR(parse_err("[metadata]\nurl = https://169.254.169.254/x\n"),
+              "agent.conf:2: [metadata] url: https is not supported: the metadata service is "
+              "plain HTTP on the link-local network; use http://, got "
+              "'https://169.254.169.254/x'");
+    CHECK_STR(parse_err("[metadata]\nurl = ftp://h/x\n"),
+              "agent.conf:2: [metadata] url: only http:// URLs are supported, got 'ftp://h/x'");
+    CHECK_STR(parse_err("[metadata]\nurl = http://h:0/x\n"),
+              "agent.conf:2: [metadata] url: the port must be a number from 1 to 65535, got "
+              "'http://h:0/x'");
+    CHECK_STR(parse_err("[metadata]\ntimeout = 50ms\n"),
+              "agent.conf:2: [metadata] timeout: 50ms is out of range 100ms..1m");
+    CHECK_STR(parse_err("[metadata]\ncache = 2d\n"),
+              "agent.conf:2: [metadata] cache: expected a duration like 500ms, 30s, 5m or 1h, "
+              "got '2d'");
+    CHECK_STR(parse_err("[metadata]\nnegative_cache = 2h\n"),
+              "agent.conf:2: [metadata] negative_cache: 2h is out of range 0s..1h");
+    CHECK_STR(parse_err("[metadata]\nmax_bytes = 512\n"),
+              "agent.conf:2: [metadata] max_bytes: 512 is out of range 1K..64M");
 }
 
 static void test_sizes(void)
@@ -494,8 +535,9 @@ static void test_structure_errors(void)
               "agent.conf:12: unknown key 'foo' in section [server]");
     CHECK_STR(parse_err("[server]\nlevel = debug\n"),
               "agent.conf:2: unknown key 'level' in section [server]; it belongs in [log]");
-    CHECK_STR(parse_err("# x\n[serve]\n"), "agent.conf:2: unknown section [serve]; the sections "
-                                           "are [server], [methods], [auth], [console], [log]");
+    CHECK_STR(parse_err("# x\n[serve]\n"),
+              "agent.conf:2: unknown section [serve]; the sections "
+              "are [server], [methods], [auth], [console], [metadata], [log]");
     CHECK_STR(parse_err("[server\n"),
               "agent.conf:1: a section header must end with ']', got '[server'");
     CHECK_STR(parse_err("[server] # main\n"),
@@ -1259,6 +1301,7 @@ int main(void)
     RUN(test_setters);
     RUN(test_dump_round_trip);
     RUN(test_console);
+    RUN(test_metadata);
     RUN(test_load);
     RUN(test_packaged_file_is_defaults);
     RUN(test_packaged_file_documents_defaults);
