@@ -363,6 +363,8 @@ static void connect_to(fetch_t *f, const struct sockaddr *sa)
         return;
     }
     f->tcp.data = f;
+    f->connect_req.data = f;
+    f->write_req.data = f;
     f->tcp_open = 1;
     f->open_handles++;
     f->tries++;

@@ -16,6 +16,8 @@ local M = {}
 M.KNOWN = {
   ["system.read"] = "read files under /proc and /sys (agent.read_file) and file system usage (agent.statfs)",
   ["process.run"] = "run programs without a shell (agent.run)",
+  ["metadata.read"] = "read the OpenStack metadata document of the instance, from the one URL the "
+    .. "configuration names (agent.metadata)",
 }
 
 -- The configuration key that grants capabilities to operator methods, as messages name it.

@@ -110,7 +110,7 @@ describe("operator methods", function()
     it("a grant the agent does not know stops the start", function()
       local host = require("sandbox.host")
       assert.has_error(function() host.init({ operator_capabilities = { "mounts.raed" } }) end,
-        'host.init: operator_capabilities[1]: unknown capability "mounts.raed" (known: process.run, system.read)')
+        'host.init: operator_capabilities[1]: unknown capability "mounts.raed" (known: metadata.read, process.run, system.read)')
     end)
   end)
 
@@ -189,7 +189,7 @@ describe("host.check_files", function()
       file .. ":2: method 'site.a': stability must be one of experimental, stable, deprecated (got \"beta\")",
       file .. ":4: method 'site.b': examples[1] does not match its schema: examples[1].result expected an integer, got a string",
       file .. ":7: method 'site.c': examples[1] does not match its schema: examples[1].params.n expected an integer, got a string",
-      file .. ":10: method 'site.d': capabilities[1]: unknown capability \"mounts.write\" (known: process.run, system.read)",
+      file .. ":10: method 'site.d': capabilities[1]: unknown capability \"mounts.write\" (known: metadata.read, process.run, system.read)",
     }, r.errors)
   end)
 
