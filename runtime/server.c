@@ -387,10 +387,11 @@ static void stop_everything(exo_server_t *srv)
     close_handle((uv_handle_t *)&srv->watch_timer);
     for (size_t i = 0; i < srv->n_watches; i++)
         close_handle((uv_handle_t *)&srv->watches[i]);
-    exo_calls_shutdown();
-    exo_core_shutdown();
+    /* Before the run queue closes: the fetch's waiters may still resume their calls. */
     exo_metadata_shutdown();
     exo_mountwatch_stop();
+    exo_calls_shutdown();
+    exo_core_shutdown();
 }
 
 static void on_drain_tick(uv_timer_t *t)
