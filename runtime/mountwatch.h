@@ -23,7 +23,10 @@ typedef void (*exo_mountwatch_cb)(void *data, uint64_t generation);
 
 /* Starts watching path (NULL: /proc/self/mountinfo) on loop. Returns 0, or a negative errno
  * when the file cannot be opened or polled; the generation then stays where it is. Starting a
- * watcher that runs already is -EALREADY. */
+ * watcher that runs already is -EALREADY. Changes are seen from the loop's next turn, when the
+ * poll is registered with epoll (the kernel reports an earlier change to the registration
+ * itself): the server starts it before it accepts any call, so no view of the mounts can be
+ * older than the watch. */
 int exo_mountwatch_start(uv_loop_t *loop, const char *path);
 /* Stops watching and closes its handles (the loop must run for them to close). Subscriptions
  * are kept; the generation is kept. Harmless when not watching. */
