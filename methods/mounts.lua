@@ -402,7 +402,10 @@ end
 local probes = { generation = nil, by_device = {} }
 
 local function cached_probe(devpath)
-  local generation = agent.mount_generation()
+  local generation, watching = agent.mount_generation()
+  if not watching then
+    return agent.mounts.probe(devpath)
+  end
   if probes.generation ~= generation then
     probes.generation, probes.by_device = generation, {}
   end

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "url.h"
 
 #define CFG_MAX_LINE 4096
 #define CFG_MAX_FILE (1024 * 1024)
@@ -44,6 +45,7 @@ typedef enum {
     CT_ACCOUNT,      /* user, group or service name, required */
     CT_ACCOUNT_LIST, /* list of account names */
     CT_IP_LIST,      /* list of numeric IPv4 or IPv6 addresses, each with an optional /prefix */
+    CT_URL,          /* http:// URL (exo_url_parse), or "" kept as the empty string (disabled) */
 } cfg_type_t;
 
 /* One configuration key. For numbers min and max bound the value, for paths and account names
@@ -161,6 +163,17 @@ static const cfg_key_t keys[] = {
         "Load history kept across restarts (at most 10080 samples)."),
     KEY("system_load", "console_line", CT_BOOL, load_console_line, 0, 1, "true",
         "Write each load sample to the console as the line older Exosphere versions chart."),
+    KEY("metadata", "url", CT_URL, metadata_url, 0, EXO_URL_MAX,
+        "\"http://169.254.169.254/openstack/latest/meta_data.json\"",
+        "OpenStack metadata document (volume names), plain http:// only; \"\" disables it."),
+    KEY("metadata", "timeout", CT_DURATION, metadata_timeout_ms, 100, MIN, "2s",
+        "A fetch of the metadata document taking longer fails."),
+    KEY("metadata", "cache", CT_DURATION, metadata_cache_ms, 0, 24 * HOUR, "5m",
+        "How long a fetched metadata document is reused; 0s fetches every time."),
+    KEY("metadata", "negative_cache", CT_DURATION, metadata_negative_cache_ms, 0, HOUR, "30s",
+        "How long a failed fetch is remembered before the service is asked again."),
+    KEY("metadata", "max_bytes", CT_SIZE, metadata_max_bytes, KIB, 64 * MIB, "1M",
+        "Size of the metadata document at most."),
     KEY("log", "level", CT_LOGLEVEL, log_level, EXO_LOG_DEBUG, EXO_LOG_ERROR, "info",
         "Least severe level logged: debug, info, warn or error."),
 };
@@ -256,7 +269,8 @@ static bool is_list(cfg_type_t t)
 
 static bool is_string(cfg_type_t t)
 {
-    return t == CT_PATH || t == CT_PATH_EMPTY || t == CT_PATH_NONE || t == CT_ACCOUNT;
+    return t == CT_PATH || t == CT_PATH_EMPTY || t == CT_PATH_NONE || t == CT_ACCOUNT ||
+           t == CT_URL;
 }
 
 /* The suffixes of sizes and durations, largest first so that formatting picks the largest
@@ -680,6 +694,18 @@ static int set_value(cfg_ctx_t *cx, exo_config_t *c, const char *s, size_t len)
         *(char **)field = (v[0] == '\0' && k->type == CT_PATH_NONE) ? NULL : v;
         if (*(char **)field != NULL) v = NULL;
         break;
+    case CT_URL: {
+        exo_url_t url;
+        char why[160];
+        if (v[0] != '\0' && exo_url_parse(v, &url, why, sizeof(why)) < 0) {
+            rc = fail(cx, "%s, got '%s'", why, shown);
+            break;
+        }
+        free(*(char **)field);
+        *(char **)field = v;
+        v = NULL;
+        break;
+    }
     case CT_ACCOUNT:
         if (!is_account(v)) {
             rc = fail(cx, "expected an account name of " ACCOUNT_RULE ", got '%s'", shown);

@@ -78,6 +78,12 @@ typedef struct exo_config_s {
     uint32_t load_interval_ms; /* duration: a load sample is taken at each multiple of this */
     uint32_t load_history_ms;  /* duration: how much load history is kept */
     int load_console_line;     /* bool: write each load sample to the console */
+    /* [metadata] */
+    char *metadata_url;                  /* http:// URL of the metadata document; "" disables */
+    uint32_t metadata_timeout_ms;        /* duration: one fetch at most */
+    uint32_t metadata_cache_ms;          /* duration: a fetched document is reused this long */
+    uint32_t metadata_negative_cache_ms; /* duration: a failure is remembered this long */
+    uint32_t metadata_max_bytes;         /* size: the document at most */
     /* [log] */
     exo_log_level_t log_level; /* least severe level that is logged */
 } exo_config_t;

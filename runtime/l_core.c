@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "lvm.h"
+#include "mountwatch.h"
 
 /* Programs are looked up in this fixed list, never in the agent's own PATH. */
 static const char *const exo_path[] = {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
@@ -89,6 +90,17 @@ static int l_info(lua_State *L)
     lua_pushinteger(L, (lua_Integer)((uv_now(rt->loop) - rt->started_ms) / 1000u));
     lua_setfield(L, -2, "uptime");
     return 1;
+}
+
+/* The mount table's generation (mountwatch.h): it moves whenever a mount is added, removed or
+ * changed, so a view of the mounts made at generation g is current while it is still g. The
+ * second value says whether the watch runs; when it does not, the generation never moves and
+ * nothing may be cached on it. */
+static int l_mount_generation(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)exo_mountwatch_generation());
+    lua_pushboolean(L, exo_mountwatch_active());
+    return 2;
 }
 
 /* Lists the entries of a directory, sorted, without "." and "..". It does not wait: it is
@@ -642,6 +654,7 @@ static int luaopen_exo_core(lua_State *L)
         {"cpu_percent", l_cpu_percent},
         {"hostname", l_hostname},
         {"info", l_info},
+        {"mount_generation", l_mount_generation},
         {"list_dir", l_list_dir},
         {"set_capabilities", l_set_capabilities},
         {NULL, NULL},

@@ -14,6 +14,8 @@
 
 #include "load_sampler.h"
 #include "log.h"
+#include "metadata.h"
+#include "mountwatch.h"
 #include "monclient.h"
 #include "notify.h"
 #include "server.h"
@@ -387,6 +389,9 @@ static void stop_everything(exo_server_t *srv)
     for (size_t i = 0; i < srv->n_watches; i++)
         close_handle((uv_handle_t *)&srv->watches[i]);
     exo_load_sampler_stop();
+    /* Before the run queue closes: the fetch's waiters may still resume their calls. */
+    exo_metadata_shutdown();
+    exo_mountwatch_stop();
     exo_calls_shutdown();
     exo_core_shutdown();
 }
@@ -513,6 +518,12 @@ int exo_server_start(exo_server_t *srv, uv_loop_t *loop, exo_config_t *cfg, int 
         watch_methods(srv);
     else
         uv_timer_init(loop, &srv->watch_timer);
+    /* Without the watch the generation stays put; the agent still serves. */
+    rc = exo_mountwatch_start(loop, NULL);
+    if (rc < 0)
+        exo_warn("cannot watch the mount table (/proc/self/mountinfo): %s; mount changes will "
+                 "not be noticed",
+                 uv_strerror(rc));
     srv->handles_ready = 1;
 
     int loaded, skipped;

@@ -95,6 +95,8 @@ export async function startAgent(opts = {}) {
   // set the interval alone).
   const sections = { console: { status_line: 'false' }, ...(opts.sections || {}) };
   sections.system_load = { console_line: 'false', ...((opts.sections || {}).system_load || {}) };
+  // Tests reach only loopback: no metadata service unless a test starts its own.
+  sections.metadata = { url: '""', ...((opts.sections || {}).metadata || {}) };
   writeFileSync(config, renderConfig({ server, methods, ...sections }));
   const args = ['serve', '--config', config, ...(opts.args || [])];
   const started = process.hrtime.bigint();

@@ -129,4 +129,47 @@ return {
       error("e2e.fail: a deliberate bug")
     end,
   }),
+  method({
+    name = "e2e.metadata",
+    summary = "What agent.metadata() returns (the metadata document, or its error)",
+    description = "missing = true while the runtime's agent API has no metadata function.",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "public",
+    capabilities = { "metadata.read" },
+    result = T.object({
+      body = T.string():optional(),
+      error = T.string():optional(),
+      missing = T.boolean():optional(),
+    }),
+    examples = { { name = "no metadata service", params = {}, result = { error = "not configured" } } },
+    handler = function(ctx, params)
+      if agent.metadata == nil then
+        return { missing = true }
+      end
+      local body, err = agent.metadata()
+      return { body = body, error = err }
+    end,
+  }),
+  method({
+    name = "e2e.mount_generation",
+    summary = "What agent.mount_generation() returns: the mount table's generation",
+    description = "missing = true while the runtime's agent API has no mount_generation function.",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "public",
+    result = T.object({
+      generation = T.integer():optional(),
+      watching = T.boolean():optional(),
+      missing = T.boolean():optional(),
+    }),
+    examples = { { name = "after two mounts", params = {}, result = { generation = 2, watching = true } } },
+    handler = function(ctx, params)
+      if agent.mount_generation == nil then
+        return { missing = true }
+      end
+      local generation, watching = agent.mount_generation()
+      return { generation = generation, watching = watching }
+    end,
+  }),
 }

@@ -31,7 +31,7 @@ function M.reset()
   for k, v in pairs(DEFAULTS) do
     M[k] = v
   end
-  M.generation = 1
+  M.generation, M.watching_mounts = 1, true
   M.metadata_body, M.metadata_error, M.metadata_fetches = nil, "not configured", 0
   -- exo.mounts: what the monitor would answer. probes[device] = table, or { nil, code, msg };
   -- mount_answer / unmount_answer / mkfs_answer / cephfs_answer = function(args) -> results.
@@ -151,7 +151,7 @@ function M.spawn(argv, opts)
   return yield_with(complete(res))
 end
 
-function M.mount_generation() return M.generation end
+function M.mount_generation() return M.generation, M.watching_mounts end
 
 -- exo.metadata (runtime/l_metadata.c): the configured document, or nil, err.
 M.metadata = {}
