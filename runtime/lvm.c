@@ -12,6 +12,7 @@
 #include "embedded.h"
 #include "json.h"
 #include "log.h"
+#include "mountop.h"
 
 /* How often (in VM instructions) the hook of a running call counts its budget and checks
  * the clock: a few microseconds of Lua, so preemption and deadlines are precise, while the
@@ -45,7 +46,8 @@ enum { CALL_RUNNING, CALL_WAITING, CALL_PREEMPTED, CALL_ENDED, CALL_CANCELLED };
 enum { KILL_NONE, KILL_DEADLINE, KILL_MEMORY, KILL_INSTRUCTIONS };
 
 /* Capabilities a method may be granted; bindings check them (see exo_call_require). */
-static const char *const cap_names[] = {"system.read", "process.run"};
+static const char *const cap_names[] = {"system.read", "process.run", "mounts.read",
+                                        "mounts.write"};
 
 struct exo_call_s {
     exo_lvm_t *vm;
@@ -268,6 +270,7 @@ int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t
     preload_embedded(L);
     exo_core_preload(L);
     exo_auth_preload(L);
+    exo_mounts_preload(L);
     vm->loading = 1;
     int rc = load_host(vm, err, errlen);
     vm->loading = 0;

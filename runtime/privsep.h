@@ -24,6 +24,13 @@ enum {
     EXO_OP_LOGIN = 1,  /* user, password, source, transport -> status, ... (monitor.c) */
     EXO_OP_REVOKE = 2, /* token -> status */
     EXO_OP_READY = 3,  /* (nothing) -> status: the worker is serving */
+    /* 4 and 5 belong to another operation group. The mount operations (mountop.h, which also
+     * describes their answers); 11 and 12 are kept for later mount operations. */
+    EXO_OP_MOUNT_PROBE = 6,   /* device -> status, ... */
+    EXO_OP_MOUNT_MKFS = 7,    /* device, label, uuid or "" -> status */
+    EXO_OP_MOUNT_MOUNT = 8,   /* device, mountpoint, read-only "0"|"1" -> status, ... */
+    EXO_OP_MOUNT_UNMOUNT = 9, /* mountpoint, lazy "0"|"1" -> status, ... */
+    EXO_OP_MOUNT_CEPHFS = 10, /* mountpoint, export, user, key, read-only -> status, ... */
 };
 #define EXO_OP_ANSWER 0x80000000u
 

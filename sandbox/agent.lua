@@ -6,6 +6,9 @@
 -- calling request's coroutine until the runtime has the answer.
 
 local core = require("exo.core")
+-- The monitor's mount operations (runtime/l_mounts.c); each function checks its capability
+-- (mounts.read or mounts.write) and its arguments itself, and raises on misuse.
+local mounts = require("exo.mounts")
 local capabilities = require("sandbox.capabilities")
 
 -- The unguarded library functions, for the linear scans of lines and split below.
@@ -243,6 +246,12 @@ function M.build(host_info)
   end
 
   api.lines, api.split = M.lines, M.split
+
+  -- agent.mounts.probe(device), .mkfs, .mount, .unmount, .cephfs_mount (yield), .config().
+  api.mounts = {
+    config = mounts.config, probe = mounts.probe, mkfs = mounts.mkfs, mount = mounts.mount,
+    unmount = mounts.unmount, cephfs_mount = mounts.cephfs_mount,
+  }
 
   function api.log(level, message)
     local err = M.level_error(level)

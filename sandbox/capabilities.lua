@@ -16,6 +16,8 @@ local M = {}
 M.KNOWN = {
   ["system.read"] = "read files under /proc and /sys (agent.read_file) and file system usage (agent.statfs)",
   ["process.run"] = "run programs without a shell (agent.run)",
+  ["mounts.read"] = "probe block devices and read the mount settings (agent.mounts.probe, agent.mounts.config)",
+  ["mounts.write"] = "format, mount and unmount volumes and CephFS shares (agent.mounts.mkfs, mount, unmount, cephfs_mount)",
 }
 
 -- The configuration key that grants capabilities to operator methods, as messages name it.
