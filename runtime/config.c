@@ -113,7 +113,8 @@ static const cfg_key_t keys[] = {
     KEY("methods", "allow_override", CT_BOOL, allow_override, 0, 1, "false",
         "Let an operator method replace a shipped method of the same name."),
     KEY("methods", "operator_capabilities", CT_NAME_LIST, operator_capabilities, 0, 32, "",
-        "Capabilities operator methods may use (system.read, process.run)."),
+        "Capabilities operator methods may use (system.read, process.run, mounts.read, "
+        "mounts.write)."),
     KEY("methods", "memory_limit", CT_SIZE, memory_limit, 4 * MIB, 4095 * MIB, "128M",
         "Memory ceiling of the Lua VM that runs methods."),
     KEY("methods", "call_memory_limit", CT_SIZE, call_memory_limit, 256 * KIB, 4095 * MIB, "32M",

@@ -110,7 +110,7 @@ describe("operator methods", function()
     it("a grant the agent does not know stops the start", function()
       local host = require("sandbox.host")
       assert.has_error(function() host.init({ operator_capabilities = { "mounts.raed" } }) end,
-        'host.init: operator_capabilities[1]: unknown capability "mounts.raed" (known: process.run, system.read)')
+        'host.init: operator_capabilities[1]: unknown capability "mounts.raed" (known: mounts.read, mounts.write, process.run, system.read)')
     end)
   end)
 
@@ -178,7 +178,7 @@ describe("host.check_files", function()
       "    permission = 'public', params = T.object({ n = T.integer() }), result = T.any(),",
       "    examples = { { name = 'e', params = { n = 'x' }, result = 1 } }, handler = function() end }),",
       "  method({ name = 'site.d', summary = 'D', since = '2026-12-01', stability = 'stable',",
-      "    permission = 'public', result = T.any(), capabilities = { 'mounts.write' },",
+      "    permission = 'public', result = T.any(), capabilities = { 'packages.write' },",
       "    examples = { { name = 'e', result = 1 } }, handler = function() end }),",
       "}",
     }, "\n"))
@@ -189,7 +189,7 @@ describe("host.check_files", function()
       file .. ":2: method 'site.a': stability must be one of experimental, stable, deprecated (got \"beta\")",
       file .. ":4: method 'site.b': examples[1] does not match its schema: examples[1].result expected an integer, got a string",
       file .. ":7: method 'site.c': examples[1] does not match its schema: examples[1].params.n expected an integer, got a string",
-      file .. ":10: method 'site.d': capabilities[1]: unknown capability \"mounts.write\" (known: process.run, system.read)",
+      file .. ":10: method 'site.d': capabilities[1]: unknown capability \"packages.write\" (known: mounts.read, mounts.write, process.run, system.read)",
     }, r.errors)
   end)
 

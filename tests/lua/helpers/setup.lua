@@ -1,4 +1,4 @@
--- Every spec requires this first. It makes exo.json and exo.core loadable the way the
+-- Every spec requires this first. It makes exo.json, exo.core and exo.mounts loadable the way the
 -- runtime does (package.preload), before any sandbox module is required:
 --   * exo.json is the real C module from build/lua/exo/json.so (busted --cpath=build/lua/?.so)
 --     when it has been built, and otherwise the pure-Lua stand-in in json_standin.lua, with a
@@ -27,6 +27,20 @@ end
 
 M.core = require("tests.lua.helpers.fake_core")
 package.loaded["exo.core"] = M.core
+
+-- exo.mounts (runtime/l_mounts.c) needs the root monitor; specs have none, so every function
+-- answers as the binding does without a monitor. The end-to-end tests use the real one.
+local function no_monitor()
+  return nil, "unavailable", "no monitor in specs"
+end
+M.mounts = {
+  config = function()
+    return { volume_prefix = "/media/volume", share_prefix = "/media/share", owner = "exouser" }
+  end,
+  probe = no_monitor, mkfs = no_monitor, mount = no_monitor, unmount = no_monitor,
+  cephfs_mount = no_monitor,
+}
+package.loaded["exo.mounts"] = M.mounts
 
 -- Coroutines created while a call runs get the call's instruction-budget hook, as threads
 -- created in the runtime inherit its hook (fake_core.lua, hook_new_thread). Installed once,
