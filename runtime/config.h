@@ -84,6 +84,14 @@ typedef struct exo_config_s {
     uint32_t metadata_cache_ms;          /* duration: a fetched document is reused this long */
     uint32_t metadata_negative_cache_ms; /* duration: a failure is remembered this long */
     uint32_t metadata_max_bytes;         /* size: the document at most */
+    /* [mounts] */
+    char *mounts_volume_prefix;       /* absolute path: volumes mount directly under it */
+    char *mounts_share_prefix;        /* absolute path: CephFS shares mount directly under it */
+    char *mounts_owner;               /* user owning the root directory of each mount */
+    uint32_t mounts_max_in_flight;    /* mount operations running at once; more are busy */
+    uint32_t mounts_mount_timeout_ms; /* duration: probe, mount and unmount deadline */
+    uint32_t mounts_mkfs_timeout_ms;  /* duration: mkfs deadline */
+    char *mounts_secret_dir;          /* absolute path: CephFS secrets, root 0700 */
     /* [log] */
     exo_log_level_t log_level; /* least severe level that is logged */
 } exo_config_t;

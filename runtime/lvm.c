@@ -13,6 +13,7 @@
 #include "json.h"
 #include "log.h"
 #include "metadata.h"
+#include "mountop.h"
 
 /* How often (in VM instructions) the hook of a running call counts its budget and checks
  * the clock: a few microseconds of Lua, so preemption and deadlines are precise, while the
@@ -272,6 +273,7 @@ int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t
     exo_auth_preload(L);
     exo_load_preload(L);
     exo_metadata_preload(L);
+    exo_mounts_preload(L);
     vm->loading = 1;
     int rc = load_host(vm, err, errlen);
     vm->loading = 0;

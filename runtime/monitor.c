@@ -12,7 +12,13 @@
  * A login runs in a child forked per check (pam.c): PAM modules block (pam_unix sleeps after a
  * failure) and may misbehave, and the monitor must keep serving. The number of checks in flight
  * is capped, each has a deadline, and failed logins slow further attempts for that user name
- * (per name, not per address: behind Exosphere's proxy every client has the same address). */
+ * (per name, not per address: behind Exosphere's proxy every client has the same address).
+ *
+ * A mount operation (mountop.h) runs the same way, in a child forked per request in its own
+ * process group: the tools it runs (mkfs.ext4, systemd-mount, ...) may take minutes. The child
+ * writes one answer message to its pipe, which the monitor checks and relays to the worker;
+ * the number in flight is capped ([mounts] max_in_flight), and at the deadline the child's
+ * whole process group is killed. */
 #include "monitor.h"
 
 #include <errno.h>
@@ -39,6 +45,7 @@
 #include "auth.h"
 #include "loadhist.h"
 #include "log.h"
+#include "mountop.h"
 #include "notify.h"
 #include "pam.h"
 #include "privsep.h"
@@ -47,9 +54,10 @@
 
 #define RESTART_MIN_MS 100
 #define RESTART_MAX_MS 10000
-#define STABLE_MS 1000      /* a worker that lived this long restarts after RESTART_MIN_MS */
-#define BACKOFF_SLOTS 1024  /* user names whose failures are remembered */
-#define OUT_NOT_ALLOWED 100 /* a child's outcome beyond exo_pam_outcome_t */
+#define STABLE_MS 1000         /* a worker that lived this long restarts after RESTART_MIN_MS */
+#define BACKOFF_SLOTS 1024     /* user names whose failures are remembered */
+#define OUT_NOT_ALLOWED 100    /* a child's outcome beyond exo_pam_outcome_t */
+#define MOUNTOP_GRACE_MS 10000 /* past a mount operation's own deadline, before it is killed */
 
 typedef struct child_answer_s {
     int outcome;
@@ -67,6 +75,19 @@ typedef struct login_s {
     child_answer_t ans;
     char user[33], source[130], transport[8];
 } login_t;
+
+/* A mount operation in flight: its child, the pipe of its answer and the answer so far. */
+typedef struct mountjob_s {
+    int used;
+    pid_t pid;   /* 0 once reaped; also the child's process group */
+    int fd;      /* the answer pipe, -1 once read or closed */
+    uint32_t op; /* the request being answered */
+    uint32_t seq;
+    unsigned gen; /* the worker that asked */
+    uint64_t deadline;
+    size_t got;
+    uint8_t ans[EXO_PRIV_MAX_MESSAGE + 1];
+} mountjob_t;
 
 typedef struct backoff_s {
     char user[33];
@@ -94,6 +115,8 @@ static struct {
     uint64_t stop_deadline;
     login_t *logins;
     size_t n_logins;
+    mountjob_t *jobs;
+    size_t n_jobs;
     backoff_t *backoff;
     char console_dev[4096];   /* where console lines go, chosen once at start */
     exo_load_ring_t load;     /* the load history, as persisted in load_path */
@@ -147,10 +170,14 @@ static int drop_privileges(void)
     return 0;
 }
 
+/* In a child: the answer pipes of the other children are not its business (and a write end
+ * held open would keep the monitor from seeing an answer end). */
 static void close_login_fds(void)
 {
     for (size_t i = 0; i < m_.n_logins; i++)
         if (m_.logins[i].used && m_.logins[i].fd >= 0) close(m_.logins[i].fd);
+    for (size_t i = 0; i < m_.n_jobs; i++)
+        if (m_.jobs[i].used && m_.jobs[i].fd >= 0) close(m_.jobs[i].fd);
 }
 
 static void start_worker(void)
@@ -735,6 +762,109 @@ static const char *op_load_history(const exo_priv_msg_t *m)
     return NULL;
 }
 
+/* ---- mount operations -------------------------------------------------------------------- */
+
+/* The child's answer is complete (or it ended without one: got is 0 or the bytes are not one
+ * answer to the request). Relays it to the worker that asked, if it is still the current one. */
+static void finish_mountjob(mountjob_t *j)
+{
+    exo_priv_msg_t a;
+    const char *why = NULL;
+    int current = j->gen == m_.gen && m_.wfd >= 0;
+    int ok = j->got > 0 && j->got <= EXO_PRIV_MAX_MESSAGE &&
+             exo_priv_decode(j->ans, j->got, &a, &why) == 0 && a.op == (j->op | EXO_OP_ANSWER) &&
+             a.seq == j->seq && a.n >= 1;
+    if (!ok) {
+        exo_error("monitor: mount operation %u ended without an answer", (unsigned)j->op);
+        if (current)
+            answer_status(j->op, j->seq, "failed", "the operation ended without an answer");
+        return;
+    }
+    if (current && send(m_.wfd, j->ans, j->got, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        kill_worker("no room for its answers (it stopped reading them)");
+}
+
+static void mountjob_read(mountjob_t *j)
+{
+    for (;;) {
+        size_t room = sizeof(j->ans) - j->got;
+        ssize_t n = room ? read(j->fd, j->ans + j->got, room) : 0;
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return;
+        if (n > 0) {
+            j->got += (size_t)n;
+            continue;
+        }
+        close(j->fd);
+        j->fd = -1;
+        finish_mountjob(j);
+        return;
+    }
+}
+
+static void mountjob_free_if_done(mountjob_t *j)
+{
+    if (j->used && j->fd < 0 && j->pid == 0) memset(j, 0, sizeof(*j));
+}
+
+/* Ops 6..10: the fields are checked here (a request no honest worker sends kills it), the
+ * state of the machine in the child (mountop_run.c), which answers with an error code. */
+static const char *op_mount(const exo_priv_msg_t *m)
+{
+    const char *why = exo_mountop_check(m_.cfg, m);
+    if (why) return why;
+    mountjob_t *j = NULL;
+    for (size_t i = 0; i < m_.n_jobs && j == NULL; i++)
+        if (!m_.jobs[i].used) j = &m_.jobs[i];
+    if (j == NULL) {
+        char busy[96];
+        snprintf(busy, sizeof(busy), "%zu mount operations are running ([mounts] max_in_flight)",
+                 m_.n_jobs);
+        exo_warn("mounts: refused an operation: %s", busy);
+        answer_status(m->op, m->seq, "busy", busy);
+        return NULL;
+    }
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0) {
+        answer_status(m->op, m->seq, "failed", strerror(errno));
+        return NULL;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Its own process group, so that a deadline kills the tools it started too. */
+        setpgid(0, 0);
+        close(pfd[0]);
+        close(m_.sigfd);
+        if (m_.wfd >= 0) close(m_.wfd);
+        close_login_fds();
+        for (size_t i = 0; i < m_.prep.n_fds; i++)
+            if (m_.prep.fds[i].fd >= 0) close(m_.prep.fds[i].fd);
+        OPENSSL_cleanse(m_.key, sizeof(m_.key));
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        exo_mountop_child(m_.cfg, m, pfd[1]);
+    }
+    close(pfd[1]);
+    if (pid < 0) {
+        close(pfd[0]);
+        exo_error("monitor: cannot fork a mount operation: %s", strerror(errno));
+        answer_status(m->op, m->seq, "failed", strerror(errno));
+        return NULL;
+    }
+    setpgid(pid, pid); /* also here: either call may come first */
+    fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+    memset(j, 0, sizeof(*j));
+    j->used = 1;
+    j->pid = pid;
+    j->fd = pfd[0];
+    j->op = m->op;
+    j->seq = m->seq;
+    j->gen = m_.gen;
+    j->deadline = now_ms() + exo_mountop_timeout_ms(m_.cfg, m->op) + MOUNTOP_GRACE_MS;
+    return NULL;
+}
+
 /* The permit table: every operation the worker may ask for. */
 static const struct {
     uint32_t op;
@@ -745,6 +875,11 @@ static const struct {
     {EXO_OP_READY, op_ready},
     {EXO_OP_LOAD_SAMPLE, op_load_sample},
     {EXO_OP_LOAD_HISTORY, op_load_history},
+    {EXO_OP_MOUNT_PROBE, op_mount},
+    {EXO_OP_MOUNT_MKFS, op_mount},
+    {EXO_OP_MOUNT_MOUNT, op_mount},
+    {EXO_OP_MOUNT_UNMOUNT, op_mount},
+    {EXO_OP_MOUNT_CEPHFS, op_mount},
 };
 
 static void worker_readable(void)
@@ -799,6 +934,13 @@ static void reap(void)
             if (l->fd >= 0) login_read(l);
             login_free_if_done(l);
         }
+        for (size_t i = 0; i < m_.n_jobs; i++) {
+            mountjob_t *j = &m_.jobs[i];
+            if (!j->used || j->pid != pid) continue;
+            j->pid = 0;
+            if (j->fd >= 0) mountjob_read(j);
+            mountjob_free_if_done(j);
+        }
     }
 }
 
@@ -846,6 +988,17 @@ static void check_deadlines(uint64_t now)
         finish_login(l, -1, "the PAM check took longer than pam_timeout");
         login_free_if_done(l);
     }
+    for (size_t i = 0; i < m_.n_jobs; i++) {
+        mountjob_t *j = &m_.jobs[i];
+        if (!j->used || j->fd < 0 || now < j->deadline) continue;
+        if (j->pid > 0) kill(-j->pid, SIGKILL);
+        close(j->fd);
+        j->fd = -1;
+        exo_warn("mounts: operation %u took too long; killed it", (unsigned)j->op);
+        if (j->gen == m_.gen && m_.wfd >= 0)
+            answer_status(j->op, j->seq, "timeout", "the operation did not finish in time");
+        mountjob_free_if_done(j);
+    }
     if (m_.stopping && m_.worker > 0 && now >= m_.stop_deadline) {
         exo_error("monitor: the worker did not stop in time; killing it");
         kill(m_.worker, SIGKILL);
@@ -860,6 +1013,9 @@ static int next_timeout(uint64_t now)
     for (size_t i = 0; i < m_.n_logins; i++)
         if (m_.logins[i].used && m_.logins[i].fd >= 0 && m_.logins[i].deadline < next)
             next = m_.logins[i].deadline;
+    for (size_t i = 0; i < m_.n_jobs; i++)
+        if (m_.jobs[i].used && m_.jobs[i].fd >= 0 && m_.jobs[i].deadline < next)
+            next = m_.jobs[i].deadline;
     if (m_.stopping && m_.worker > 0 && m_.stop_deadline < next) next = m_.stop_deadline;
     if (!m_.stopping && m_.worker == 0 && m_.restart_at && m_.restart_at < next)
         next = m_.restart_at;
@@ -868,11 +1024,14 @@ static int next_timeout(uint64_t now)
 
 static void loop(void)
 {
-    struct pollfd *pfds = calloc(2 + m_.n_logins, sizeof(*pfds));
-    login_t **owners = calloc(2 + m_.n_logins, sizeof(*owners));
-    if (pfds == NULL || owners == NULL) {
+    size_t cap = 2 + m_.n_logins + m_.n_jobs;
+    struct pollfd *pfds = calloc(cap, sizeof(*pfds));
+    login_t **owners = calloc(cap, sizeof(*owners));
+    mountjob_t **jobs = calloc(cap, sizeof(*jobs));
+    if (pfds == NULL || owners == NULL || jobs == NULL) {
         free(pfds);
         free(owners);
+        free(jobs);
         exo_error("monitor: out of memory");
         m_.exit_code = 1;
         return;
@@ -887,6 +1046,12 @@ static void loop(void)
             owners[n] = &m_.logins[i];
             pfds[n++] = (struct pollfd){.fd = m_.logins[i].fd, .events = POLLIN};
         }
+        size_t first_job = n;
+        for (size_t i = 0; i < m_.n_jobs; i++) {
+            if (!m_.jobs[i].used || m_.jobs[i].fd < 0) continue;
+            jobs[n] = &m_.jobs[i];
+            pfds[n++] = (struct pollfd){.fd = m_.jobs[i].fd, .events = POLLIN};
+        }
         int rc = poll(pfds, n, next_timeout(now_ms()));
         if (rc < 0 && errno != EINTR) {
             exo_error("monitor: poll: %s", strerror(errno));
@@ -895,11 +1060,18 @@ static void loop(void)
         if (rc > 0) {
             if (pfds[0].revents) on_signal();
             if (first_login == 2 && pfds[1].revents && m_.wfd == pfds[1].fd) worker_readable();
-            for (size_t i = first_login; i < n; i++) {
+            for (size_t i = first_login; i < first_job; i++) {
                 login_t *l = owners[i];
                 if (pfds[i].revents && l->used && l->fd == pfds[i].fd) {
                     login_read(l);
                     login_free_if_done(l);
+                }
+            }
+            for (size_t i = first_job; i < n; i++) {
+                mountjob_t *j = jobs[i];
+                if (pfds[i].revents && j->used && j->fd == pfds[i].fd) {
+                    mountjob_read(j);
+                    mountjob_free_if_done(j);
                 }
             }
         }
@@ -907,6 +1079,7 @@ static void loop(void)
     }
     free(pfds);
     free(owners);
+    free(jobs);
 }
 
 int exo_monitor_run(exo_config_t *cfg, int dev)
@@ -960,7 +1133,9 @@ int exo_monitor_run(exo_config_t *cfg, int dev)
     m_.n_logins = cfg->max_logins_in_flight;
     m_.logins = calloc(m_.n_logins, sizeof(*m_.logins));
     m_.backoff = calloc(BACKOFF_SLOTS, sizeof(*m_.backoff));
-    if (m_.logins == NULL || m_.backoff == NULL) {
+    m_.n_jobs = cfg->mounts_max_in_flight;
+    m_.jobs = calloc(m_.n_jobs, sizeof(*m_.jobs));
+    if (m_.logins == NULL || m_.backoff == NULL || m_.jobs == NULL) {
         exo_error("cannot start: out of memory");
         goto out;
     }
@@ -992,6 +1167,15 @@ out:
         }
         if (l->fd >= 0) close(l->fd);
     }
+    for (size_t i = 0; m_.jobs && i < m_.n_jobs; i++) {
+        mountjob_t *j = &m_.jobs[i];
+        if (!j->used) continue;
+        if (j->pid > 0) {
+            kill(-j->pid, SIGKILL);
+            waitpid(j->pid, NULL, 0);
+        }
+        if (j->fd >= 0) close(j->fd);
+    }
     if (m_.worker > 0) {
         kill(m_.worker, SIGKILL);
         waitpid(m_.worker, NULL, 0);
@@ -1003,6 +1187,7 @@ out:
     exo_load_ring_free(&m_.load);
     OPENSSL_cleanse(m_.key, sizeof(m_.key));
     free(m_.logins);
+    free(m_.jobs);
     free(m_.backoff);
     return code;
 }

@@ -28,6 +28,13 @@ enum {
     EXO_OP_LOAD_SAMPLE = 4,
     /* "" or an epoch -> status, more ("0"/"1"), history lines after it (monitor.c) */
     EXO_OP_LOAD_HISTORY = 5,
+    /* The mount operations (mountop.h, which also describes their answers); 11 and 12 are
+     * kept for later mount operations. */
+    EXO_OP_MOUNT_PROBE = 6,   /* device -> status, ... */
+    EXO_OP_MOUNT_MKFS = 7,    /* device, label, uuid or "" -> status */
+    EXO_OP_MOUNT_MOUNT = 8,   /* device, mountpoint, read-only "0"|"1" -> status, ... */
+    EXO_OP_MOUNT_UNMOUNT = 9, /* mountpoint, lazy "0"|"1" -> status, ... */
+    EXO_OP_MOUNT_CEPHFS = 10, /* mountpoint, export, user, key, read-only -> status, ... */
 };
 #define EXO_OP_ANSWER 0x80000000u
 

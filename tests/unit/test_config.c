@@ -248,6 +248,45 @@ static void test_booleans(void)
                                               "(or yes/no, on/off, 1/0), got ''");
 }
 
+/* [mounts]: defaults, a value of each key, and a bad value of each. */
+static void test_mounts(void)
+{
+    exo_config_t c;
+    REQUIRE(parse_into(&c, "") == 0);
+    CHECK_STR(c.mounts_volume_prefix, "/media/volume");
+    CHECK_STR(c.mounts_share_prefix, "/media/share");
+    CHECK_STR(c.mounts_owner, "exouser");
+    CHECK(c.mounts_max_in_flight == 4);
+    CHECK(c.mounts_mount_timeout_ms == 60000);
+    CHECK(c.mounts_mkfs_timeout_ms == 600000);
+    CHECK_STR(c.mounts_secret_dir, "/var/lib/exosphere-guest-agent/cephfs");
+    exo_config_free(&c);
+    REQUIRE(parse_into(&c, "[mounts]\nvolume_prefix = /mnt/v\nshare_prefix = /mnt/s\nowner = "
+                           "ubuntu\nmax_in_flight = 64\nmount_timeout = 1s\nmkfs_timeout = "
+                           "2h\nsecret_dir = /etc/x\n") == 0);
+    CHECK_STR(c.mounts_volume_prefix, "/mnt/v");
+    CHECK_STR(c.mounts_share_prefix, "/mnt/s");
+    CHECK_STR(c.mounts_owner, "ubuntu");
+    CHECK(c.mounts_max_in_flight == 64);
+    CHECK(c.mounts_mount_timeout_ms == 1000);
+    CHECK(c.mounts_mkfs_timeout_ms == 7200000);
+    CHECK_STR(c.mounts_secret_dir, "/etc/x");
+    exo_config_free(&c);
+    CHECK_STR(parse_err("[mounts]\nvolume_prefix = media\n"),
+              "agent.conf:2: [mounts] volume_prefix: expected an absolute path, got 'media'");
+    CHECK_STR(parse_err("[mounts]\nshare_prefix = \"\"\n"),
+              "agent.conf:2: [mounts] share_prefix: expected an absolute path, got ''");
+    CHECK(strstr(parse_err("[mounts]\nowner = -x\n"), "[mounts] owner:") != NULL);
+    CHECK_STR(parse_err("[mounts]\nmax_in_flight = 0\n"),
+              "agent.conf:2: [mounts] max_in_flight: 0 is out of range 1..64");
+    CHECK_STR(parse_err("[mounts]\nmount_timeout = 31m\n"),
+              "agent.conf:2: [mounts] mount_timeout: 31m is out of range 1s..30m");
+    CHECK_STR(parse_err("[mounts]\nmkfs_timeout = 9s\n"),
+              "agent.conf:2: [mounts] mkfs_timeout: 9s is out of range 10s..2h");
+    CHECK_STR(parse_err("[mounts]\nsecret_dir = cephfs\n"),
+              "agent.conf:2: [mounts] secret_dir: expected an absolute path, got 'cephfs'");
+}
+
 /* [console]: the status line switch and the device, whose "" means "choose by family". */
 static void test_console(void)
 {
@@ -566,9 +605,10 @@ static void test_structure_errors(void)
               "agent.conf:12: unknown key 'foo' in section [server]");
     CHECK_STR(parse_err("[server]\nlevel = debug\n"),
               "agent.conf:2: unknown key 'level' in section [server]; it belongs in [log]");
-    CHECK_STR(parse_err("# x\n[serve]\n"),
-              "agent.conf:2: unknown section [serve]; the sections "
-              "are [server], [methods], [auth], [console], [system_load], [metadata], [log]");
+    CHECK_STR(
+        parse_err("# x\n[serve]\n"),
+        "agent.conf:2: unknown section [serve]; the sections "
+        "are [server], [methods], [auth], [console], [system_load], [metadata], [mounts], [log]");
     CHECK_STR(parse_err("[server\n"),
               "agent.conf:1: a section header must end with ']', got '[server'");
     CHECK_STR(parse_err("[server] # main\n"),
@@ -1331,6 +1371,7 @@ int main(void)
     RUN(test_validate);
     RUN(test_setters);
     RUN(test_dump_round_trip);
+    RUN(test_mounts);
     RUN(test_console);
     RUN(test_system_load);
     RUN(test_metadata);

@@ -113,6 +113,36 @@ return {
     end,
   }),
   method({
+    name = "e2e.mounts",
+    summary = "Calls one agent.mounts function with the given arguments (null for nil)",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "public",
+    capabilities = { "mounts.read", "mounts.write" },
+    params = T.object({
+      fn = T.enum({ "config", "probe", "mkfs", "mount", "unmount", "cephfs_mount" }),
+      args = T.array(T.any()),
+    }),
+    result = T.any(),
+    examples = {
+      { name = "the settings", params = { fn = "config", args = {} },
+        result = { ok = { volume_prefix = "/media/volume", share_prefix = "/media/share", owner = "exouser" } } },
+    },
+    handler = function(ctx, params)
+      local args, n = {}, #params.args
+      for i = 1, n do
+        if params.args[i] ~= json.null then
+          args[i] = params.args[i]
+        end
+      end
+      local r, code, message, data, truncated = agent.mounts[params.fn](table.unpack(args, 1, n))
+      if r == nil then
+        return { code = code, message = message, data = data, truncated = truncated }
+      end
+      return { ok = r }
+    end,
+  }),
+  method({
     name = "e2e.fail",
     summary = "Fails with a Lua error (a bug) or with an agent error",
     since = "2026-12-01",
