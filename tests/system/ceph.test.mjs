@@ -181,7 +181,7 @@ test('a single-node Ceph cluster with CephFS in a container (bookworm)', { skip:
       const r = await c.run(cmd, { allowFail: true });
       if (!await kernelHasCeph(c)) {
         // What the agent sees on such a kernel (here mount.ceph's modprobe finds no module).
-        t.diagnostic(`kernel client: exit ${r.code}: ${r.stderr.trim().replace(/\n/g, ' | ')}`);
+        t.diagnostic(`kernel client: exit ${r.code}: ${`${r.stderr}${r.stdout}`.trim().replace(/\n/g, ' | ')}`);
         assert.equal(r.code, 32);
         assert.match(r.stderr, /mount error: ceph filesystem not supported by the system/);
         st.skip('the kernel has no CephFS client (not in /proc/filesystems)');
