@@ -181,6 +181,8 @@ let counter = 0;
 //   name      machine name (default exo-<release>-<pid>-<n>)
 //   binds     [{ host, container, readOnly }] bind mounts, made at every boot
 //   bootTimeout  ms to wait for `systemctl is-system-running` to say running/degraded
+//   lower     a complete root tree to boot on instead of the release's (e.g. from
+//             ensureDerivedRootfs); it stays read-only like the release's
 //   log       function for progress lines (default console.log with a "# " prefix for TAP)
 export async function startContainer(opts = {}) {
   const reason = cannotRun();
@@ -191,7 +193,7 @@ export async function startContainer(opts = {}) {
   installHandlers();
   mkdirSync(WORK, { recursive: true });
   removeStale();
-  const lower = await ensureRootfs(release, { log });
+  const lower = opts.lower || await ensureRootfs(release, { log });
   const name = opts.name || `exo-${release}-${process.pid}-${++counter}`;
   const dir = join(WORK, name);
   rmSync(dir, { recursive: true, force: true });
