@@ -436,7 +436,9 @@ local function describe(state, m)
   if dev and dev.disk ~= state.root_disk then
     serial = disk_serial(dev.disk)
   end
-  if under(m.mountpoint, cfg.volume_prefix) or (serial and m.mountpoint ~= "/") then
+  -- An attached disk mounted elsewhere counts as a volume too, but not a bind mount of one
+  -- of its directories (mountinfo's root is then not "/"), which would list it twice.
+  if under(m.mountpoint, cfg.volume_prefix) or (serial and m.root == "/" and m.mountpoint ~= "/") then
     kind = "volume"
   elseif under(m.mountpoint, cfg.share_prefix) or CEPH_TYPES[m.fstype] then
     kind = "share"

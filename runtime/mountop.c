@@ -269,11 +269,13 @@ int exo_mnt_cephfs_unit_text(const exo_cephfs_unit_t *u, char *out, size_t cap)
                                     "What=%s\n"
                                     "Where=%s\n"
                                     "Type=ceph\n"
-                                    "Options=noatime,_netdev,nofail,name=%s,secretfile=%s,%s\n"
+                                    "Options=noatime,_netdev,nofail,name=%s,secretfile=%s,"
+                                    "mount_timeout=%u,%s\n"
                                     "\n"
                                     "[Install]\n"
                                     "WantedBy=remote-fs.target\n",
-                     u->mountpoint, u->export_path, u->mountpoint, u->user, u->secret_file, rw);
+                     u->mountpoint, u->export_path, u->mountpoint, u->user, u->secret_file,
+                     u->timeout_s, rw);
     } else {
         n = snprintf(out, cap,
                      EXO_MNT_MARKER "\n"
@@ -287,7 +289,7 @@ int exo_mnt_cephfs_unit_text(const exo_cephfs_unit_t *u, char *out, size_t cap)
                                     "Where=%s\n"
                                     "Type=fuse.ceph\n"
                                     "Options=ceph.id=%s,ceph.client_mountpoint=%s,ceph.conf=%s,"
-                                    "ceph.keyring=%s,_netdev,nofail,%s\n"
+                                    "ceph.keyring=%s,ceph.no_mon_config,_netdev,nofail,%s\n"
                                     "\n"
                                     "[Install]\n"
                                     "WantedBy=remote-fs.target\n",
@@ -304,14 +306,21 @@ int exo_mnt_secret_text(int fuse, const char *user, const char *key, char *out, 
     return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 
-int exo_mnt_fuse_conf_text(const char *export_path, char *out, size_t cap)
+int exo_mnt_fuse_conf_text(const char *export_path, unsigned timeout_s, char *out, size_t cap)
 {
     size_t ml = export_mons_len(export_path);
     int n = snprintf(out, cap,
                      "# Written by exosphere-guest-agent for one CephFS share\n"
-                     "[global]\n\tmon_host = %.*s\n",
-                     (int)ml, export_path);
+                     "[global]\n\tmon_host = %.*s\n"
+                     "[client]\n\tclient_mount_timeout = %u\n",
+                     (int)ml, export_path, timeout_s);
     return n < 0 || (size_t)n >= cap || ml == 0 ? -1 : n;
+}
+
+unsigned exo_mnt_client_timeout_s(uint32_t mount_timeout_ms)
+{
+    unsigned s = (unsigned)(mount_timeout_ms / 2000);
+    return s < 5 ? 5 : s;
 }
 
 int exo_mnt_write_file(const char *path, const char *text, size_t len, mode_t mode)

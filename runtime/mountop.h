@@ -75,6 +75,7 @@ int exo_mnt_escape_path(const char *path, const char *suffix, char *out, size_t 
 typedef struct exo_cephfs_unit_s {
     const char *mountpoint, *export_path, *user, *secret_file, *conf_file;
     int fuse, read_only;
+    unsigned timeout_s; /* how long the client waits for monitors and MDS before it fails */
 } exo_cephfs_unit_t;
 
 /* The .mount unit of a CephFS share (kernel client or ceph-fuse), starting with
@@ -83,8 +84,16 @@ int exo_mnt_cephfs_unit_text(const exo_cephfs_unit_t *u, char *out, size_t cap);
 /* The secret file's text: the bare key (kernel client, secretfile=) or a keyring (fuse). */
 int exo_mnt_secret_text(int fuse, const char *user, const char *key, char *out, size_t cap);
 /* The ceph.conf of a ceph-fuse mount: its monitors, which mount.fuse.ceph cannot take in an
- * option (it splits every option at commas and runs ceph-fuse through a shell). */
-int exo_mnt_fuse_conf_text(const char *export_path, char *out, size_t cap);
+ * option (it splits every option at commas and runs ceph-fuse through a shell), and
+ * client_mount_timeout (timeout_s), so that monitors that cannot be reached fail the mount
+ * with "(110) Connection timed out" instead of the default 300 s wait. */
+int exo_mnt_fuse_conf_text(const char *export_path, unsigned timeout_s, char *out, size_t cap);
+/* The client timeout for a mount that may take mount_timeout_ms in all: half of it, so that
+ * the client's own error (which says why) comes before the agent's deadline; at least 5 s. */
+unsigned exo_mnt_client_timeout_s(uint32_t mount_timeout_ms);
+/* The error code of a failed CephFS mount, from the clients' messages: "permission_denied",
+ * "unreachable", "not_found" or "failed". */
+const char *exo_mnt_cephfs_classify(const char *text);
 /* Writes text to path atomically (a temporary file, fsync, rename) with mode, owned by root.
  * Returns 0 or a negative errno. */
 int exo_mnt_write_file(const char *path, const char *text, size_t len, mode_t mode);

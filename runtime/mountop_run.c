@@ -902,18 +902,28 @@ static int kernel_client(void)
     return found;
 }
 
-/* Why a CephFS mount failed, from the tools' and the unit's messages. */
-static const char *classify(const char *text)
+/* Why a CephFS mount failed, from the tools' and the unit's messages. The strings are those
+ * of ceph-fuse ("ceph mount failed with (13) Permission denied", "(110) Connection timed
+ * out", "(1) Operation not permitted" for a path outside the access rule, "(2) No such file or
+ * directory") and of mount.ceph ("mount error 13 = Permission denied", "mount error 110"),
+ * as docs/testing-systemd.md "Ceph in a container" records them. */
+const char *exo_mnt_cephfs_classify(const char *text)
 {
-    static const char *const denied[] = {"Permission denied", "error 13", "EACCES",
-                                         "permission denied", "error -13"};
+    static const char *const denied[] = {
+        "Permission denied", "error 13",  "EACCES",
+        "permission denied", "error -13", "(1) Operation not permitted",
+        "non-allowable root"};
     static const char *const unreach[] = {
         "Connection timed out", "error 110",  "no mds",   "can't connect",
         "unable to get monmap", "error -110", "ETIMEDOUT"};
+    static const char *const missing[] = {"(2) No such file or directory",
+                                          "error 2 = No such file"};
     for (size_t i = 0; i < sizeof(denied) / sizeof(denied[0]); i++)
         if (strstr(text, denied[i])) return "permission_denied";
     for (size_t i = 0; i < sizeof(unreach) / sizeof(unreach[0]); i++)
         if (strstr(text, unreach[i])) return "unreachable";
+    for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++)
+        if (strstr(text, missing[i])) return "not_found";
     return "failed";
 }
 
@@ -969,7 +979,9 @@ static void op_cephfs(req_t *r, const exo_priv_msg_t *m)
     if (n < 0) fail(r, "failed", "the secret does not fit");
     write_or_fail(r, secret, text, (size_t)n, 0600);
     if (fuse) {
-        n = exo_mnt_fuse_conf_text(export_path, text, sizeof(text));
+        n = exo_mnt_fuse_conf_text(export_path,
+                                   exo_mnt_client_timeout_s(r->cfg->mounts_mount_timeout_ms), text,
+                                   sizeof(text));
         if (n < 0) fail(r, "failed", "the ceph.conf does not fit");
         write_or_fail(r, conf, text, (size_t)n, 0600);
     }
@@ -979,7 +991,8 @@ static void op_cephfs(req_t *r, const exo_priv_msg_t *m)
                            .secret_file = secret,
                            .conf_file = conf,
                            .fuse = fuse,
-                           .read_only = ro};
+                           .read_only = ro,
+                           .timeout_s = exo_mnt_client_timeout_s(r->cfg->mounts_mount_timeout_ms)};
     n = exo_mnt_cephfs_unit_text(&u, text, sizeof(text));
     if (n < 0 || exo_mnt_write_file(unit_path, text, (size_t)n, 0644) < 0) {
         list_t removed = {0};
@@ -1013,7 +1026,7 @@ static void op_cephfs(req_t *r, const exo_priv_msg_t *m)
     list_t removed = {0};
     if (timed_out) systemctl_quiet(r, "stop", unit);
     remove_share(r, unit, &removed);
-    const char *code = timed_out ? "timeout" : classify(why);
+    const char *code = timed_out ? "timeout" : exo_mnt_cephfs_classify(why);
     /* The last lines say most; keep the message short. */
     const char *tail = why + (strlen(why) > 600 ? strlen(why) - 600 : 0);
     fail(r, code, "mounting %s at %s failed: %s", export_path, where, tail);

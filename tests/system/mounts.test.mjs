@@ -1,11 +1,14 @@
-// Issue 6: volumes in a booted systemd container (bookworm) with the agent installed from its
-// packages: loop devices with real ext4 as Cinder volumes, a fake OpenStack metadata service
-// on the container's loopback (both the device-tag and the legacy metadata-key forms), and
-// mounts.mount_device / list / unmount through the real monitor, systemd-mount and systemctl.
+// Issue 6: volumes and CephFS shares in a booted systemd container (bookworm, with Debian's
+// Ceph packages) and the agent installed from its packages: loop devices with real ext4 as
+// Cinder volumes, a fake OpenStack metadata service on the container's loopback (both the
+// device-tag and the legacy metadata-key forms), a real single-node Ceph cluster with a share
+// made as Manila makes one (lib/ceph.mjs), and mounts.mount_device / mount_cephfs / list /
+// unmount through the real monitor, systemd-mount, systemctl and ceph-fuse.
 //
-// A loop device has no serial, and a container has no udev: the test writes the udev
-// database entry that udev writes on an instance for a virtio disk (E:ID_SERIAL_SHORT, the
-// volume id cut to 20 characters), which is where the agent reads the serial from.
+// udev runs in the container (startContainer's udev option), so that systemd tracks the loop
+// devices as .device units and systemd-mount works as on an instance. A loop device has no
+// serial: a udev rule gives each test volume the ID_SERIAL_SHORT that udev gives a virtio
+// disk (the volume id cut to 20 characters), which is where the agent reads it from.
 //
 // Runs as root (`node --test --test-reporter=tap tests/system/`); skipped with a reason when
 // no container can boot, except in CI (CI=true), where that is a failure.
@@ -15,7 +18,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, writeFileSync, rmSync, openSync, writeSync, closeSync, readFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startContainer, skipReason, removeOnExit, q } from './lib/container.mjs';
+import { skipReason, removeOnExit, q } from './lib/container.mjs';
+import { startCephContainer, startCeph, stopCeph, enableFuse, kernelHasCeph } from './lib/ceph.mjs';
 
 const top = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RELEASE = 'bookworm';
@@ -81,12 +85,20 @@ function startMetadata(c) {
   });
 }
 
-// A volume: a loop device whose udev entry carries the volume's serial (20 characters).
+// A volume: a loop device to which a udev rule gives the volume's serial (20 characters), and
+// whose .device unit is plugged.
 async function attachVolume(c, id, sizeMiB = 64) {
   const { device } = await c.attachLoop(sizeMiB);
-  const dev = readFileSync(`/sys/class/block/${device.slice(5)}/dev`, 'utf8').trim();
-  await c.run(`mkdir -p /run/udev/data && printf 'E:ID_SERIAL_SHORT=%s\\nE:DEVTYPE=disk\\n' ${q(id.slice(0, 20))} >/run/udev/data/b${dev}`);
+  const kname = device.slice(5);
+  await c.run(`printf '%s\\n' ${q(`KERNEL=="${kname}", ENV{ID_SERIAL_SHORT}="${id.slice(0, 20)}"`)} >/etc/udev/rules.d/61-exo-test-${kname}.rules && udevadm control --reload`);
+  await settle(c, kname);
   return device;
+}
+
+// udev has seen the device (and its partitions): its .device unit is plugged.
+async function settle(c, kname) {
+  await c.run(`udevadm trigger --action=change --settle /sys/class/block/${kname}`);
+  await c.run(`for i in $(seq 100); do systemctl is-active -q ${q(`dev-${kname}.device`)} && exit 0; sleep 0.1; done; systemctl status --no-pager ${q(`dev-${kname}.device`)}; exit 1`);
 }
 
 // An MBR partition table with two partitions of 16 MiB, written on the host, then the
@@ -113,6 +125,7 @@ async function partition(c, device) {
   for (const p of parts) {
     const [maj, min] = readFileSync(`/sys/class/block/${p}/dev`, 'utf8').trim().split(':');
     await c.run(`[ -b /dev/${p} ] || mknod -m 0660 /dev/${p} b ${maj} ${min}`);
+    await settle(c, p);
   }
   return parts.map((p) => `/dev/${p}`);
 }
@@ -132,24 +145,30 @@ async function fails(c, method, params) {
   return r.error;
 }
 
-test('volumes in a systemd container: mount, list, unmount, busy, formatting, names, partitions',
+test('volumes and CephFS shares in a systemd container: mount, list, unmount, busy, formatting, names, partitions, keys',
   { skip: reason || false, timeout: 1800000 }, async (t) => {
     const work = mkdtempSync('/var/tmp/exo-mounts-');
     removeOnExit(work);
     await host(join(top, 'packaging/build-packages.sh'), ['--release', RELEASE, '--out', join(work, 'dist')],
       { log: join(work, 'build.log') });
-    const c = await startContainer({ release: RELEASE });
+    const c = await startCephContainer({ udev: true, log: (m) => t.diagnostic(m) });
     let meta;
+    let ceph;
     t.after(async () => {
       meta?.kill();
+      if (ceph) await stopCeph(c).catch(() => {});
       await c.cleanup();
       rmSync(work, { recursive: true, force: true });
     });
     const debs = readdirSync(join(work, 'dist', RELEASE)).filter((f) => f.endsWith('.deb'));
-    for (const d of debs) writeFileSync(join(c.root, 'tmp', d), readFileSync(join(work, 'dist', RELEASE, d)));
-    await c.run(`dpkg -i ${debs.map((d) => `/tmp/${d}`).join(' ')}`, { timeout: 300000 });
+    // Not /tmp: the container's systemd mounts a tmpfs over it.
+    for (const d of debs) writeFileSync(join(c.root, 'var/tmp', d), readFileSync(join(work, 'dist', RELEASE, d)));
+    await c.run(`dpkg -i ${debs.map((d) => `/var/tmp/${d}`).join(' ')}`, { timeout: 300000 });
     await c.run('id exouser >/dev/null 2>&1 || useradd -m -s /bin/bash exouser');
     await c.run(`printf '\\n[metadata]\\nurl = "http://127.0.0.1:${META_PORT}/openstack/latest/meta_data.json"\\n' >>/etc/${UNIT}/agent.conf`);
+    // A deadline that the unreachable-monitor case reaches in seconds, not minutes: the client
+    // waits half of it (client_mount_timeout) and says why.
+    await c.run(`printf '\\n[mounts]\\nmount_timeout = 20s\\n' >>/etc/${UNIT}/agent.conf`);
     meta = await startMetadata(c);
     await c.run(`systemctl restart ${UNIT}`);
     for (let i = 0; i < 100 && (await c.run(`systemctl is-active ${UNIT}`, { allowFail: true })).stdout.trim() !== 'active'; i++) await sleep(100);
@@ -272,5 +291,93 @@ systemctl daemon-reload`);
     await t.test('the agent never formats or mounts a device the monitor refuses', async () => {
       const e = await fails(c, 'mounts.mount_device', { device: '/dev/null' });
       assert.equal(e.code, -32003);
+    });
+
+    // ---- CephFS -----------------------------------------------------------------------------
+    const journalHas = async (text) => (await c.run(`journalctl --no-pager -o cat | grep -cF -- ${q(text)}`, { allowFail: true })).stdout.trim() !== '0';
+    // systemd's escaping of the share's directory name ("-" is "\x2d").
+    const unitName = (name) => `media-share-${name.replace(/-/g, '\\x2d')}.mount`;
+    const unitPath = (name) => `/etc/systemd/system/${unitName(name)}`;
+
+    await t.test('a real Ceph cluster comes up in the container', async () => {
+      ceph = await startCeph(c, { log: (m) => t.diagnostic(m) });
+      await enableFuse(c);
+      assert.match(ceph.exportPath, /^127\.0\.0\.1:6789:\/volumes\/_nogroup\//);
+    });
+
+    await t.test('mount_cephfs with the rw rule: a persistent unit, the key only in a 0600 file', async () => {
+      const { rw } = ceph.users;
+      const m = await ok(c, 'mounts.mount_cephfs', { share_name: 'results', export_path: ceph.exportPath,
+        access_user: rw.id, access_key: rw.key });
+      assert.equal(m.kind, 'share');
+      assert.equal(m.mountpoint, '/media/share/results');
+      assert.equal(m.read_only, false);
+      assert.equal(m.unit, 'media-share-results.mount');
+      assert.ok(!JSON.stringify(m).includes(rw.key));
+      const client = (await kernelHasCeph(c)) ? 'kernel' : 'fuse';
+      const unit = (await c.run(`cat ${q(unitPath('results'))}`)).stdout;
+      assert.match(unit, /^# Written by exosphere-guest-agent/);
+      assert.match(unit, /^WantedBy=remote-fs\.target$/m);
+      assert.match(unit, client === 'fuse' ? /^Type=fuse\.ceph$/m : /^Type=ceph$/m);
+      assert.ok(!unit.includes(rw.key), 'no key in the unit');
+      assert.equal((await c.run(`systemctl is-enabled ${m.unit}`)).stdout.trim(), 'enabled');
+      const secrets = (await c.run('ls /var/lib/exosphere-guest-agent/cephfs')).stdout.split('\n').filter(Boolean);
+      const keyFile = secrets.find((f) => /\.(secret|keyring)$/.test(f));
+      assert.ok(keyFile, secrets.join(' '));
+      const st = (await c.run(`stat -c '%a %U' /var/lib/exosphere-guest-agent/cephfs/${q(keyFile)}`)).stdout.trim();
+      assert.equal(st, '600 root');
+      assert.ok((await c.run(`cat /var/lib/exosphere-guest-agent/cephfs/${q(keyFile)}`)).stdout.includes(rw.key));
+      assert.equal(await journalHas(rw.key), false, 'the key is not in the journal');
+      assert.equal((await c.run('stat -c %U /media/share/results')).stdout.trim(), 'exouser');
+      await c.run('su exouser -c "echo shared >/media/share/results/f"');
+      const list = await ok(c, 'mounts.list', { kind: 'share' });
+      assert.deepEqual(list.map((x) => x.mountpoint), ['/media/share/results']);
+      assert.ok(!JSON.stringify(list).includes(rw.key));
+    });
+
+    await t.test('mount_cephfs with the ro rule mounts read-only', async () => {
+      const { ro } = ceph.users;
+      const m = await ok(c, 'mounts.mount_cephfs', { share_name: 'results ro', export_path: ceph.exportPath,
+        access_user: ro.id, access_key: ro.key, read_only: true });
+      assert.equal(m.mountpoint, '/media/share/results-ro');
+      assert.equal(m.read_only, true);
+      assert.equal((await c.run('cat /media/share/results-ro/f')).stdout, 'shared\n');
+      const w = await c.run('echo x >/media/share/results-ro/g', { allowFail: true });
+      assert.notEqual(w.code, 0);
+      assert.match(w.stderr, /Read-only file system/);
+    });
+
+    await t.test('a wrong key is permission_denied, never echoed, and leaves nothing behind', async () => {
+      const bad = 'AQBbZ4Jm3q5RFhAAXq1mVxg0n8qD7Z3tR2m0kA==';
+      const e = await fails(c, 'mounts.mount_cephfs', { share_name: 'badkey', export_path: ceph.exportPath,
+        access_user: ceph.users.rw.id, access_key: bad });
+      assert.equal(e.data.reason, 'permission_denied', JSON.stringify(e));
+      assert.equal(e.code, -32002);
+      assert.ok(!JSON.stringify(e).includes(bad));
+      assert.equal((await c.run(`test -e ${q(unitPath('badkey'))}`, { allowFail: true })).code, 1);
+      assert.ok(!(await c.run('ls /var/lib/exosphere-guest-agent/cephfs')).stdout.includes('badkey'));
+      assert.equal(await journalHas(bad), false);
+    });
+
+    await t.test('monitors that cannot be reached are unreachable, within the configured bound', async () => {
+      const t0 = Date.now();
+      const e = await fails(c, 'mounts.mount_cephfs', { share_name: 'nomon',
+        export_path: ceph.exportPath.replace(':6789:', ':6790:'), access_user: ceph.users.rw.id,
+        access_key: ceph.users.rw.key });
+      assert.equal(e.data.reason, 'unreachable', JSON.stringify(e));
+      assert.equal(e.code, -32009);
+      assert.ok(Date.now() - t0 < 30000, `${Date.now() - t0} ms`);
+      assert.equal((await c.run(`test -e ${q(unitPath('nomon'))}`, { allowFail: true })).code, 1);
+    });
+
+    await t.test('unmount of a share removes its unit and its secret files', async () => {
+      for (const name of ['results', 'results-ro']) {
+        const r = await ok(c, 'mounts.unmount', { mountpoint: `/media/share/${name}` });
+        assert.ok(r.stopped.includes(unitName(name)), JSON.stringify(r));
+        assert.ok(r.removed.includes(unitPath(name)), JSON.stringify(r));
+        assert.equal((await c.run(`test -e ${q(unitPath(name))}`, { allowFail: true })).code, 1);
+        assert.equal((await c.run(`findmnt -n /media/share/${name}`, { allowFail: true })).code, 1);
+      }
+      assert.equal((await c.run('ls -A /var/lib/exosphere-guest-agent/cephfs')).stdout.trim(), '');
     });
   });

@@ -280,7 +280,8 @@ static void test_unit_text(void)
                            .export_path = "m1:6789,m2:6789:/volumes/_nogroup/a/b",
                            .user = "s1-rw",
                            .secret_file = "/var/lib/x/media-share-s1.mount.secret",
-                           .conf_file = "/var/lib/x/media-share-s1.mount.conf"};
+                           .conf_file = "/var/lib/x/media-share-s1.mount.conf",
+                           .timeout_s = 30};
     REQUIRE(exo_mnt_cephfs_unit_text(&k, out, sizeof(out)) > 0);
     CHECK_STR(out, "# Written by exosphere-guest-agent; removed by mounts.unmount\n"
                    "[Unit]\n"
@@ -293,7 +294,7 @@ static void test_unit_text(void)
                    "Where=/media/share/s1\n"
                    "Type=ceph\n"
                    "Options=noatime,_netdev,nofail,name=s1-rw,secretfile=/var/lib/x/"
-                   "media-share-s1.mount.secret,rw\n"
+                   "media-share-s1.mount.secret,mount_timeout=30,rw\n"
                    "\n"
                    "[Install]\n"
                    "WantedBy=remote-fs.target\n");
@@ -302,22 +303,24 @@ static void test_unit_text(void)
     f.read_only = 1;
     f.secret_file = "/var/lib/x/media-share-s1.mount.keyring";
     REQUIRE(exo_mnt_cephfs_unit_text(&f, out, sizeof(out)) > 0);
-    CHECK_STR(out, "# Written by exosphere-guest-agent; removed by mounts.unmount\n"
-                   "[Unit]\n"
-                   "Description=CephFS share at /media/share/s1 (exosphere-guest-agent)\n"
-                   "After=network-online.target\n"
-                   "Wants=network-online.target\n"
-                   "\n"
-                   "[Mount]\n"
-                   "What=none\n"
-                   "Where=/media/share/s1\n"
-                   "Type=fuse.ceph\n"
-                   "Options=ceph.id=s1-rw,ceph.client_mountpoint=/volumes/_nogroup/a/b,"
-                   "ceph.conf=/var/lib/x/media-share-s1.mount.conf,"
-                   "ceph.keyring=/var/lib/x/media-share-s1.mount.keyring,_netdev,nofail,ro\n"
-                   "\n"
-                   "[Install]\n"
-                   "WantedBy=remote-fs.target\n");
+    CHECK_STR(out,
+              "# Written by exosphere-guest-agent; removed by mounts.unmount\n"
+              "[Unit]\n"
+              "Description=CephFS share at /media/share/s1 (exosphere-guest-agent)\n"
+              "After=network-online.target\n"
+              "Wants=network-online.target\n"
+              "\n"
+              "[Mount]\n"
+              "What=none\n"
+              "Where=/media/share/s1\n"
+              "Type=fuse.ceph\n"
+              "Options=ceph.id=s1-rw,ceph.client_mountpoint=/volumes/_nogroup/a/b,"
+              "ceph.conf=/var/lib/x/media-share-s1.mount.conf,"
+              "ceph.keyring=/var/lib/x/media-share-s1.mount.keyring,ceph.no_mon_config,_netdev,"
+              "nofail,ro\n"
+              "\n"
+              "[Install]\n"
+              "WantedBy=remote-fs.target\n");
     CHECK(exo_mnt_cephfs_unit_text(&k, out, 100) == -1);
     const char *key = "AQBx3mZlAAAAABAAcG9ydGFsc2VjcmV0a2V5MTIzNDU2Nzg5MA==";
     REQUIRE(exo_mnt_secret_text(0, "s1-rw", key, out, sizeof(out)) > 0);
@@ -325,9 +328,23 @@ static void test_unit_text(void)
     REQUIRE(exo_mnt_secret_text(1, "s1-rw", key, out, sizeof(out)) > 0);
     CHECK_STR(out,
               "[client.s1-rw]\n\tkey = AQBx3mZlAAAAABAAcG9ydGFsc2VjcmV0a2V5MTIzNDU2Nzg5MA==\n");
-    REQUIRE(exo_mnt_fuse_conf_text(k.export_path, out, sizeof(out)) > 0);
+    REQUIRE(exo_mnt_fuse_conf_text(k.export_path, 30, out, sizeof(out)) > 0);
     CHECK_STR(out, "# Written by exosphere-guest-agent for one CephFS share\n[global]\n"
-                   "\tmon_host = m1:6789,m2:6789\n");
+                   "\tmon_host = m1:6789,m2:6789\n[client]\n\tclient_mount_timeout = 30\n");
+    CHECK(exo_mnt_client_timeout_s(60000) == 30 && exo_mnt_client_timeout_s(4000) == 5);
+    /* The clients' own words (docs/testing-systemd.md, "Ceph in a container"). */
+    CHECK_STR(exo_mnt_cephfs_classify("ceph-fuse[973]: ceph mount failed with (13) Permission "
+                                      "denied"),
+              "permission_denied");
+    CHECK_STR(exo_mnt_cephfs_classify("mds.0 rejected us (non-allowable root '/x')\nceph mount "
+                                      "failed with (1) Operation not permitted"),
+              "permission_denied");
+    CHECK_STR(exo_mnt_cephfs_classify("ceph mount failed with (110) Connection timed out"),
+              "unreachable");
+    CHECK_STR(exo_mnt_cephfs_classify("mount error 110 = Connection timed out"), "unreachable");
+    CHECK_STR(exo_mnt_cephfs_classify("ceph mount failed with (2) No such file or directory"),
+              "not_found");
+    CHECK_STR(exo_mnt_cephfs_classify("Job failed. See journalctl"), "failed");
     /* The files: mode 0600 whatever the umask, replaced atomically, no temporary left. */
     char dir[] = "/tmp/exo-mountop-XXXXXX", path[256], tmp[300];
     REQUIRE(mkdtemp(dir) != NULL);

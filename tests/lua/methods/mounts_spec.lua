@@ -116,6 +116,21 @@ describe("mounts.list", function()
     assert.is_nil(json.encode(list):find("hunter2", 1, true))
   end)
 
+  it("counts an attached disk mounted elsewhere as a volume, but not a bind mount of its directories", function()
+    k.core.files["/proc/self/mountinfo"] = table.concat({
+      "22 1 254:1 / / rw - ext4 /dev/vda1 rw",
+      "95 22 254:16 / /srv/data rw - ext4 /dev/vdb rw",
+      "96 22 254:16 /projects /home/exouser/projects rw - ext4 /dev/vdb rw",
+      "",
+    }, "\n")
+    local ok, list = k:rpc("mounts.list", {})
+    assert.is_true(ok)
+    local m = by_mountpoint(list)
+    assert.equal("volume", m["/srv/data"].kind)
+    assert.equal("my data", m["/srv/data"].volume_name)
+    assert.equal("other", m["/home/exouser/projects"].kind)
+  end)
+
   it("filters by kind", function()
     local ok, list = k:rpc("mounts.list", { kind = "volume" })
     assert.is_true(ok)

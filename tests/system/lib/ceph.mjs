@@ -19,8 +19,10 @@ export const CEPH_RELEASE = 'bookworm';
 // ceph-mds depends on the `ceph` metapackage (mon, mgr, osd); ceph-common has the `ceph` CLI
 // and mount.ceph; python3-cephfs is what the mgr's volumes module (`ceph fs volume`,
 // `ceph fs subvolume`) imports.
+// udev: for the mounts test, which runs udev in the container (startContainer's udev option);
+// without that option udevd does not start there.
 export const CEPH_PACKAGES = ['ceph-mon', 'ceph-mgr', 'ceph-osd', 'ceph-mds', 'ceph-fuse', 'ceph-common',
-  'python3-cephfs'];
+  'python3-cephfs', 'udev'];
 export const MON_IP = '127.0.0.1';
 export const MON_PORT = 6789; // msgr1: what the kernel client and Manila's export paths name
 

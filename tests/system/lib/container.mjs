@@ -184,6 +184,13 @@ let counter = 0;
 //   lower     a complete root tree to boot on instead of the release's (e.g. from
 //             ensureDerivedRootfs); it stays read-only like the release's
 //   log       function for progress lines (default console.log with a "# " prefix for TAP)
+//   udev      true: run udev in the container (the root file system must have the udev
+//             package), as on an instance: /sys is writable inside
+//             (SYSTEMD_NSPAWN_API_VFS_WRITABLE) so that systemd supports device units and
+//             systemd-udevd starts. The kernel's uevents reach the container's udevd (its
+//             network namespace belongs to the initial user namespace), so a loop device the
+//             test attaches becomes a plugged .device unit. The boot-time coldplug
+//             (systemd-udev-trigger) is masked: it would replay every device of the host.
 export async function startContainer(opts = {}) {
   const reason = cannotRun();
   if (reason) throw new Error(reason);
@@ -200,12 +207,17 @@ export async function startContainer(opts = {}) {
   for (const d of ['upper', 'ovl-work', 'root']) mkdirSync(join(dir, d), { recursive: true });
   writeFileSync(join(dir, 'owner.pid'), String(process.pid));
   const c = new Container({ release, name, dir, lower, binds: opts.binds || [], log,
-    bootTimeout: opts.bootTimeout || 180000 });
+    bootTimeout: opts.bootTimeout || 180000, udev: opts.udev === true });
   live.add(c);
   try {
     const r = spawnSync('mount', ['-t', 'overlay', 'overlay', '-o',
       `lowerdir=${lower},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'ovl-work')}`, c.root]);
     if (r.status !== 0) throw new Error(`overlay mount failed: ${r.stderr}`);
+    if (c.udev) {
+      if (!['usr/bin/udevadm', 'bin/udevadm'].some((f) => existsSync(join(c.root, f)))) throw new Error('udev: the root file system has no udev');
+      mkdirSync(join(c.root, 'etc/systemd/system'), { recursive: true });
+      spawnSync('ln', ['-sf', '/dev/null', join(c.root, 'etc/systemd/system/systemd-udev-trigger.service')]);
+    }
     await c.start();
   } catch (e) {
     await c.cleanup();
@@ -254,7 +266,8 @@ class Container {
     ];
     // The container's systemd gets a unified (v2) cgroup hierarchy whatever the host has: the
     // systemd of trixie (257) refuses to boot on the legacy/hybrid hierarchies.
-    const env = { ...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1', SYSTEMD_LOG_COLOR: '0' };
+    const env = { ...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1', SYSTEMD_LOG_COLOR: '0',
+      ...(this.udev ? { SYSTEMD_NSPAWN_API_VFS_WRITABLE: '1' } : {}) };
     const p = spawn('systemd-nspawn', args, { stdio: ['ignore', fd, fd], env, detached: true });
     closeSync(fd);
     this.nspawn = p;
@@ -283,6 +296,13 @@ class Container {
       }
       // Block devices attached before survive a reboot: their nodes in the new /dev.
       for (const l of this.loops) await this.makeNode(l);
+      // With udev: systemd as booted in the container keeps every .device unit dead whatever
+      // udev reports (seen with bookworm's 252, /sys writable, udevd running); after a
+      // re-exec it follows udev's events. Then the devices are replayed for it.
+      if (this.udev) {
+        await this.run('systemctl daemon-reexec');
+        for (const l of this.loops) await this.run(`udevadm trigger --action=change --settle /sys/class/block/${l.device.slice(5)}`);
+      }
     } catch (e) {
       const err = new Error(`${this.name} did not boot: ${e.message}\n--- console ---\n${this.consoleTail()}`);
       await this.kill();
