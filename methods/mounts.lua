@@ -79,15 +79,25 @@ local MONITOR_KINDS = {
   no_client = errors.Unsupported,
   no_systemd = errors.Unsupported,
   no_owner = errors.Unavailable,
+  unavailable = errors.Unavailable,
   timeout = errors.Timeout,
 }
 
--- Raises the error for a failed agent.mounts call (nil, code, message[, data]).
-local function monitor_failed(code, message, data)
+-- Raises the error for a failed agent.mounts call: nil, code, message, and for a busy
+-- unmount the holders and how many more there were.
+local function monitor_failed(code, message, holders, truncated)
+  if code == "invalid" then
+    -- The binding refused what the monitor would take for an attack: from a client's value
+    -- (an export path, say) that the schema could not judge.
+    error(errors.InvalidParams("params", message or "refused by the monitor's checks"))
+  end
   local kind = MONITOR_KINDS[code] or errors.Failed
   local d = { reason = code or "failed" }
-  if code == "busy" then
-    d.holders = data or {}
+  if code == "busy" and holders == nil then
+    -- Not a busy mount: [mounts] max_in_flight operations are running.
+    d.reason = "operations_in_flight"
+  elseif code == "busy" then
+    d.holders, d.more_holders = holders, truncated or 0
   end
   error(kind(message or code or "the monitor refused", d))
 end
@@ -777,9 +787,9 @@ local unmount = method({
       fail(errors.NotPermitted, "outside_prefixes", ("%s is not under %s or %s; the agent unmounts only its own mounts"):format(
         target, cfg.volume_prefix, cfg.share_prefix), { mountpoint = target })
     end
-    local res, code, msg, data = agent.mounts.unmount(target, params.lazy == true)
+    local res, code, msg, holders, truncated = agent.mounts.unmount(target, params.lazy == true)
     if not res then
-      monitor_failed(code, msg, data)
+      monitor_failed(code, msg, holders, truncated)
     end
     return { mountpoint = target, stopped = res.stopped or {}, removed = res.removed or {} }
   end,

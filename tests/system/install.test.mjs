@@ -201,6 +201,10 @@ for (const release of RELEASES) {
         assert.equal(status.state, 'ready');
         const fp = (await c.run('openssl x509 -in /var/lib/exosphere-guest-agent/tls-cert.pem -noout -fingerprint -sha256')).stdout;
         assert.equal(`sha256 Fingerprint=${status.tlsSha256}`.toLowerCase(), fp.trim().toLowerCase());
+        // The load line older Exosphere versions chart, from the first sample after start.
+        const load = JSON.parse(await waitForConsole(c, /\{"epoch":\d+,"cpuPctUsed":.*\}/));
+        assert.deepEqual(Object.keys(load), ['epoch', 'cpuPctUsed', 'memPctUsed', 'rootfsPctUsed', 'gpuPctUsed']);
+        assert.equal(load.gpuPctUsed, null);
         // The Unix socket of the package's configuration answers too (root: an admin).
         const me = await call(c, 'authenticate.me', {}, { unix: true });
         assert.equal(me.via, 'unix');

@@ -351,12 +351,22 @@ describe("mounts.unmount", function()
     local holders = { { pid = 4242, command = "bash", user = "exouser", uid = 1000, use = "cwd", path = "/media/volume/my data" },
                       { pid = 4243, command = "python3", user = "exouser", uid = 1000, use = "fd", fd = 3,
                         path = "/media/volume/my data/results.csv" } }
-    k.core.unmount_answer = function() return nil, "busy", "2 processes use /media/volume/my data", holders end
+    k.core.unmount_answer = function() return nil, "busy", "2 processes use /media/volume/my data", holders, 3 end
     local ok, err = k:rpc("mounts.unmount", { mountpoint = "/media/volume/my data" })
     assert.is_false(ok)
     assert.equal(-32005, err.code)
     assert.equal("busy", err.data.reason)
     assert.same(holders, err.data.holders)
+    assert.equal(3, err.data.more_holders)
+  end)
+
+  it("tells a monitor with every slot taken from a busy mount", function()
+    k.core.unmount_answer = function() return nil, "busy", "4 mount operations are running ([mounts] max_in_flight)" end
+    local ok, err = k:rpc("mounts.unmount", { mountpoint = "/media/volume/my data" })
+    assert.is_false(ok)
+    assert.equal(-32005, err.code)
+    assert.equal("operations_in_flight", err.data.reason)
+    assert.is_nil(err.data.holders)
   end)
 
   it("passes lazy on", function()
@@ -416,6 +426,15 @@ describe("mounts.mount_cephfs", function()
       assert.equal(code, err.data.reason)
       assert.is_nil(json.encode(err):find(KEY, 1, true))
     end
+  end)
+
+  it("answers invalid params when the binding refuses an export path", function()
+    k.core.cephfs_answer = function() return nil, "invalid", "export_path: the monitors must be host:port" end
+    local ok, err = k:rpc("mounts.mount_cephfs", { share_name = "r", export_path = "nonsense:/x", access_user = "r-rw",
+                                                   access_key = KEY })
+    assert.is_false(ok)
+    assert.equal(-32602, err.code)
+    assert.equal("export_path: the monitors must be host:port", err.data.reason)
   end)
 
   it("refuses a key that is not base64 before anything happens", function()
