@@ -747,12 +747,14 @@ local unmount = method({
   result = T.object({
     mountpoint = T.string(),
     stopped = T.array(T.string()):describe("systemd units stopped"),
-    removed = T.array(T.string()):describe("Files removed (a share's unit and secret)"),
+    removed = T.array(T.string()):describe("What was removed: a share's unit and secret files, "
+      .. "and the mountpoint once empty"),
   }),
   errors = { errors.NotFound, errors.Busy, errors.NotPermitted, errors.Timeout, errors.Failed },
   examples = {
     { name = "a volume", params = { mountpoint = "/media/volume/data" },
-      result = { mountpoint = "/media/volume/data", stopped = { "media-volume-data.mount" }, removed = {} } },
+      result = { mountpoint = "/media/volume/data", stopped = { "media-volume-data.mount" },
+                 removed = { "/media/volume/data" } } },
   },
   handler = function(ctx, params)
     local given = (params.mountpoint and 1 or 0) + (params.device and 1 or 0) + (params.volume_id and 1 or 0)

@@ -86,8 +86,11 @@ static void scan_maps(scan_t *s, const char *pdir)
         if (p == NULL || *p != '/') continue;
         if (strncmp(p, s->mountpoint, s->mlen) != 0 || (p[s->mlen] != '/' && p[s->mlen] != '\0'))
             continue;
-        if (strcmp(p, last) == 0) continue;
-        snprintf(last, sizeof(last), "%s", p);
+        if (strncmp(p, last, sizeof(last)) == 0) continue;
+        /* Consecutive lines of one mapped file repeat the path; one report per file. */
+        size_t n = strnlen(p, sizeof(last) - 1);
+        memcpy(last, p, n);
+        last[n] = '\0';
         add(s, "mmap", -1, p);
     }
     fclose(f);

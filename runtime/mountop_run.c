@@ -869,6 +869,9 @@ static void op_unmount(const req_t *r, const exo_priv_msg_t *m)
         }
     }
     if (agent_unit(unit_path)) remove_share(r, unit, &removed);
+    /* The empty mountpoint goes too, as today's automount removes it; rmdir leaves a directory
+     * that holds anything (or is still mounted, lazily detached or stacked) alone. */
+    if (!find_mount(match_where, where, 1, &mnt) && rmdir(where) == 0) list_add(&removed, where);
     exo_info("mounts: unmounted %s%s (stopped: %s)", where, lazy ? " (lazily)" : "",
              stopped.len ? stopped.text : "none");
     exo_priv_field_t f[3] = {{"ok", 2}, {stopped.text, stopped.len}, {removed.text, removed.len}};

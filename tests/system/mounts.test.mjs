@@ -260,6 +260,7 @@ test('volumes and CephFS shares in a systemd container: mount, list, unmount, bu
       const r = await ok(c, 'mounts.unmount', { volume_id: VOL_A });
       assert.equal(r.mountpoint, '/media/volume/my-data');
       assert.ok(r.stopped.includes('media-volume-my\\x2ddata.mount'), JSON.stringify(r));
+      assert.deepEqual(r.removed, ['/media/volume/my-data'], 'the empty mountpoint goes, as today');
       assert.equal((await c.run('findmnt -n /media/volume/my-data', { allowFail: true })).code, 1);
     });
 
