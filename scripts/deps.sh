@@ -7,7 +7,7 @@ build_pkgs=(build-essential cmake pkg-config clang-format liblua5.4-dev lua5.4 l
             libssl-dev libpam0g-dev node-llhttp libwslay-dev libsystemd-dev openssl)
 test_pkgs=(lua-busted curl valgrind nodejs npm ca-certificates procps iproute2 libpam-wrapper
            rpm rpmlint createrepo-c lintian apt-utils debootstrap gnupg gpgv systemd
-           systemd-container)
+           systemd-container chromium nginx)
 bench_pkgs=(wrk nginx libnginx-mod-http-lua lua-cjson curl hyperfine)
 
 want=()
