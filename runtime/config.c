@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "cors.h"
 #include "url.h"
 
 #define CFG_MAX_LINE 4096
@@ -46,6 +47,7 @@ typedef enum {
     CT_ACCOUNT_LIST, /* list of account names */
     CT_IP_LIST,      /* list of numeric IPv4 or IPv6 addresses, each with an optional /prefix */
     CT_URL,          /* http:// URL (exo_url_parse), or "" kept as the empty string (disabled) */
+    CT_ORIGIN_LIST,  /* list of exact web origins (exo_cors_origin_check) */
 } cfg_type_t;
 
 /* One configuration key. For numbers min and max bound the value, for paths and account names
@@ -105,6 +107,11 @@ static const cfg_key_t keys[] = {
         "Deadline of one method call; long work runs as a job instead."),
     KEY("server", "drain_timeout", CT_DURATION, drain_timeout_ms, 0, HOUR, "10s",
         "On SIGTERM, how long calls in flight may take to finish."),
+    KEY("server", "cors_origins", CT_ORIGIN_LIST, cors_origins, 0, 32, "",
+        "Web origins answered with CORS headers, like \"https://exosphere.example.org\"; empty "
+        "(behind Exosphere's proxy, which adds its own): none."),
+    KEY("server", "cors_max_age", CT_DURATION, cors_max_age_ms, 0, 24 * HOUR, "10m",
+        "How long browsers may cache a preflight answer (Access-Control-Max-Age)."),
     KEY("methods", "dirs", CT_PATH_LIST, method_dirs, 1, 16, "\"" EXO_DEFAULT_METHODS_DIR "\"",
         "Directories to load methods from."),
     KEY("methods", "cpu_sample_interval", CT_DURATION, cpu_sample_interval_ms, 100, MIN, "2s",
@@ -280,7 +287,7 @@ static void list_free(exo_strlist_t *l)
 static bool is_list(cfg_type_t t)
 {
     return t == CT_ADDR_LIST || t == CT_PATH_LIST || t == CT_NAME_LIST || t == CT_ACCOUNT_LIST ||
-           t == CT_IP_LIST;
+           t == CT_IP_LIST || t == CT_ORIGIN_LIST;
 }
 
 static bool is_string(cfg_type_t t)
@@ -656,6 +663,9 @@ static int check_list_item(cfg_ctx_t *cx, const cfg_key_t *k, const char *item)
     case CT_IP_LIST:
         why = check_ip(item, addr, &bits);
         break;
+    case CT_ORIGIN_LIST:
+        why = exo_cors_origin_check(item);
+        break;
     default:
         why = check_listen(item, &loopback);
         break;
@@ -980,7 +990,8 @@ int exo_config_validate(const exo_config_t *c, char *err, size_t errlen)
         return fail(&cx, "must be set when %s is, since each needs the other",
                     cert ? "tls_certificate" : "tls_private_key");
     }
-    /* Account names and proxies may also come from outside the parser; a NULL name is "". */
+    /* Account names, proxies and origins may also come from outside the parser; a NULL name
+     * is "". */
     for (size_t i = 0; i < N_KEYS; i++) {
         const void *field = (const char *)c + keys[i].offset;
         cx.key = &keys[i];
@@ -989,7 +1000,9 @@ int exo_config_validate(const exo_config_t *c, char *err, size_t errlen)
             return fail(&cx, "expected an account name of " ACCOUNT_RULE ", got '%s'",
                         show(shown, sizeof(shown), v, strlen(v)));
         }
-        if (keys[i].type != CT_ACCOUNT_LIST && keys[i].type != CT_IP_LIST) continue;
+        if (keys[i].type != CT_ACCOUNT_LIST && keys[i].type != CT_IP_LIST &&
+            keys[i].type != CT_ORIGIN_LIST)
+            continue;
         const exo_strlist_t *l = field;
         for (size_t j = 0; j < l->n; j++) {
             if (check_list_item(&cx, &keys[i], l->items[j]) < 0) return -EINVAL;

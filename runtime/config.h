@@ -46,6 +46,8 @@ typedef struct exo_config_s {
     uint32_t max_batch;         /* entries in one JSON-RPC batch */
     uint32_t call_timeout_ms;   /* deadline of one method call */
     uint32_t drain_timeout_ms;  /* how long SIGTERM waits for in-flight calls */
+    exo_strlist_t cors_origins; /* exact origins answered with CORS headers; empty: none */
+    uint32_t cors_max_age_ms;   /* duration: Access-Control-Max-Age of preflight answers */
     /* [methods] */
     exo_strlist_t method_dirs;           /* absolute paths of method directories */
     uint32_t cpu_sample_interval_ms;     /* period of /proc/stat sampling for CPU usage */
@@ -116,8 +118,9 @@ int exo_config_load(exo_config_t *c, const char *path, char *err, size_t errlen)
  * address or localhost, that there is somewhere to listen, that a certificate comes with its
  * key, that plain HTTP is served off loopback only when allow_plain_http says so, that no
  * method is in more than one of public_methods, user_methods and admin_methods, and that
- * login_backoff_max is not below login_backoff. Account names and trusted_proxies items,
- * which the command line could set without the parser, are checked again. Returns 0 or
+ * login_backoff_max is not below login_backoff. Account names and the items of
+ * trusted_proxies and cors_origins, which the command line could set without the parser, are
+ * checked again. Returns 0 or
  * -EINVAL with a message naming the key, such as "[server] tls_private_key: ...". */
 int exo_config_validate(const exo_config_t *c, char *err, size_t errlen);
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "cors.h"
 #include "log.h"
 #include "server.h"
 #include "tls.h"
@@ -23,7 +24,7 @@
 /* Reading pauses while this much response data waits to be sent to a slow reader. */
 #define EXO_WRITE_HIGH_WATER (1024 * 1024)
 
-enum { HDR_NONE, HDR_CONTENT_TYPE, HDR_EXPECT, HDR_AUTHORIZATION, HDR_FORWARDED_FOR };
+enum { HDR_NONE, HDR_CONTENT_TYPE, HDR_EXPECT, HDR_AUTHORIZATION, HDR_FORWARDED_FOR, HDR_CORS };
 
 static const char *status_text(int status)
 {
@@ -255,6 +256,7 @@ void exo_http_reply(exo_req_t *r, int status, const char *content_type, const ch
     rc |= exo_buf_appends(o, "X-Request-Id: ");
     rc |= exo_buf_appends(o, r->request_id);
     rc |= exo_buf_appends(o, "\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
+    rc |= exo_cors_append(c->srv->cfg, &r->cors, r->method == HTTP_OPTIONS && status == 204, o);
     if (closing) rc |= exo_buf_appends(o, "Connection: close\r\n");
     rc |= exo_buf_appends(o, "\r\n");
     if (r->method != HTTP_HEAD && status != 204) rc |= exo_buf_append(o, body, len);
@@ -271,6 +273,16 @@ static void reply_text(exo_req_t *r, int status, const char *text)
     char body[256];
     int n = snprintf(body, sizeof(body), "%s\n", text);
     exo_http_reply(r, status, NULL, body, (size_t)n);
+}
+
+/* Answers OPTIONS on a known path: 204, or 403 for a CORS preflight from an origin that the
+ * configuration does not list (exo_cors_append adds the preflight headers to the 204). */
+static void reply_options(exo_req_t *r)
+{
+    if (exo_cors_preflight_refused(r->conn->srv->cfg, &r->cors))
+        reply_text(r, 403, "this origin is not in [server] cors_origins");
+    else
+        exo_http_reply(r, 204, NULL, NULL, 0);
 }
 
 /* ---- requests -------------------------------------------------------------------------- */
@@ -329,7 +341,7 @@ static void route(exo_req_t *r)
     int get = r->method == HTTP_GET || r->method == HTTP_HEAD;
     if (strcmp(r->path, "/rpc") == 0) {
         if (r->method == HTTP_OPTIONS) {
-            exo_http_reply(r, 204, NULL, NULL, 0);
+            reply_options(r);
         } else if (r->method != HTTP_POST) {
             reply_text(r, 405, "use POST for JSON-RPC");
         } else if (!is_json_type(r->content_type)) {
@@ -343,7 +355,7 @@ static void route(exo_req_t *r)
         }
     } else if (strcmp(r->path, "/auth") == 0) {
         if (r->method == HTTP_OPTIONS) {
-            exo_http_reply(r, 204, NULL, NULL, 0);
+            reply_options(r);
         } else if (r->method != HTTP_POST) {
             reply_text(r, 405, "use POST with Authorization: Basic");
         } else if (srv->draining) {
@@ -353,7 +365,7 @@ static void route(exo_req_t *r)
         }
     } else if (strcmp(r->path, "/openrpc.json") == 0) {
         if (r->method == HTTP_OPTIONS) {
-            exo_http_reply(r, 204, NULL, NULL, 0);
+            reply_options(r);
         } else if (!get) {
             reply_text(r, 405, "use GET");
         } else {
@@ -369,7 +381,7 @@ static void route(exo_req_t *r)
         }
     } else if (strcmp(r->path, "/healthz") == 0) {
         if (r->method == HTTP_OPTIONS) {
-            exo_http_reply(r, 204, NULL, NULL, 0);
+            reply_options(r);
         } else if (!get) {
             reply_text(r, 405, "use GET");
         } else if (srv->draining) {
@@ -459,6 +471,8 @@ static int on_header_field_complete(llhttp_t *p)
         } else if (strcmp(c->field, "x-forwarded-for") == 0) {
             c->value_target = HDR_FORWARDED_FOR;
             c->cur->forwarded_for[0] = '\0';
+        } else if (exo_cors_header_field(&c->cur->cors, c->field)) {
+            c->value_target = HDR_CORS;
         }
     }
     c->field_len = 0;
@@ -496,6 +510,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
             memcpy(ff + have, at, len);
             ff[have + len] = '\0';
         }
+    } else if (c->value_target == HDR_CORS) {
+        exo_cors_header_value(&c->cur->cors, at, len);
     } else if (c->value_target == HDR_EXPECT) {
         /* The value may arrive in pieces: it is collected in the field buffer, which is free
          * until the next header name, and checked once complete. */

@@ -12,6 +12,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "cors.h"
 #include "lvm.h"
 
 typedef struct exo_server_s exo_server_t;
@@ -138,6 +139,7 @@ struct exo_req_s {
     unsigned retry_after_s;  /* Retry-After of a 429 or 503 answer; 0 means 1 */
     exo_buf_t resp;          /* the whole response, once ready */
     exo_rpc_t *rpc;          /* in flight on /rpc */
+    exo_cors_req_t cors;     /* the request's Origin and whether it is a CORS preflight */
 };
 
 /* Server lifecycle (server.c). exo_server_start returns 0 or a negative errno with a message

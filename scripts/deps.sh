@@ -5,9 +5,11 @@ set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config clang-format liblua5.4-dev lua5.4 libuv1-dev
             libssl-dev libpam0g-dev node-llhttp libwslay-dev libsystemd-dev openssl)
+# chromium and nginx: the browser tests (tests/browser/) drive Debian's Chromium headless, through
+# nginx set up as Exosphere's proxy.
 test_pkgs=(lua-busted curl valgrind nodejs npm ca-certificates procps iproute2 libpam-wrapper
            rpm rpmlint createrepo-c lintian apt-utils debootstrap gnupg gpgv systemd
-           systemd-container)
+           systemd-container chromium nginx)
 bench_pkgs=(wrk nginx libnginx-mod-http-lua lua-cjson curl hyperfine)
 
 want=()

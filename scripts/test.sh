@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command 2: installs what is missing, builds, and runs every test:
 #   format check, C unit tests + busted specs + fuzz corpus replay (ctest), end-to-end tests
-#   against the real daemon with real clients (curl, openssl, Node), then the same C tests and
+#   against the real daemon with real clients (curl, openssl, Node), browser tests (Chromium
+#   headless, directly and through nginx as Exosphere's proxy), then the same C tests and
 #   end-to-end tests again on an AddressSanitizer + UndefinedBehaviorSanitizer build, and the
 #   unit tests under valgrind.
 # The last line is "N passed, N failed" over every test of every stage.
@@ -59,6 +60,9 @@ note "dependencies"
 scripts/deps.sh test || { echo "cannot install dependencies"; echo "0 passed, 1 failed"; exit 1; }
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error) >"$logs/npm.log" 2>&1 ||
     { cat "$logs/npm.log"; echo "0 passed, 1 failed"; exit 1; }
+# The browser tests have their own package (playwright-core), so the e2e stage needs no browser.
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) >>"$logs/npm.log" 2>&1 ||
+    { cat "$logs/npm.log"; echo "0 passed, 1 failed"; exit 1; }
 
 note "format (clang-format --dry-run)"
 if clang-format --dry-run --Werror runtime/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c tests/tools/*.c \
@@ -84,6 +88,13 @@ if cmake -S . -B build -DEXO_WERROR=ON -DEXO_TESTS=ON -DCMAKE_BUILD_TYPE=RelWith
     grep -E '^not ok|^# (pass|fail)' "$logs/e2e.log" | head -40
     [ $rc -eq 0 ] || grep -B2 -A30 '^not ok' "$logs/e2e.log" | head -120
     count_node e2e "$logs/e2e.log" $rc
+    note "browser: Chromium headless, directly (CORS) and through nginx as Exosphere's proxy"
+    EXO_AGENT_BIN=$top/build/exosphere-guest-agent \
+        node --test --test-reporter=tap --test-concurrency=1 tests/browser/ >"$logs/browser.log" 2>&1
+    rc=$?
+    grep -E '^ *not ok|^# (pass|fail|skip)' "$logs/browser.log" | head -40
+    [ $rc -eq 0 ] || grep -B2 -A30 '^ *not ok' "$logs/browser.log" | head -120
+    count_node browser "$logs/browser.log" $rc
 else
     tail -40 "$logs/cmake.log"
     count build 0 1

@@ -100,6 +100,8 @@ static void test_defaults(void)
     CHECK(c.max_batch == 100);
     CHECK(c.call_timeout_ms == 30000);
     CHECK(c.drain_timeout_ms == 10000);
+    CHECK(c.cors_origins.n == 0 && c.cors_origins.items == NULL);
+    CHECK(c.cors_max_age_ms == 600000);
     REQUIRE(c.method_dirs.n == 1);
     CHECK_STR(c.method_dirs.items[0], EXO_DEFAULT_METHODS_DIR);
     CHECK(c.cpu_sample_interval_ms == 2000);
@@ -946,6 +948,45 @@ static void test_validate_auth(void)
     exo_config_free(&c);
 }
 
+/* The origin checks themselves are tested in test_cors.c; here, that the parser and the
+ * validation use them, the list bounds and cors_max_age. */
+static void test_cors_keys(void)
+{
+    exo_config_t c;
+    REQUIRE(parse_into(&c, "[server]\ncors_origins = https://exosphere.example.org, "
+                           "\"http://127.0.0.1:8000\"\ncors_max_age = 2h\n") == 0);
+    REQUIRE(c.cors_origins.n == 2);
+    CHECK_STR(c.cors_origins.items[0], "https://exosphere.example.org");
+    CHECK_STR(c.cors_origins.items[1], "http://127.0.0.1:8000");
+    CHECK(c.cors_max_age_ms == 2u * 3600 * 1000);
+    CHECK(exo_config_validate(&c, err_, sizeof(err_)) == 0);
+    static const char *const bad[] = {"https://a.example", "*"};
+    REQUIRE(exo_config_set_list(&c.cors_origins, bad, 2) == 0);
+    CHECK(exo_config_validate(&c, err_, sizeof(err_)) == -EINVAL);
+    CHECK_STR(err_, "[server] cors_origins: '*' has a wildcard; CORS here is for exact origins "
+                    "only, so list each one");
+    exo_config_free(&c);
+    CHECK_STR(parse_err("[server]\ncors_origins = \"*\"\n"),
+              "agent.conf:2: [server] cors_origins: '*' has a wildcard; CORS here is for exact "
+              "origins only, so list each one");
+    CHECK_STR(parse_err("[server]\ncors_origins = https://x.example/\n"),
+              "agent.conf:2: [server] cors_origins: 'https://x.example/' has a path, query or "
+              "fragment (or a trailing '/'); an origin is scheme://host[:port]");
+    CHECK_STR(parse_err("[server]\ncors_origins = x.example\n"),
+              "agent.conf:2: [server] cors_origins: 'x.example' does not start with http:// or "
+              "https://");
+    CHECK_STR(parse_err("[server]\ncors_max_age = 25h\n"),
+              "agent.conf:2: [server] cors_max_age: 25h is out of range 0s..24h");
+    CHECK_STR(parse_err("[server]\ncors_max_age = 600\n"),
+              "agent.conf:2: [server] cors_max_age: expected a duration like 500ms, 30s, 5m or "
+              "1h, got '600' (durations need a unit)");
+    char many[1200] = "[server]\ncors_origins = http://a.example";
+    for (int i = 0; i < 32; i++)
+        strcat(many, ", http://a.example");
+    CHECK_STR(parse_err(many),
+              "agent.conf:2: [server] cors_origins: expected 0 to 32 items, got 33");
+}
+
 static void test_trusted_proxy(void)
 {
     exo_config_t c;
@@ -1367,6 +1408,7 @@ int main(void)
     RUN(test_method_overrides);
     RUN(test_validate_auth);
     RUN(test_trusted_proxy);
+    RUN(test_cors_keys);
     RUN(test_layering_and_atomicity);
     RUN(test_validate);
     RUN(test_setters);
