@@ -307,6 +307,8 @@ M.session_closed = notify.session_closed
 -- notify.mounts.*), and the list that such a call returned.
 M.mounts_wanted = notify.mounts_wanted
 M.mounts_update = notify.mounts_update
+-- The sorted names session `id` is subscribed to.
+M.subscriptions = notify.subscriptions
 
 --------------------------------------------------------------------------------------------
 -- Calls.

@@ -322,8 +322,8 @@ local function known(names)
     end
   end
   if #unknown > 0 then
-    error(errors.InvalidParams("params.names", ("names unknown notification%s: %s (notifications.list "
-      .. "has them all)"):format(#unknown > 1 and "s" or "", table.concat(unknown, ", "))))
+    error(errors.InvalidParams("params.names", ("unknown notification%s: %s (notifications.list "
+      .. "names them all)"):format(#unknown > 1 and "s" or "", table.concat(unknown, ", "))))
   end
   return out
 end
