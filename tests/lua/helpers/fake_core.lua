@@ -14,6 +14,10 @@
 -- set_capabilities exactly once per call, and read_file and statfs need "system.read",
 -- spawn "process.run". A program that is not in `programs` is "not found", like a missing
 -- executable.
+--
+-- The WebSocket transport's side of notifications: session_send(id, text) records what a
+-- session received in `sent[id]` and answers false for a session in `closed_sessions`;
+-- `events.mounts_snapshot()` (exo.events) counts the host's requests in `snapshots`.
 
 local M = {}
 
