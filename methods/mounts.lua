@@ -859,4 +859,28 @@ local mount_cephfs = method({
   end,
 })
 
-return { list, mount_device, unmount, mount_cephfs }
+-- notify.mounts.*: the runtime runs mounts.list when the mount table changes (and only while
+-- a session listens), compares it with the list before by mountpoint and sends what
+-- differs, whoever made the change: a client, udev, or someone by hand.
+local function mount_notification(verb, summary, description)
+  return notification({
+    name = "notify.mounts." .. verb,
+    summary = summary,
+    description = description,
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "user",
+    params = Mount,
+    examples = { { name = "a volume", params = MOUNT_EXAMPLE } },
+  })
+end
+
+local mounted = mount_notification("mounted", "A file system was mounted",
+  "A mountpoint that mounts.list did not have before, as mounts.list now shows it.")
+local unmounted = mount_notification("unmounted", "A file system was unmounted",
+  "A mountpoint that mounts.list no longer has, as it was last seen.")
+local changed = mount_notification("changed", "A mount changed",
+  "A mountpoint still mounted whose device, file system type, options or read_only "
+    .. "changed (a remount, or another file system mounted over it), as mounts.list now shows it.")
+
+return { list, mount_device, unmount, mount_cephfs, mounted, unmounted, changed }

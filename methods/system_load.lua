@@ -158,4 +158,22 @@ local historical = method({
   end,
 })
 
-return { current, historical }
+local load_notification = notification({
+  name = "notify.system_load",
+  summary = "A load sample, each time the agent takes one",
+  description = "Sent at each multiple of [system_load] interval (a minute by default) with the "
+    .. "sample the agent has just taken by running system_load.current: the same object, the "
+    .. "one system_load.historical returns last.",
+  since = "2026-12-01",
+  stability = "experimental",
+  permission = "user",
+  params = Load,
+  examples = {
+    {
+      name = "an instance without a GPU",
+      params = { epoch = 1764072000, cpuPctUsed = 3, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = json.null },
+    },
+  },
+})
+
+return { current, historical, load_notification }

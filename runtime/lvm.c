@@ -272,6 +272,7 @@ int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t
     exo_core_preload(L);
     exo_auth_preload(L);
     exo_load_preload(L);
+    exo_events_preload(L);
     exo_metadata_preload(L);
     exo_mounts_preload(L);
     vm->loading = 1;
@@ -417,6 +418,23 @@ const char *exo_lvm_openrpc(exo_lvm_t *vm, size_t *len, char *err, size_t errlen
 lua_State *exo_lvm_state(const exo_lvm_t *vm)
 {
     return vm->L;
+}
+
+int exo_lvm_host_call(exo_lvm_t *vm, const char *fn, int nargs, int nres, char *err, size_t errlen)
+{
+    lua_State *L = vm->L;
+    /* stack: args... */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->host_ref);
+    lua_getfield(L, -1, fn);
+    lua_remove(L, -2);
+    if (!lua_isfunction(L, -1)) {
+        snprintf(err, errlen, "sandbox.host has no %s function", fn);
+        lua_pop(L, nargs + 1);
+        return -ENOENT;
+    }
+    /* stack: args..., host[fn] */
+    lua_insert(L, -(nargs + 1));
+    return pcall_msg(L, nargs, nres, err, errlen);
 }
 
 void exo_lvm_counts(const exo_lvm_t *vm, int *loaded, int *skipped)

@@ -47,6 +47,12 @@ lua_State *exo_lvm_state(const exo_lvm_t *vm);
  * failed, or a negative errno if the checker itself could not run. */
 int exo_lvm_check_files(const exo_runtime_info_t *rt, char **files, int n, int as_operator,
                         FILE *out);
+/* Calls host[fn] (sandbox/host.lua) with the nargs values at the top of the VM's main stack,
+ * outside any call: for the runtime's own events (host.emit, host.session_closed, ...), from a
+ * libuv callback, never from inside a binding. Returns 0 with nres results left on the stack,
+ * or a negative errno with a message in err and nothing left (the arguments are popped either
+ * way). The host function runs without a call's budgets; it must bound its own work. */
+int exo_lvm_host_call(exo_lvm_t *vm, const char *fn, int nargs, int nres, char *err, size_t errlen);
 /* Number of method files loaded and skipped, for the start-up log. */
 void exo_lvm_counts(const exo_lvm_t *vm, int *loaded, int *skipped);
 
@@ -117,6 +123,8 @@ void exo_calls_shutdown(void);
 /* Kills the programs that methods started and that still run (at shutdown). */
 void exo_core_shutdown(void);
 
+/* Registers the module "exo.events" (events.c): the host's requests to the event sources. */
+void exo_events_preload(lua_State *L);
 /* Registers the module "exo.load" (l_load.c): the worker's load history. */
 void exo_load_preload(lua_State *L);
 /* Registers the native modules "exo.core" (l_core.c) and "exo.json" (l_json.c). */

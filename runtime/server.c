@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "events.h"
 #include "load_sampler.h"
 #include "log.h"
 #include "metadata.h"
@@ -388,6 +389,7 @@ static void stop_everything(exo_server_t *srv)
     close_handle((uv_handle_t *)&srv->watch_timer);
     for (size_t i = 0; i < srv->n_watches; i++)
         close_handle((uv_handle_t *)&srv->watches[i]);
+    exo_events_stop();
     exo_load_sampler_stop();
     /* Before the run queue closes: the fetch's waiters may still resume their calls. */
     exo_metadata_shutdown();
@@ -588,6 +590,11 @@ int exo_worker_run(exo_config_t *cfg, int dev, exo_prepared_t *p, int monitor_fd
         /* After READY: the monitor answers in order, so the history follows the readiness. */
         if (exo_load_sampler_start(&srv) < 0)
             exo_error("the load sampler cannot start: out of memory");
+        int erc = exo_events_start(&srv);
+        if (erc < 0)
+            exo_error("the notification sources cannot start: %s; notify.system_load and "
+                      "notify.mounts.* will not be sent",
+                      strerror(-erc));
         /* Alone (no monitor), this process is what systemd waits for. */
         if (monitor_fd < 0) exo_sd_notify("READY=1\nSTATUS=serving (without the root monitor)");
         code = exo_server_run(&srv);

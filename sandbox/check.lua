@@ -14,6 +14,7 @@
 local json = require("exo.json")
 local env = require("sandbox.env")
 local method = require("sandbox.method")
+local notification = require("sandbox.notification")
 local loader = require("sandbox.loader")
 local capabilities = require("sandbox.capabilities")
 
@@ -48,7 +49,8 @@ local function check_file(path, opts, grants, taken)
   local function add_error(msg)
     report.errors[#report.errors + 1] = loader.name_file(path, msg)
   end
-  local allow = env.allow_list(opts.host.method_api(method.collecting_declare(add_error), no_info))
+  local allow = env.allow_list(opts.host.method_api(method.collecting_declare(add_error), no_info,
+    notification.collecting_declare(add_error)))
   local ok, value = loader.run_file(path, env.build(allow))
   local list, err
   if ok then
@@ -68,7 +70,9 @@ local function check_file(path, opts, grants, taken)
       end
     end
     local other = taken[d.name]
-    if other and not (other.shipped and opts.allow_override) then
+    if other and d.notification then
+      add_error(("notification '%s' is already defined in %s"):format(d.name, other.file))
+    elseif other and not (other.shipped and opts.allow_override) then
       add_error(("method '%s' is already defined in %s"):format(d.name, other.file))
     else
       taken[d.name] = { file = path }

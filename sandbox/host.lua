@@ -10,6 +10,8 @@ local json = require("exo.json")
 local schema = require("sandbox.schema")
 local errors = require("sandbox.errors")
 local method = require("sandbox.method")
+local notification = require("sandbox.notification")
+local notify = require("sandbox.notify")
 local registry = require("sandbox.registry")
 local env = require("sandbox.env")
 local agent = require("sandbox.agent")
@@ -167,12 +169,14 @@ local function install_pattern_guard()
 end
 
 -- The globals of method code (before env.allow_list makes them read-only). `declare` is the
--- `method` function: method.declare, or check mode's collecting one.
-function M.method_api(declare, info)
+-- `method` function: method.declare, or check mode's collecting one; `declare_notification`
+-- the `notification` function (notification.declare unless given).
+function M.method_api(declare, info, declare_notification)
   return {
     T = schema.T,
     errors = errors.api(),
     method = declare,
+    notification = declare_notification or notification.declare,
     json = json_api(),
     agent = agent.build(info),
   }
@@ -197,6 +201,16 @@ local function permission_overrides(opts)
   return map
 end
 
+-- The calls' own ctx (with ctx.auth as the runtime gave it) behind the handler ctx that a
+-- builtin handler receives, for notifications.subscribe's permission check.
+local raw_ctx = setmetatable({}, { __mode = "k" })
+
+-- Why the caller of handler ctx hctx may not receive notification `name` of permission
+-- `level`, or nil.
+local function notification_refusal(hctx, name, level)
+  return auth.refusal(name, level, raw_ctx[hctx] or {})
+end
+
 function M.init(opts)
   opts = opts or {}
   check_init_options(opts)
@@ -211,6 +225,7 @@ function M.init(opts)
   s.registry = registry.new({ operator_capabilities = grants, allow_override = opts.allow_override })
   local allow = env.allow_list(M.method_api(method.declare, function() return host_info(s) end))
   assert(s.registry:add({ method.get(discover_declaration()) }, "<builtin>"))
+  assert(s.registry:add(notify.declarations(), "<builtin>"))
   local auth_module = opts.auth_module
   if auth_module == nil then
     local ok, mod = pcall(require, "exo.auth")
@@ -242,6 +257,12 @@ function M.init(opts)
       core.log("warn", ("[auth] %s_methods names %s, which no loaded method has"):format(level, name))
     end
   end
+  local events = opts.events_module
+  if events == nil then
+    local ok, mod = pcall(require, "exo.events")
+    events = ok and mod or nil
+  end
+  notify.reset(s.registry, { events = events, refusal = notification_refusal })
   state = s
   core.log("info", ("loaded %d methods; skipped %d method files"):format(s.registry.count, #s.registry.skipped))
   local skipped = json.array()
@@ -274,6 +295,20 @@ function M.discover()
   end
   return state.document
 end
+
+--------------------------------------------------------------------------------------------
+-- Notifications (sandbox/notify.lua): what the runtime calls outside any call.
+
+-- Sends notification `name` with `params` to its subscribers; returns how many.
+M.emit = notify.emit
+-- The runtime ended WebSocket session `id`: its subscriptions go.
+M.session_closed = notify.session_closed
+-- Whether a change of the mount table is worth a mounts.list (someone listens to
+-- notify.mounts.*), and the list that such a call returned.
+M.mounts_wanted = notify.mounts_wanted
+M.mounts_update = notify.mounts_update
+-- The sorted names session `id` is subscribed to.
+M.subscriptions = notify.subscriptions
 
 --------------------------------------------------------------------------------------------
 -- Calls.
@@ -351,15 +386,19 @@ local function handler_auth(a)
 end
 
 local function handler_ctx(d, ctx)
-  return setmetatable({
+  local hctx = setmetatable({
     auth = handler_auth(ctx.auth),
     method = d.name,
     request_id = ctx.request_id,
     transport = ctx.transport,
     peer = ctx.peer,
+    -- The WebSocket session's id, or nil over HTTP and the Unix socket.
+    session = math.type(ctx.session) == "integer" and ctx.session or nil,
     dev = ctx.dev == true,
     deadline_ms = ctx.deadline_ms,
   }, CtxMT)
+  raw_ctx[hctx] = ctx
+  return hctx
 end
 
 -- In dev mode the xpcall message handler keeps the traceback of unexpected errors; agent
@@ -461,7 +500,8 @@ local function dispatch(name, params, ctx)
   return true, result
 end
 
--- Runs one call. `ctx` = { request_id, transport, peer, dev, deadline_ms }; a missing dev
+-- Runs one call. `ctx` = { request_id, transport, peer, dev, deadline_ms, session (the
+-- WebSocket session's id, when the call came on one) }; a missing dev
 -- falls back to init's. Returns true, result or false, err; never raises.
 function M.call(name, params, ctx)
   ctx = type(ctx) == "table" and ctx or {}

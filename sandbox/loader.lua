@@ -11,6 +11,7 @@
 -- at each check (one allocation between two checks is for the runtime's allocator to bound).
 
 local method = require("sandbox.method")
+local notification = require("sandbox.notification")
 local errors = require("sandbox.errors")
 
 local M = {}
@@ -83,10 +84,16 @@ function M.run_limited(f, budget, what)
   return ok, value
 end
 
--- The checked declarations a file's chunk returned: one token or an array of them.
+-- The declaration behind a method or notification token, or nil.
+local function declaration(token)
+  return method.get(token) or notification.get(token)
+end
+
+-- The checked declarations a file's chunk returned: one token or an array of them, each a
+-- method { ... } or a notification { ... } (notifications have d.notification = true).
 -- `skip(v)` says which returned values to leave out silently (check mode's failed ones).
 function M.declarations_of(path, value, skip)
-  local d = method.get(value)
+  local d = declaration(value)
   if d then
     return { d }
   elseif skip and skip(value) then
@@ -96,11 +103,11 @@ function M.declarations_of(path, value, skip)
   end
   local list = {}
   for i, token in ipairs(value) do
-    local di = method.get(token)
+    local di = declaration(token)
     if di then
       list[#list + 1] = di
     elseif not (skip and skip(token)) then
-      return nil, ("%s: returned value %d is not a method { ... }"):format(path, i)
+      return nil, ("%s: returned value %d is not a method { ... } or notification { ... }"):format(path, i)
     end
   end
   return list
@@ -148,7 +155,7 @@ function M.name_file(path, msg)
   if msg:sub(1, #short + 1) == short .. ":" then
     return path .. msg:sub(#short + 1)
   end
-  local name = msg:match("^method '([%w_%.]+)'")
+  local name = msg:match("^method '([%w_%.]+)'") or msg:match("^notification '([%w_%.]+)'")
   local line = name and #name <= 128 and line_of_name(path, name)
   if line then
     return ("%s:%d: %s"):format(path, line, msg)

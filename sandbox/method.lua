@@ -22,6 +22,9 @@ local FIELDS = {
 }
 
 local declarations = setmetatable({}, { __mode = "k" })
+-- What a declaration being checked declares, for messages: "method" unless a notification
+-- declaration (sandbox/notification.lua) said otherwise.
+local what_of = setmetatable({}, { __mode = "k" })
 
 local function one_of(list, v)
   for _, x in ipairs(list) do
@@ -34,7 +37,8 @@ end
 
 -- Raised without a position; M.declare's caller adds the author's line.
 local function fail(decl, fmt, ...)
-  local who = type(decl.name) == "string" and ("method '%s'"):format(decl.name) or "method"
+  local what = what_of[decl] or "method"
+  local who = type(decl.name) == "string" and ("%s '%s'"):format(what, decl.name) or what
   error(who .. ": " .. fmt:format(...), 0)
 end
 
@@ -58,6 +62,8 @@ local function check_name(decl, reserved_ok)
     fail(decl, "names starting with \"rpc.\" are reserved by JSON-RPC")
   elseif name:find("^authenticate%.") and not reserved_ok then
     fail(decl, "names starting with \"authenticate.\" are reserved for the agent's logins")
+  elseif name:find("^notify%.") and not reserved_ok then
+    fail(decl, "names starting with \"notify.\" are notifications; declare them with notification { ... }")
   end
 end
 
@@ -315,6 +321,14 @@ function M.collecting_declare(record)
     return M.FAILED
   end
 end
+
+-- The checks that notification declarations share with methods (sandbox/notification.lua).
+-- `as(decl, "notification")` makes their messages say "notification 'x'" for that table.
+M.shared = {
+  as = function(decl, what) what_of[decl] = what end,
+  fail = fail, check_name = check_name, check_text = check_text, check_choice = check_choice,
+  plain_copy = plain_copy, is_array = is_array, where = where,
+}
 
 -- The checked declaration behind a token, or nil when v is not one.
 function M.get(token)

@@ -78,11 +78,35 @@ local function method_of(d)
   }
 end
 
+-- A notification under x-notifications: what notifications.list says, with its examples
+-- (params as they go on the wire).
+local function notification_of(d)
+  local examples = json.array()
+  for i, ex in ipairs(d.examples) do
+    examples[i] = { name = ex.name, description = ex.description, params = schema.normalize(d.params, ex.params) }
+  end
+  return {
+    name = d.name,
+    summary = d.summary,
+    description = d.description,
+    params = render.to_json_schema(d.params),
+    examples = examples,
+    deprecated = d.stability == "deprecated",
+    ["x-stability"] = d.stability,
+    ["x-since"] = d.since,
+    ["x-permission"] = d.permission,
+  }
+end
+
 -- `info` = { version =, api_version =, lua_api_level = }.
 function M.document(registry, info)
   local methods = json.array()
   for i, name in ipairs(registry:names()) do
     methods[i] = method_of(registry:get(name))
+  end
+  local notifications = json.array()
+  for i, name in ipairs(registry:notification_names()) do
+    notifications[i] = notification_of(registry:notification(name))
   end
   local components = { errors = {} }
   for _, kind in ipairs(errors.kinds) do
@@ -99,6 +123,9 @@ function M.document(registry, info)
     },
     methods = methods,
     components = components,
+    -- An extension (OpenRPC allows x- fields at the top level): the notifications a
+    -- WebSocket session may subscribe to (notifications.subscribe), by name.
+    ["x-notifications"] = notifications,
   }
 end
 

@@ -23,6 +23,8 @@ function M.new(opts)
   opts = opts or {}
   return setmetatable({
     by_name = {}, origin = {}, kind = {}, skipped = {}, count = 0,
+    -- Notifications (sandbox/notification.lua) by name, and the file that declared each.
+    notifications = {}, notification_origin = {},
     operator_grants = opts.operator_capabilities or {}, allow_override = opts.allow_override == true,
   }, Registry)
 end
@@ -39,10 +41,53 @@ local function capability_error(self, list, origin)
   end
 end
 
--- Adds checked declarations from `origin` (a path, or "<builtin>"), of `kind` "shipped"
--- (the default) or "operator". Returns true, or nil and why nothing was added; `log` gets
--- the overrides.
+-- Splits a file's declarations into methods and notifications.
+local function split(list)
+  local methods, notes = {}, {}
+  for _, d in ipairs(list) do
+    if d.notification then
+      notes[#notes + 1] = d
+    else
+      methods[#methods + 1] = d
+    end
+  end
+  return methods, notes
+end
+
+-- Why the notifications of a file cannot be added, or nil. A notification is never replaced,
+-- not even by an operator file with allow_override: its subscribers rely on its params.
+local function notification_clash(self, notes, origin)
+  local seen = {}
+  for _, d in ipairs(notes) do
+    local other = seen[d.name] or self.notification_origin[d.name]
+    if other then
+      return loader.name_file(origin, ("notification '%s' is already defined in %s"):format(d.name, other))
+    end
+    seen[d.name] = origin
+  end
+end
+
+-- Adds checked declarations (methods and notifications) from `origin` (a path, or
+-- "<builtin>"), of `kind` "shipped" (the default) or "operator". Returns true, or nil and why
+-- nothing was added; `log` gets the overrides.
 function Registry:add(list, origin, kind, log)
+  local notes
+  list, notes = split(list)
+  local clash = notification_clash(self, notes, origin)
+  if clash then
+    return nil, clash
+  end
+  local ok, err = self:add_methods(list, origin, kind, log)
+  if not ok then
+    return nil, err
+  end
+  for _, d in ipairs(notes) do
+    self.notifications[d.name], self.notification_origin[d.name] = d, origin
+  end
+  return true
+end
+
+function Registry:add_methods(list, origin, kind, log)
   kind = kind or "shipped"
   if kind == "operator" then
     local err = capability_error(self, list, origin)
@@ -108,6 +153,21 @@ end
 
 function Registry:get(name)
   return self.by_name[name]
+end
+
+-- The declaration of notification `name`, or nil.
+function Registry:notification(name)
+  return self.notifications[name]
+end
+
+-- The notification names, sorted.
+function Registry:notification_names()
+  local names = {}
+  for name in pairs(self.notifications) do
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  return names
 end
 
 function Registry:names()

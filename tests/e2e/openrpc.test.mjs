@@ -11,7 +11,9 @@ import { startAgent, request, rpc, agentFetch, shippedMethods, testMethods } fro
 // Methods whose result changes from call to call: the result is checked against the
 // method's result schema instead of the example's value.
 const VARYING = new Set(['agent.info', 'system_load.current', 'system_load.historical', 'e2e.whoami', 'authenticate.me',
-  'e2e.mount_generation', 'mounts.list']);
+  'e2e.mount_generation', 'mounts.list', 'notifications.list']);
+// Methods that need a WebSocket session: over HTTP they answer Unsupported (tested below).
+const NEEDS_SESSION = new Set(['notifications.subscribe', 'notifications.unsubscribe']);
 // Examples that hold sample credentials (a made-up password, a sample token): a real login is
 // tested in auth.test.mjs with real accounts.
 const SAMPLE_CREDENTIALS = new Set(['authenticate.login', 'authenticate.token', 'authenticate.logout']);
@@ -80,7 +82,7 @@ describe('OpenRPC', () => {
     const validator = new MethodCallValidator(doc);
     let replayed = 0;
     for (const m of doc.methods) {
-      if (NO_RESULT.has(m.name) || SAMPLE_CREDENTIALS.has(m.name) || ACTS_ON_DISKS.has(m.name)) continue;
+      if (NO_RESULT.has(m.name) || SAMPLE_CREDENTIALS.has(m.name) || ACTS_ON_DISKS.has(m.name) || NEEDS_SESSION.has(m.name)) continue;
       // Methods that need a login are replayed over the Unix socket, as root.
       const extra = m['x-permission'] === 'public' ? {} : { socketPath: agent.sock };
       for (const ex of m.examples) {
@@ -122,6 +124,34 @@ describe('OpenRPC', () => {
       assert.notDeepEqual(validator.validate(method, params), [], `${method} ${JSON.stringify(params)}`);
       const r = await rpc(agent, { jsonrpc: '2.0', id: 1, method, params });
       assert.equal(r.json().error.code, -32602, r.body);
+    }
+  });
+
+  it('lists the notifications under x-notifications, as notifications.list does', async () => {
+    const notes = doc['x-notifications'];
+    const names = notes.map((n) => n.name);
+    assert.deepEqual(names, ['notify.mounts.changed', 'notify.mounts.mounted', 'notify.mounts.unmounted', 'notify.system_load']);
+    const ajv = new Ajv({ allErrors: true });
+    for (const n of notes) {
+      assert.ok(n.summary && n.examples.length >= 1, n.name);
+      assert.equal(n['x-permission'], 'user');
+      for (const ex of n.examples) assert.ok(ajv.validate(n.params, ex.params), `${n.name}: ${ajv.errorsText()}`);
+    }
+    // The load notification carries what system_load.current returns.
+    const current = doc.methods.find((m) => m.name === 'system_load.current');
+    assert.deepEqual(notes.find((n) => n.name === 'notify.system_load').params, current.result.schema);
+    const r = await rpc(agent, { jsonrpc: '2.0', id: 1, method: 'notifications.list' }, { socketPath: agent.sock });
+    const listed = r.json().result;
+    assert.deepEqual(listed.map((n) => [n.name, n.params]), notes.map((n) => [n.name, n.params]));
+  });
+
+  it('notifications.subscribe and unsubscribe over HTTP say a WebSocket session is needed', async () => {
+    for (const method of NEEDS_SESSION) {
+      const r = await rpc(agent, { jsonrpc: '2.0', id: 1, method, params: { names: ['notify.system_load'] } },
+        { socketPath: agent.sock });
+      const e = r.json().error;
+      assert.equal(e.code, doc.components.errors.Unsupported.code, r.body);
+      assert.match(e.message, /WebSocket session/);
     }
   });
 

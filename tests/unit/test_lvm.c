@@ -1,6 +1,7 @@
 /* The method VM on a real libuv loop: calls that end at once, calls that wait on a binding,
  * cancellation, deadlines, limits, preemption and VM reference counting. Each test writes its
  * methods to a temporary directory and loads them through the embedded host. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -221,6 +222,36 @@ static void test_preemption_lets_others_finish_first(void)
     exo_lvm_release(vm);
 }
 
+/* exo_lvm_host_call: the runtime's way into the host outside any call (runtime/events.c). */
+static void test_host_call(void)
+{
+    exo_lvm_t *vm = new_vm();
+    REQUIRE(vm != NULL);
+    lua_State *L = exo_lvm_state(vm);
+    int top = lua_gettop(L);
+    char err[256];
+    /* No session listens to notify.mounts.*: no mounts.list is wanted. */
+    CHECK(exo_lvm_host_call(vm, "mounts_wanted", 0, 1, err, sizeof(err)) == 0);
+    CHECK(lua_isboolean(L, -1) && !lua_toboolean(L, -1));
+    lua_pop(L, 1);
+    /* An undeclared notification is the caller's bug: an error, and the stack as it was. */
+    lua_pushliteral(L, "notify.nope");
+    lua_newtable(L);
+    CHECK(exo_lvm_host_call(vm, "emit", 2, 0, err, sizeof(err)) == -EINVAL);
+    CHECK(strstr(err, "no notification named notify.nope") != NULL);
+    CHECK(lua_gettop(L) == top);
+    /* A function the host does not have. */
+    lua_pushinteger(L, 1);
+    CHECK(exo_lvm_host_call(vm, "no_such_function", 1, 0, err, sizeof(err)) == -ENOENT);
+    CHECK(strstr(err, "no no_such_function function") != NULL);
+    CHECK(lua_gettop(L) == top);
+    /* A session the host never heard of closes: nothing to do, no error. */
+    lua_pushinteger(L, 42);
+    CHECK(exo_lvm_host_call(vm, "session_closed", 1, 0, err, sizeof(err)) == 0);
+    CHECK(lua_gettop(L) == top);
+    exo_lvm_release(vm);
+}
+
 int main(void)
 {
     exo_log_init(EXO_LOG_ERROR);
@@ -231,6 +262,7 @@ int main(void)
     RUN(test_deadline_while_waiting);
     RUN(test_limits_stop_runaway_code);
     RUN(test_preemption_lets_others_finish_first);
+    RUN(test_host_call);
     teardown();
     uv_loop_close(uv_default_loop());
     TEST_END();

@@ -14,6 +14,10 @@
 -- set_capabilities exactly once per call, and read_file and statfs need "system.read",
 -- spawn "process.run". A program that is not in `programs` is "not found", like a missing
 -- executable.
+--
+-- The WebSocket transport's side of notifications: session_send(id, text) records what a
+-- session received in `sent[id]` and answers false for a session in `closed_sessions`;
+-- `events.mounts_snapshot()` (exo.events) counts the host's requests in `snapshots`.
 
 local M = {}
 
@@ -42,6 +46,11 @@ function M.reset()
   M.logs, M.spawned, M.yields, M.preemptions = {}, {}, 0, 0
   M.call, M.pending = nil, nil
   M.instruction_limit = nil
+  -- WebSocket sessions (the transport's side): sent[id] = { text, ... } of what session_send
+  -- delivered; a session listed in closed_sessions is gone (session_send answers false).
+  M.sent, M.closed_sessions = {}, {}
+  -- exo.events: how many times the host asked for a mounts baseline.
+  M.snapshots = 0
 end
 
 -- The call being driven ({ capabilities = set or nil }), or nil outside a call: like the
@@ -310,6 +319,26 @@ function M.drive_with(capabilities, f, ...)
     M.set_capabilities(capabilities)
     return f(...)
   end, ...)
+end
+
+-- The WebSocket transport's send: true once queued, false when the session is gone or closing.
+function M.session_send(id, text)
+  if math.type(id) ~= "integer" or type(text) ~= "string" then
+    error("session_send: expected an integer session id and a string", 2)
+  end
+  if M.closed_sessions[id] then
+    return false
+  end
+  M.sent[id] = M.sent[id] or {}
+  table.insert(M.sent[id], text)
+  return true
+end
+
+-- exo.events, the runtime's event sources (runtime/events.c).
+M.events = {}
+function M.events.mounts_snapshot()
+  M.snapshots = M.snapshots + 1
+  return true
 end
 
 -- Log lines at `level` (or all) whose message contains `text` (plain).

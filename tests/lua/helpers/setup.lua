@@ -31,6 +31,7 @@ M.core = require("tests.lua.helpers.fake_core")
 package.loaded["exo.core"] = M.core
 package.loaded["exo.metadata"] = M.core.metadata
 package.loaded["exo.mounts"] = M.core.mounts
+package.loaded["exo.events"] = M.core.events
 M.load = require("tests.lua.helpers.fake_load")
 package.loaded["exo.load"] = M.load
 

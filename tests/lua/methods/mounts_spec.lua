@@ -453,3 +453,67 @@ describe("mounts.mount_cephfs", function()
     assert.equal("already_mounted", err.data.reason)
   end)
 end)
+
+describe("notify.mounts.*", function()
+  local k
+
+  before_each(function()
+    k = kit.new({ files = { "methods/mounts.lua" } })
+    machine(k)
+  end)
+
+  after_each(setup.restore_string_metatable)
+
+  -- What the runtime does when the mount table changes: mounts.list as the agent, then the
+  -- host's diff (runtime/events.c).
+  local function mount_table_changed()
+    k.core.generation = k.core.generation + 1
+    return k.host.mounts_update(k:call_ok("mounts.list", {}))
+  end
+
+  it("are declared with the Mount object of mounts.list as params", function()
+    local doc = k.host.discover()
+    local list_item
+    for _, m in ipairs(doc.methods) do
+      if m.name == "mounts.list" then
+        list_item = m.result.schema.items
+      end
+    end
+    local names = {}
+    for i, n in ipairs(doc["x-notifications"]) do
+      names[i] = n.name
+      assert.same(list_item, n.params, n.name)
+    end
+    assert.same({ "notify.mounts.changed", "notify.mounts.mounted", "notify.mounts.unmounted" }, names)
+  end)
+
+  it("tell a subscriber what changed between two mount tables, whoever changed them", function()
+    k:call_ok("notifications.subscribe", { names = { "notify.mounts.mounted", "notify.mounts.unmounted",
+      "notify.mounts.changed" } }, { session = 5 })
+    assert.equal(1, k.core.snapshots)
+    assert.equal(0, mount_table_changed()) -- the baseline the runtime takes for a first subscriber
+    -- By hand: the volume unmounted, the share remounted read-only, the partition mounted.
+    k.core.files["/proc/self/mountinfo"] = table.concat({
+      "22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw,discard,errors=remount-ro",
+      "23 22 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw",
+      "96 22 0:55 / /media/share/results ro,noatime shared:51 - ceph 10.0.0.5:6789:/volumes/_nogroup/3f1a/9c2e rw,name=results-rw,secret=<hidden>,acl",
+      "97 22 254:33 / /media/volume/old\\040results.part1 rw,relatime shared:52 - ext4 /dev/vdc1 rw",
+      "",
+    }, "\n")
+    assert.equal(3, mount_table_changed())
+    local got = {}
+    for i, text in ipairs(k.core.sent[5]) do
+      local v = json.decode(text)
+      got[i] = { v.method, v.params.mountpoint, v.params.read_only }
+      assert.is_true(k.host.check_result("mounts.list", { v.params }), text)
+    end
+    assert.same({
+      { "notify.mounts.unmounted", "/media/volume/my data", false },
+      { "notify.mounts.changed", "/media/share/results", true },
+      { "notify.mounts.mounted", "/media/volume/old results.part1", false },
+    }, got)
+    assert.matches('"volume_name":"my data"', k.core.sent[5][1], 1, true)
+    assert.matches('"volume_name":"old results"', k.core.sent[5][3], 1, true)
+    assert.equal(0, mount_table_changed()) -- nothing changed since
+  end)
+end)

@@ -259,3 +259,29 @@ describe("agent.load_history", function()
     end
   end)
 end)
+
+describe("notify.system_load", function()
+  after_each(setup.restore_string_metatable)
+
+  it("carries what system_load.current returns, as the runtime emits each sample", function()
+    local k = kit.new({ files = { "methods/system_load.lua" } })
+    k.core.files["/proc/meminfo"] = meminfo(16000000, 9120000)
+    k.core.statfs_results["/"] = fs(10000000, 3000000, 2500000)
+    local doc = k.host.discover()
+    local note = doc["x-notifications"][1]
+    assert.equal("notify.system_load", note.name)
+    for _, m in ipairs(doc.methods) do
+      if m.name == "system_load.current" then
+        assert.same(m.result.schema, note.params)
+      end
+    end
+    assert.same({ names = { "notify.system_load" } },
+      k:call_ok("notifications.subscribe", { names = { "notify.system_load" } }, { session = 3, auth = kit.USER }))
+    -- The sample as runtime/events.c pushes it: gpuPctUsed null without a GPU.
+    local sample = k:call_ok("system_load.current")
+    assert.equal(1, k.host.emit("notify.system_load", sample))
+    local v = json.decode(k.core.sent[3][1])
+    assert.equal("notify.system_load", v.method)
+    assert.same({ epoch = 1764072000, cpuPctUsed = 0, memPctUsed = 43, rootfsPctUsed = 74, gpuPctUsed = json.null }, v.params)
+  end)
+end)
