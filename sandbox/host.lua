@@ -357,6 +357,7 @@ local function handler_ctx(d, ctx)
     request_id = ctx.request_id,
     transport = ctx.transport,
     peer = ctx.peer,
+    session = ctx.session,
     dev = ctx.dev == true,
     deadline_ms = ctx.deadline_ms,
   }, CtxMT)
@@ -461,7 +462,7 @@ local function dispatch(name, params, ctx)
   return true, result
 end
 
--- Runs one call. `ctx` = { request_id, transport, peer, dev, deadline_ms }; a missing dev
+-- Runs one call. `ctx` = { request_id, transport, peer, session, dev, deadline_ms }; a missing dev
 -- falls back to init's. Returns true, result or false, err; never raises.
 function M.call(name, params, ctx)
   ctx = type(ctx) == "table" and ctx or {}
