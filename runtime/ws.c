@@ -378,8 +378,8 @@ void exo_ws_upgrade(exo_req_t *r)
                   "shortly";
     }
     if (refusal) {
-        exo_info("%s: refused a WebSocket upgrade: %d, %s (request %s)", c->peer, status, refusal,
-                 r->request_id);
+        exo_info("%s: refused a request: %d WebSocket upgrade: %s (request %s)", c->peer, status,
+                 refusal, r->request_id);
         exo_http_reply_text(r, status, refusal);
         return;
     }

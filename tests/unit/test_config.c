@@ -635,10 +635,10 @@ static void test_structure_errors(void)
               "agent.conf:12: unknown key 'foo' in section [server]");
     CHECK_STR(parse_err("[server]\nlevel = debug\n"),
               "agent.conf:2: unknown key 'level' in section [server]; it belongs in [log]");
-    CHECK_STR(
-        parse_err("# x\n[serve]\n"),
-        "agent.conf:2: unknown section [serve]; the sections "
-        "are [server], [methods], [auth], [console], [system_load], [metadata], [mounts], [log]");
+    CHECK_STR(parse_err("# x\n[serve]\n"),
+              "agent.conf:2: unknown section [serve]; the sections "
+              "are [server], [methods], [auth], [console], [system_load], [metadata], [mounts], "
+              "[websocket], [log]");
     CHECK_STR(parse_err("[server\n"),
               "agent.conf:1: a section header must end with ']', got '[server'");
     CHECK_STR(parse_err("[server] # main\n"),
