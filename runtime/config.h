@@ -94,6 +94,12 @@ typedef struct exo_config_s {
     uint32_t mounts_mount_timeout_ms; /* duration: probe, mount and unmount deadline */
     uint32_t mounts_mkfs_timeout_ms;  /* duration: mkfs deadline */
     char *mounts_secret_dir;          /* absolute path: CephFS secrets, root 0700 */
+    /* [websocket] */
+    uint32_t ws_ping_interval_ms; /* duration: the agent pings each session this often */
+    uint32_t ws_pong_timeout_ms;  /* duration: a ping unanswered this long closes the session */
+    uint32_t ws_max_message;      /* size: one received message, all fragments */
+    uint32_t ws_max_queued;       /* size: unsent outbound bytes of one session */
+    uint32_t ws_max_sessions;     /* open sessions at most */
     /* [log] */
     exo_log_level_t log_level; /* least severe level that is logged */
 } exo_config_t;

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "server.h"
 #include "tls.h"
+#include "ws.h"
 
 /* After an error response the connection stops parsing but keeps reading (and dropping)
  * for this long, so that closing it does not reset the response out of the client's
@@ -24,7 +25,17 @@
 /* Reading pauses while this much response data waits to be sent to a slow reader. */
 #define EXO_WRITE_HIGH_WATER (1024 * 1024)
 
-enum { HDR_NONE, HDR_CONTENT_TYPE, HDR_EXPECT, HDR_AUTHORIZATION, HDR_FORWARDED_FOR, HDR_CORS };
+enum {
+    HDR_NONE,
+    HDR_CONTENT_TYPE,
+    HDR_EXPECT,
+    HDR_AUTHORIZATION,
+    HDR_FORWARDED_FOR,
+    HDR_UPGRADE,
+    HDR_WS_KEY,
+    HDR_WS_VERSION,
+    HDR_CORS
+};
 
 static const char *status_text(int status)
 {
@@ -57,6 +68,8 @@ static const char *status_text(int status)
         return "Unsupported Media Type";
     case 417:
         return "Expectation Failed";
+    case 426:
+        return "Upgrade Required";
     case 429:
         return "Too Many Requests";
     case 431:
@@ -251,6 +264,7 @@ void exo_http_reply(exo_req_t *r, int status, const char *content_type, const ch
                              strcmp(r->path, "/rpc") == 0 || strcmp(r->path, "/auth") == 0
                                  ? "POST, OPTIONS"
                                  : "GET, HEAD, OPTIONS");
+    if (status == 426) rc |= exo_buf_appends(o, "Sec-WebSocket-Version: 13\r\n");
     if (status == 503 || status == 429)
         rc |= exo_buf_printf(o, "Retry-After: %u\r\n", r->retry_after_s ? r->retry_after_s : 1);
     rc |= exo_buf_appends(o, "X-Request-Id: ");
@@ -283,6 +297,54 @@ static void reply_options(exo_req_t *r)
         reply_text(r, 403, "this origin is not in [server] cors_origins");
     else
         exo_http_reply(r, 204, NULL, NULL, 0);
+}
+
+void exo_http_reply_text(exo_req_t *r, int status, const char *text)
+{
+    reply_text(r, status, text);
+}
+
+/* ---- WebSocket sessions: the connection's side (ws.c does the rest) ------------------- */
+
+void exo_conn_upgrade(exo_req_t *r, const char *resp, size_t len, struct exo_ws_s *ws)
+{
+    exo_conn_t *c = r->conn;
+    /* ws.c upgrades only the connection's one request, so the queue empties. */
+    c->head = c->tail = NULL;
+    c->n_queued = 0;
+    req_free(r);
+    c->ws = ws;
+    c->phase = CONN_IDLE;
+    /* A session is not an HTTP connection: it leaves max_connections for max_sessions, and
+     * its timer is ws.c's (pings) rather than the idle timeout. */
+    c->srv->n_conns--;
+    uv_timer_stop(&c->timer);
+    conn_send(c, resp, len);
+}
+
+void exo_conn_send(exo_conn_t *c, const char *data, size_t len)
+{
+    conn_send(c, data, len);
+}
+
+size_t exo_conn_unsent(exo_conn_t *c)
+{
+    return uv_stream_get_write_queue_size(&c->h.stream);
+}
+
+void exo_conn_end(exo_conn_t *c)
+{
+    if (c->closing || c->shut_down) return;
+    if (c->writes_pending > 0) {
+        c->close_after_write = 1; /* on_written finishes once the queue is out */
+        return;
+    }
+    conn_finish(c);
+}
+
+void exo_conn_abort(exo_conn_t *c)
+{
+    conn_close(c);
 }
 
 /* ---- requests -------------------------------------------------------------------------- */
@@ -340,7 +402,9 @@ static void route(exo_req_t *r)
     }
     int get = r->method == HTTP_GET || r->method == HTTP_HEAD;
     if (strcmp(r->path, "/rpc") == 0) {
-        if (r->method == HTTP_OPTIONS) {
+        if (r->method == HTTP_GET && (r->upgrade || r->upgrade_hdr[0])) {
+            exo_ws_upgrade(r);
+        } else if (r->method == HTTP_OPTIONS) {
             reply_options(r);
         } else if (r->method != HTTP_POST) {
             reply_text(r, 405, "use POST for JSON-RPC");
@@ -471,8 +535,6 @@ static int on_header_field_complete(llhttp_t *p)
         } else if (strcmp(c->field, "x-forwarded-for") == 0) {
             c->value_target = HDR_FORWARDED_FOR;
             c->cur->forwarded_for[0] = '\0';
-        } else if (exo_cors_header_field(&c->cur->cors, c->field)) {
-            c->value_target = HDR_CORS;
         }
     }
     c->field_len = 0;
@@ -480,11 +542,27 @@ static int on_header_field_complete(llhttp_t *p)
     return 0;
 }
 
+/* Appends a piece of a header value to a fixed field, cut at its size. */
+static void append_value(char *dst, size_t cap, const char *at, size_t len)
+{
+    size_t have = strlen(dst);
+    size_t take = len < cap - 1 - have ? len : cap - 1 - have;
+    memcpy(dst + have, at, take);
+    dst[have + take] = '\0';
+}
+
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     exo_conn_t *c = p->data;
     if (count_header_bytes(c, len) < 0) return -1;
-    if (c->value_target == HDR_CONTENT_TYPE) {
+    exo_req_t *r = c->cur;
+    if (c->value_target == HDR_UPGRADE) {
+        append_value(r->upgrade_hdr, sizeof(r->upgrade_hdr), at, len);
+    } else if (c->value_target == HDR_WS_KEY) {
+        append_value(r->ws_key, sizeof(r->ws_key), at, len);
+    } else if (c->value_target == HDR_WS_VERSION) {
+        append_value(r->ws_version, sizeof(r->ws_version), at, len);
+    } else if (c->value_target == HDR_CONTENT_TYPE) {
         char *ct = c->cur->content_type;
         size_t have = strlen(ct);
         size_t take = len < sizeof(c->cur->content_type) - 1 - have
@@ -544,8 +622,12 @@ static int on_headers_complete(llhttp_t *p)
     r->method = (uint8_t)llhttp_get_method(p);
     char *q = strchr(r->path, '?');
     if (q) *q = '\0';
-    if (p->upgrade) /* WebSocket arrives with a later issue; until then it is refused. */
-        return refuse(c, 501);
+    if (p->upgrade) {
+        /* Only a GET may become a WebSocket session (ws.c checks the rest in route); after
+         * any other upgrade request the connection's bytes are not HTTP any more. */
+        if (r->method != HTTP_GET) return refuse(c, 501);
+        r->upgrade = 1;
+    }
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->srv->cfg->max_body_size)
         return refuse(c, 413);
     /* POST /auth carries its credentials in a header and usually no body at all (curl -u -X
@@ -576,12 +658,15 @@ static int on_message_complete(llhttp_t *p)
     exo_conn_t *c = p->data;
     exo_req_t *r = c->cur;
     c->cur = NULL;
-    int keep_alive = r->keep_alive = llhttp_should_keep_alive(p);
+    /* After an upgrade request that does not become a session, nothing more is parsed. */
+    int keep_alive = r->keep_alive = r->upgrade ? 0 : llhttp_should_keep_alive(p);
     c->phase = CONN_IDLE;
     req_enqueue(c, r);
     /* The header or body timer must not run on while the request is being answered. */
     conn_set_timer(c);
     route(r); /* an answer ready at once is sent, and r freed, before route returns */
+    /* A session now: llhttp stops with HPE_PAUSED_UPGRADE and conn_feed hands ws the rest. */
+    if (c->ws) return 0;
     /* The callback may have closed the connection; the parser is then not used again. */
     if (c->closing || c->close_after_write) return HPE_PAUSED;
     if (!keep_alive || c->n_queued >= (int)c->srv->cfg->max_pipelined) return HPE_PAUSED;
@@ -662,6 +747,10 @@ static void fail_request(exo_conn_t *c, int status)
 
 static void conn_feed(exo_conn_t *c, const char *data, size_t len)
 {
+    if (c->ws) {
+        if (!c->closing && c->phase != CONN_LINGER) exo_ws_feed(c->ws, data, len);
+        return;
+    }
     if (c->paused || c->phase == CONN_LINGER || c->close_after_write) {
         if (c->phase != CONN_LINGER && !c->close_after_write &&
             exo_buf_append(&c->pending, data, len) < 0)
@@ -670,6 +759,13 @@ static void conn_feed(exo_conn_t *c, const char *data, size_t len)
     }
     enum llhttp_errno e = llhttp_execute(&c->parser, data, len);
     if (e == HPE_OK) return;
+    if (e == HPE_PAUSED_UPGRADE && c->ws) {
+        /* Frames that came in the same read as the handshake. */
+        const char *stop = llhttp_get_error_pos(&c->parser);
+        size_t used = (size_t)(stop - data);
+        if (used < len && !c->closing) exo_ws_feed(c->ws, stop, len - used);
+        return;
+    }
     if (e == HPE_PAUSED) {
         const char *stop = llhttp_get_error_pos(&c->parser);
         size_t used = (size_t)(stop - data);
@@ -816,7 +912,9 @@ static void on_conn_closed(uv_handle_t *h)
     exo_conn_t *c = h->data;
     if (--c->closing > 0) return;
     exo_server_t *srv = c->srv;
-    if (c->rejecting)
+    if (c->ws)
+        exo_ws_free(c->ws); /* counted as a session, not a connection */
+    else if (c->rejecting)
         srv->n_rejecting--;
     else
         srv->n_conns--;
@@ -836,6 +934,7 @@ static void conn_close(exo_conn_t *c)
 {
     if (c->closing) return;
     c->closing = 2;
+    if (c->ws) exo_ws_stop(c->ws);
     /* Calls still running for this connection are cancelled: nobody can read their answer. */
     for (exo_req_t *r = c->head; r;) {
         exo_req_t *next = r->next;
@@ -884,7 +983,10 @@ void exo_conn_close_idle(exo_server_t *srv)
 {
     for (exo_conn_t *c = srv->conns, *next; c; c = next) {
         next = c->next;
-        if (c->n_queued == 0 && c->writes_pending == 0) conn_close(c);
+        if (c->ws)
+            exo_ws_drain(c->ws); /* closes with 1001 once its calls have answered */
+        else if (c->n_queued == 0 && c->writes_pending == 0)
+            conn_close(c);
     }
 }
 

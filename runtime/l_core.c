@@ -15,6 +15,7 @@
 #include "log.h"
 #include "lvm.h"
 #include "mountwatch.h"
+#include "ws.h"
 
 /* Programs are looked up in this fixed list, never in the agent's own PATH. */
 static const char *const exo_path[] = {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
@@ -641,6 +642,45 @@ static int l_set_capabilities(lua_State *L)
     return exo_call_set_capabilities(L, c);
 }
 
+/* session_send(id, text) -> true, or false when the session is gone or closing (also when
+ * this send would leave more than [websocket] max_queued bytes unsent: the session is then
+ * closed with 1008). Frames leave in the order of the calls. Never raises for those. */
+static int l_session_send(lua_State *L)
+{
+    lua_Integer id = luaL_checkinteger(L, 1);
+    size_t len;
+    const char *text = luaL_checklstring(L, 2, &len);
+    lua_pushboolean(L, exo_ws_send((int64_t)id, text, len));
+    return 1;
+}
+
+/* session_close(id, code, reason) -> true, or false when the session is gone or already
+ * closing. code is 1000 or 3000-4999; reason at most 123 bytes. */
+static int l_session_close(lua_State *L)
+{
+    lua_Integer id = luaL_checkinteger(L, 1);
+    lua_Integer code = luaL_checkinteger(L, 2);
+    size_t len;
+    const char *reason = luaL_optlstring(L, 3, "", &len);
+    luaL_argcheck(L, code == 1000 || (code >= 3000 && code <= 4999), 2,
+                  "a close code is 1000 or from 3000 to 4999");
+    luaL_argcheck(L, len <= 123, 3, "a close reason is at most 123 bytes");
+    lua_pushboolean(L, exo_ws_close((int64_t)id, (uint16_t)code, reason, len));
+    return 1;
+}
+
+/* call_session() -> the running call's WebSocket session id, or nil (HTTP, outside a call). */
+static int l_call_session(lua_State *L)
+{
+    exo_call_t *c = exo_call_of(L);
+    int64_t id = c ? exo_call_session(c) : 0;
+    if (id == 0)
+        lua_pushnil(L);
+    else
+        lua_pushinteger(L, (lua_Integer)id);
+    return 1;
+}
+
 static int luaopen_exo_core(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -657,6 +697,9 @@ static int luaopen_exo_core(lua_State *L)
         {"mount_generation", l_mount_generation},
         {"list_dir", l_list_dir},
         {"set_capabilities", l_set_capabilities},
+        {"session_send", l_session_send},
+        {"session_close", l_session_close},
+        {"call_session", l_call_session},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);

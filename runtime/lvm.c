@@ -76,6 +76,7 @@ struct exo_call_s {
     char transport[8];
     char source[130];
     exo_identity_t *identity; /* the caller's identity, owned by the request or session */
+    int64_t session;          /* the WebSocket session, 0 over HTTP */
 };
 
 static int calls_in_flight_;
@@ -769,6 +770,28 @@ const char *exo_call_transport(const exo_call_t *call)
     return call->transport;
 }
 
+int64_t exo_call_session(const exo_call_t *call)
+{
+    return call->session;
+}
+
+void exo_lvm_session_closed(exo_lvm_t *vm, int64_t id)
+{
+    lua_State *L = vm->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->host_ref);
+    lua_getfield(L, -1, "session_closed");
+    /* stack: host, session_closed */
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 2);
+        return;
+    }
+    lua_pushinteger(L, (lua_Integer)id);
+    char err[512];
+    if (pcall_msg(L, 1, 0, err, sizeof(err)) < 0)
+        exo_error("host.session_closed(%lld) failed: %s", (long long)id, err);
+    lua_pop(L, 1);
+}
+
 int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_call_info_t *info,
                    exo_call_cb cb, void *data, exo_call_t **out)
 {
@@ -789,6 +812,7 @@ int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_c
     snprintf(c->transport, sizeof(c->transport), "%s", info->transport ? info->transport : "");
     snprintf(c->source, sizeof(c->source), "%s", info->source ? info->source : "");
     c->identity = info->identity;
+    c->session = info->session;
     calls_in_flight_++;
 
     /* stack: params */
@@ -817,6 +841,10 @@ int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_c
     lua_pushinteger(c->co, (lua_Integer)(now_ms + info->timeout_ms));
     lua_setfield(c->co, -2, "deadline_ms");
     push_auth(c->co, vm->rt->config, info->identity);
+    if (info->session) {
+        lua_pushinteger(c->co, (lua_Integer)info->session);
+        lua_setfield(c->co, -2, "session");
+    }
     if (info->timeout_ms > 0) {
         c->deadline_ns = uv_hrtime() + (uint64_t)info->timeout_ms * 1000000u;
         c->deadline_loop_ms = now_ms + info->timeout_ms;

@@ -53,6 +53,10 @@ int exo_lvm_check_files(const exo_runtime_info_t *rt, char **files, int n, int a
  * or a negative errno with a message in err and nothing left (the arguments are popped either
  * way). The host function runs without a call's budgets; it must bound its own work. */
 int exo_lvm_host_call(exo_lvm_t *vm, const char *fn, int nargs, int nres, char *err, size_t errlen);
+
+/* Runs host.session_closed(id), if the host defines it, after WebSocket session id ended.
+ * Never called from inside a call; an error in it is logged. */
+void exo_lvm_session_closed(exo_lvm_t *vm, int64_t id);
 /* Number of method files loaded and skipped, for the start-up log. */
 void exo_lvm_counts(const exo_lvm_t *vm, int *loaded, int *skipped);
 
@@ -67,6 +71,7 @@ typedef struct exo_call_info_s {
     /* Who calls (NULL: anonymous). Owned by the request or session, which outlives the call; a
      * login or logout in the call changes it for the calls after it. */
     struct exo_identity_s *identity;
+    int64_t session; /* the WebSocket session's id (ctx.session), 0 over HTTP */
 } exo_call_info_t;
 
 /* Called once when a call that did not finish inside exo_call_start ends. */
@@ -112,6 +117,8 @@ const exo_runtime_info_t *exo_lvm_runtime(lua_State *L);
 struct exo_identity_s *exo_call_identity(const exo_call_t *call);
 const char *exo_call_source(const exo_call_t *call);
 const char *exo_call_transport(const exo_call_t *call);
+/* The WebSocket session the call came from, or 0 over HTTP. */
+int64_t exo_call_session(const exo_call_t *call);
 /* Raises a Lua error unless the running call was granted `capability` (host code outside
  * any call is trusted). Privileged bindings call it before acting. */
 void exo_call_require(lua_State *L, const char *capability);

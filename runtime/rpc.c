@@ -7,11 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "json.h"
 #include "auth.h"
 #include "log.h"
 #include "server.h"
+#include "token.h"
+#include "ws.h"
 
 typedef struct span_s {
     const char *p;
@@ -19,7 +22,14 @@ typedef struct span_s {
 } span_t;
 
 struct exo_rpc_s {
-    exo_req_t *req;
+    exo_req_t *req;               /* POST /rpc or /auth; NULL for a WebSocket message */
+    exo_ws_t *ws;                 /* the session of a WebSocket message */
+    exo_rpc_t *ws_prev, *ws_next; /* the session's messages in flight */
+    exo_conn_t *conn;
+    const char *request_id; /* the request's, or msg_id */
+    char msg_id[32];
+    exo_buf_t msg;       /* a WebSocket message's text, owned (spans point into it) */
+    exo_identity_t *who; /* &identity over HTTP; the session's identity over WebSocket */
     exo_lvm_t *vm;
     int body_ref;
     int batch;
@@ -36,6 +46,17 @@ struct exo_rpc_s {
 
 static void rpc_free(exo_rpc_t *rpc)
 {
+    if (rpc->ws) {
+        if (rpc->ws_prev)
+            rpc->ws_prev->ws_next = rpc->ws_next;
+        else
+            rpc->ws->rpcs = rpc->ws_next;
+        if (rpc->ws_next) rpc->ws_next->ws_prev = rpc->ws_prev;
+        rpc->ws->n_rpcs--;
+    }
+    /* A message may hold a password (authenticate.login). */
+    if (rpc->msg.data) OPENSSL_cleanse(rpc->msg.data, rpc->msg.len);
+    exo_buf_free(&rpc->msg);
     if (rpc->body_ref != LUA_NOREF)
         luaL_unref(exo_lvm_state(rpc->vm), LUA_REGISTRYINDEX, rpc->body_ref);
     exo_lvm_release(rpc->vm);
@@ -44,8 +65,6 @@ static void rpc_free(exo_rpc_t *rpc)
     exo_identity_clear(&rpc->identity);
     free(rpc);
 }
-
-static void set_source(exo_rpc_t *rpc);
 
 /* The JSON-RPC state of a request (POST /rpc or /auth), on the current VM; NULL after answering
  * 503 when there is no memory for it. */
@@ -57,25 +76,47 @@ static exo_rpc_t *rpc_new(exo_req_t *req)
         return NULL;
     }
     rpc->req = req;
+    rpc->conn = req->conn;
+    rpc->request_id = req->request_id;
+    rpc->who = &rpc->identity;
     rpc->vm = req->conn->srv->vm;
     rpc->body_ref = LUA_NOREF;
     exo_lvm_retain(rpc->vm);
     req->rpc = rpc;
-    set_source(rpc);
+    exo_rpc_source(req, rpc->source, sizeof(rpc->source));
     return rpc;
+}
+
+/* Ends rpc (freed first) with an HTTP answer, or over WebSocket with the answer's frame: 200
+ * with body, 204 for notifications only, 503 when memory ran out. */
+static void rpc_end(exo_rpc_t *rpc, int status, const char *body, size_t len)
+{
+    exo_req_t *req = rpc->req;
+    exo_ws_t *ws = rpc->ws;
+    rpc_free(rpc);
+    if (ws) {
+        exo_ws_answer(ws, status, body, len);
+        return;
+    }
+    req->rpc = NULL;
+    if (status == 503)
+        exo_http_reply(req, 503, NULL, "out of memory\n", 14);
+    else
+        exo_http_reply(req, status, status == 200 ? "application/json" : NULL, body, len);
 }
 
 /* What a call of this request runs with. */
 static exo_call_info_t call_info(exo_rpc_t *rpc, const char *request_id)
 {
-    exo_conn_t *conn = rpc->req->conn;
+    exo_conn_t *conn = rpc->conn;
     return (exo_call_info_t){
         .request_id = request_id,
         .transport = exo_transport_name(conn->transport),
         .peer = conn->peer,
-        .source = rpc->source,
+        .source = rpc->ws ? rpc->ws->source : rpc->source,
         .timeout_ms = conn->srv->cfg->call_timeout_ms,
-        .identity = &rpc->identity,
+        .identity = rpc->who,
+        .session = rpc->ws ? rpc->ws->id : 0,
     };
 }
 
@@ -106,12 +147,10 @@ static int append_error(exo_rpc_t *rpc, const char *id, size_t id_len, int code,
 
 static void finish(exo_rpc_t *rpc)
 {
-    exo_req_t *req = rpc->req;
     exo_buf_t body = EXO_BUF_INIT;
     int rc = 0;
     if (rpc->n_responses == 0) {
-        rpc_free(rpc);
-        exo_http_reply(req, 204, NULL, NULL, 0);
+        rpc_end(rpc, 204, NULL, 0);
         return;
     }
     if (rpc->batch) {
@@ -122,11 +161,10 @@ static void finish(exo_rpc_t *rpc)
         body = rpc->out;
         rpc->out = (exo_buf_t)EXO_BUF_INIT;
     }
-    rpc_free(rpc);
     if (rc)
-        exo_http_reply(req, 503, NULL, "out of memory\n", 14);
+        rpc_end(rpc, 503, NULL, 0);
     else
-        exo_http_reply(req, 200, "application/json", body.data, body.len);
+        rpc_end(rpc, 200, body.data, body.len);
     exo_buf_free(&body);
 }
 
@@ -143,15 +181,14 @@ static int end_call(exo_rpc_t *rpc, exo_call_t *call)
 }
 
 static void run_entries(exo_rpc_t *rpc);
+static void recheck_token(exo_identity_t *id);
 
 static void on_call_done(exo_call_t *call, void *data)
 {
     exo_rpc_t *rpc = data;
     rpc->call = NULL;
     if (end_call(rpc, call) < 0) {
-        exo_req_t *req = rpc->req;
-        rpc_free(rpc);
-        exo_http_reply(req, 503, NULL, "out of memory\n", 14);
+        rpc_end(rpc, 503, NULL, 0);
         return;
     }
     run_entries(rpc);
@@ -203,13 +240,13 @@ static int run_entry(exo_rpc_t *rpc, lua_State *L, size_t i)
     rpc->cur_id.p = has_id ? id : NULL;
     rpc->cur_id.len = has_id ? id_len : 0;
 
-    exo_req_t *req = rpc->req;
     char batch_id[64];
-    const char *request_id = req->request_id;
+    const char *request_id = rpc->request_id;
     if (rpc->batch) {
-        snprintf(batch_id, sizeof(batch_id), "%s/%zu", req->request_id, i + 1);
+        snprintf(batch_id, sizeof(batch_id), "%s/%zu", rpc->request_id, i + 1);
         request_id = batch_id;
     }
+    if (rpc->ws) recheck_token(rpc->who);
     exo_call_info_t info = call_info(rpc, request_id);
     exo_call_t *call;
     /* exo_call_start pops params; the name stays valid: the entry table still holds it. */
@@ -240,9 +277,7 @@ static void run_entries(exo_rpc_t *rpc)
         int rc = run_entry(rpc, L, i);
         if (rc == 0) return;
         if (rc < 0) {
-            exo_req_t *req = rpc->req;
-            rpc_free(rpc);
-            exo_http_reply(req, 503, NULL, "out of memory\n", 14);
+            rpc_end(rpc, 503, NULL, 0);
             return;
         }
     }
@@ -251,12 +286,11 @@ static void run_entries(exo_rpc_t *rpc)
 
 /* The address logs name for the client: the peer, or with a trusted proxy in front the last
  * X-Forwarded-For entry (the one that proxy added) followed by the proxy. */
-static void set_source(exo_rpc_t *rpc)
+void exo_rpc_source(const exo_req_t *req, char *out, size_t cap)
 {
-    exo_req_t *req = rpc->req;
     exo_conn_t *conn = req->conn;
     if (conn->transport == EXO_TRANSPORT_UNIX) {
-        snprintf(rpc->source, sizeof(rpc->source), "%s", conn->peer);
+        snprintf(out, cap, "%s", conn->peer);
         return;
     }
     const char *ff = req->forwarded_for;
@@ -268,19 +302,16 @@ static void set_source(exo_rpc_t *rpc)
         size_t len = strcspn(last, " \t");
         int ok = len > 0 && len <= 45 && strspn(last, "0123456789abcdefABCDEF.:") >= len;
         if (ok) {
-            snprintf(rpc->source, sizeof(rpc->source), "%.*s(proxy:%s)", (int)len, last,
-                     conn->peer_ip);
+            snprintf(out, cap, "%.*s(proxy:%s)", (int)len, last, conn->peer_ip);
             return;
         }
     }
-    snprintf(rpc->source, sizeof(rpc->source), "%s", conn->peer_ip[0] ? conn->peer_ip : "?");
+    snprintf(out, cap, "%s", conn->peer_ip[0] ? conn->peer_ip : "?");
 }
 
 /* The identity the request starts with: a bearer token, else the Unix socket's peer. */
-static void set_identity(exo_rpc_t *rpc)
+void exo_rpc_identity(exo_req_t *req, exo_identity_t *id)
 {
-    exo_req_t *req = rpc->req;
-    exo_identity_t *id = &rpc->identity;
     if (req->authorization_count > 1) {
         id->error = "more than one Authorization header";
         return;
@@ -322,25 +353,20 @@ static void set_identity(exo_rpc_t *rpc)
     if (exo_identity_copy(id, conn->peer_identity) < 0) id->error = "out of memory";
 }
 
-void exo_rpc_handle(exo_req_t *req)
+/* Decodes a request or batch (body, len bytes, kept until rpc ends) and runs its entries. */
+static void rpc_run(exo_rpc_t *rpc, const char *body, size_t len)
 {
-    exo_server_t *srv = req->conn->srv;
-    exo_rpc_t *rpc = rpc_new(req);
-    if (rpc == NULL) return;
-    set_identity(rpc);
-
+    exo_server_t *srv = rpc->conn->srv;
     lua_State *L = exo_lvm_state(rpc->vm);
     exo_json_err_t jerr;
-    int rc = exo_json_decode(L, req->body.data ? req->body.data : "", req->body.len, &jerr);
+    int rc = exo_json_decode(L, body ? body : "", len, &jerr);
     if (rc < 0) {
         if (rc == -ENOMEM) {
-            rpc_free(rpc);
-            req->rpc = NULL;
-            exo_http_reply(req, 503, NULL, "out of memory\n", 14);
+            rpc_end(rpc, 503, NULL, 0);
             return;
         }
-        exo_info("%s: JSON-RPC parse error at byte %zu: %s (request %s)", req->conn->peer,
-                 jerr.offset, jerr.msg, req->request_id);
+        exo_info("%s: JSON-RPC parse error at byte %zu: %s (request %s)", rpc->conn->peer,
+                 jerr.offset, jerr.msg, rpc->request_id);
         char reason[200];
         snprintf(reason, sizeof(reason), "%s at byte %zu", jerr.msg, jerr.offset);
         for (char *p = reason; *p; p++)
@@ -352,8 +378,8 @@ void exo_rpc_handle(exo_req_t *req)
     /* stack: body */
     rpc->batch = exo_json_is_array(L, -1);
     if (!rpc->batch) {
-        rpc->single.p = req->body.data;
-        rpc->single.len = req->body.len;
+        rpc->single.p = body;
+        rpc->single.len = len;
         rpc->spans = &rpc->single;
         rpc->n = 1;
     } else {
@@ -373,14 +399,11 @@ void exo_rpc_handle(exo_req_t *req)
         rpc->spans = calloc(n, sizeof(*rpc->spans));
         if (rpc->spans == NULL) {
             lua_pop(L, 1);
-            rpc_free(rpc);
-            req->rpc = NULL;
-            exo_http_reply(req, 503, NULL, "out of memory\n", 14);
+            rpc_end(rpc, 503, NULL, 0);
             return;
         }
         size_t pos = 0, k = 0;
-        while (k < n && exo_json_array_next(req->body.data, req->body.len, &pos, &rpc->spans[k].p,
-                                            &rpc->spans[k].len))
+        while (k < n && exo_json_array_next(body, len, &pos, &rpc->spans[k].p, &rpc->spans[k].len))
             k++;
         rpc->n = k;
     }
@@ -388,16 +411,81 @@ void exo_rpc_handle(exo_req_t *req)
     run_entries(rpc);
 }
 
-void exo_rpc_cancel(exo_req_t *req)
+void exo_rpc_handle(exo_req_t *req)
 {
-    exo_rpc_t *rpc = req->rpc;
+    exo_rpc_t *rpc = rpc_new(req);
     if (rpc == NULL) return;
-    req->rpc = NULL;
+    exo_rpc_identity(req, &rpc->identity);
+    rpc_run(rpc, req->body.data, req->body.len);
+}
+
+static void rpc_cancel(exo_rpc_t *rpc)
+{
     if (rpc->call) {
         exo_call_cancel(rpc->call);
         exo_call_release(rpc->call);
     }
     rpc_free(rpc);
+}
+
+void exo_rpc_cancel(exo_req_t *req)
+{
+    exo_rpc_t *rpc = req->rpc;
+    if (rpc == NULL) return;
+    req->rpc = NULL;
+    rpc_cancel(rpc);
+}
+
+/* ---- WebSocket messages ---------------------------------------------------------------- */
+
+/* A session keeps its identity for hours: before each call its token is checked again, so
+ * that one which expired (or was revoked by a logout elsewhere) stops working at once, with
+ * the same refusal as over HTTP. */
+static void recheck_token(exo_identity_t *id)
+{
+    if (!id->set || id->token == NULL) return;
+    const unsigned char *key = exo_auth_key();
+    exo_token_claims_t claims;
+    exo_token_status_t st = key ? exo_token_verify(key, id->token, strlen(id->token),
+                                                   (int64_t)time(NULL), exo_auth_revoked(), &claims)
+                                : EXO_TOKEN_BAD_SIGNATURE;
+    if (st == EXO_TOKEN_VALID) return;
+    exo_identity_clear(id);
+    id->error = exo_token_status_reason(st);
+}
+
+void exo_rpc_ws_message(exo_ws_t *ws, const char *text, size_t len)
+{
+    exo_server_t *srv = ws->conn->srv;
+    exo_rpc_t *rpc = calloc(1, sizeof(*rpc));
+    if (rpc == NULL) {
+        exo_ws_answer(ws, 503, NULL, 0);
+        return;
+    }
+    rpc->ws = ws;
+    rpc->conn = ws->conn;
+    rpc->who = &ws->identity;
+    rpc->ws_next = ws->rpcs;
+    if (ws->rpcs) ws->rpcs->ws_prev = rpc;
+    ws->rpcs = rpc;
+    ws->n_rpcs++;
+    snprintf(rpc->msg_id, sizeof(rpc->msg_id), "%s-%llu", srv->id_prefix,
+             (unsigned long long)++srv->request_seq);
+    rpc->request_id = rpc->msg_id;
+    rpc->vm = srv->vm;
+    rpc->body_ref = LUA_NOREF;
+    exo_lvm_retain(rpc->vm);
+    if (exo_buf_append(&rpc->msg, text, len) < 0) {
+        rpc_end(rpc, 503, NULL, 0);
+        return;
+    }
+    rpc_run(rpc, rpc->msg.data, rpc->msg.len);
+}
+
+void exo_rpc_ws_cancel_all(exo_ws_t *ws)
+{
+    while (ws->rpcs)
+        rpc_cancel(ws->rpcs);
 }
 
 /* ---- POST /auth ---------------------------------------------------------------------------- */

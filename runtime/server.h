@@ -120,6 +120,7 @@ struct exo_conn_s {
     uid_t peer_uid;   /* Unix socket peers only, else (uid_t)-1 */
     /* The Unix socket peer's identity, looked up (passwd, groups) at its first request. */
     struct exo_identity_s *peer_identity;
+    struct exo_ws_s *ws; /* set once the connection is a WebSocket session (ws.c) */
 };
 
 struct exo_req_s {
@@ -140,6 +141,10 @@ struct exo_req_s {
     exo_buf_t resp;          /* the whole response, once ready */
     exo_rpc_t *rpc;          /* in flight on /rpc */
     exo_cors_req_t cors;     /* the request's Origin and whether it is a CORS preflight */
+    int upgrade;             /* llhttp saw Connection: upgrade with an Upgrade header */
+    char upgrade_hdr[32];    /* the Upgrade header's value (cut) */
+    char ws_key[32];         /* Sec-WebSocket-Key (cut: a valid one has 24 characters) */
+    char ws_version[8];      /* Sec-WebSocket-Version */
 };
 
 /* Server lifecycle (server.c). exo_server_start returns 0 or a negative errno with a message
@@ -160,7 +165,18 @@ void exo_conn_close_all(exo_server_t *srv);
 /* Completes req with a response; the body is copied. Responses leave in request order. */
 void exo_http_reply(exo_req_t *req, int status, const char *content_type, const char *body,
                     size_t len);
+/* Completes req with a short plain-text body (a newline is added). */
+void exo_http_reply_text(exo_req_t *req, int status, const char *text);
 const char *exo_transport_name(exo_transport_t t);
+/* For WebSocket sessions (ws.c). exo_conn_upgrade sends the 101 response, frees req (the only
+ * request of c) and hands the connection's input to ws. exo_conn_send sends bytes (through TLS
+ * when there is TLS); exo_conn_unsent says how many wait in the write queue; exo_conn_end
+ * closes in order once they are written (TLS close_notify, FIN); exo_conn_abort closes now. */
+void exo_conn_upgrade(exo_req_t *req, const char *resp, size_t len, struct exo_ws_s *ws);
+void exo_conn_send(exo_conn_t *c, const char *data, size_t len);
+size_t exo_conn_unsent(exo_conn_t *c);
+void exo_conn_end(exo_conn_t *c);
+void exo_conn_abort(exo_conn_t *c);
 
 /* The JSON-RPC endpoint (rpc.c): handles req's body and eventually calls exo_http_reply. */
 void exo_rpc_handle(exo_req_t *req);
@@ -168,5 +184,9 @@ void exo_rpc_handle(exo_req_t *req);
 void exo_rpc_auth(exo_req_t *req);
 /* The connection went away: stops the calls of req; exo_http_reply will not be called. */
 void exo_rpc_cancel(exo_req_t *req);
+/* The identity a request starts with (a Bearer token, else the Unix socket's peer), and the
+ * client's address as logs name it (the peer, or X-Forwarded-For from a trusted proxy). */
+void exo_rpc_identity(exo_req_t *req, struct exo_identity_s *id);
+void exo_rpc_source(const exo_req_t *req, char *out, size_t cap);
 
 #endif

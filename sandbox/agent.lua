@@ -356,6 +356,20 @@ function M.build(host_info)
 
   api.lines, api.split = M.lines, M.split
 
+  -- Sends text as one WebSocket text frame to the session the running call came from, after
+  -- the frames sent before it. false over HTTP, when the session is closing, or when the peer
+  -- has [websocket] max_queued bytes unread (the session is then closed with 1008).
+  function api.session_send(text)
+    if type(text) ~= "string" then
+      raise("agent.session_send: text must be a string")
+    end
+    local id = core.call_session()
+    if not id then
+      return false
+    end
+    return core.session_send(id, text)
+  end
+
   -- The mount table's generation: a counter the runtime raises each time the kernel reports
   -- a change of the mount table (mount, unmount, remount), by anyone. Equal generations mean
   -- nothing was mounted or unmounted in between, so it keys caches of mount-derived facts.

@@ -334,9 +334,10 @@ describe('HTTP', () => {
       await refused(GET('/healthz', Array.from({ length: 110 }, (_, i) => `X-H${100 + i}: v\r\n`).join('')), 431);
     });
 
-    it('501 for a protocol upgrade', async () => {
+    it('501 for a protocol upgrade other than a WebSocket GET; 426 for another WebSocket version', async () => {
+      await refused(POST('{}', { extra: 'Connection: Upgrade\r\nUpgrade: h2c\r\n' }), 501);
       await refused(GET('/rpc', 'Connection: Upgrade\r\nUpgrade: websocket\r\n' +
-        'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'), 501);
+        'Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'), 426);
     });
 
     it('a refusal while the client keeps sending still reaches the client', async () => {

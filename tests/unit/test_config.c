@@ -289,6 +289,36 @@ static void test_mounts(void)
               "agent.conf:2: [mounts] secret_dir: expected an absolute path, got 'cephfs'");
 }
 
+/* [websocket]: defaults, a value of each key, and a bad value of each. */
+static void test_websocket(void)
+{
+    exo_config_t c;
+    REQUIRE(parse_into(&c, "") == 0);
+    CHECK(c.ws_ping_interval_ms == 25000);
+    CHECK(c.ws_pong_timeout_ms == 10000);
+    CHECK(c.ws_max_message == 1024 * 1024);
+    CHECK(c.ws_max_queued == 1024 * 1024);
+    CHECK(c.ws_max_sessions == 20000);
+    exo_config_free(&c);
+    REQUIRE(parse_into(&c, "[websocket]\nping_interval = 100ms\npong_timeout = 10m\n"
+                           "max_message = 1K\nmax_queued = 16K\nmax_sessions = 1\n") == 0);
+    CHECK(c.ws_ping_interval_ms == 100);
+    CHECK(c.ws_pong_timeout_ms == 600000);
+    CHECK(c.ws_max_message == 1024);
+    CHECK(c.ws_max_queued == 16 * 1024);
+    CHECK(c.ws_max_sessions == 1);
+    exo_config_free(&c);
+    CHECK_STR(parse_err("[websocket]\nping_interval = 11m\n"),
+              "agent.conf:2: [websocket] ping_interval: 11m is out of range 100ms..10m");
+    CHECK_STR(parse_err("[websocket]\npong_timeout = 99ms\n"),
+              "agent.conf:2: [websocket] pong_timeout: 99ms is out of range 100ms..10m");
+    CHECK(strstr(parse_err("[websocket]\nmax_message = 100\n"), "[websocket] max_message:") !=
+          NULL);
+    CHECK(strstr(parse_err("[websocket]\nmax_queued = 2G\n"), "[websocket] max_queued:") != NULL);
+    CHECK_STR(parse_err("[websocket]\nmax_sessions = 0\n"),
+              "agent.conf:2: [websocket] max_sessions: 0 is out of range 1..1000000");
+}
+
 /* [console]: the status line switch and the device, whose "" means "choose by family". */
 static void test_console(void)
 {
@@ -607,10 +637,10 @@ static void test_structure_errors(void)
               "agent.conf:12: unknown key 'foo' in section [server]");
     CHECK_STR(parse_err("[server]\nlevel = debug\n"),
               "agent.conf:2: unknown key 'level' in section [server]; it belongs in [log]");
-    CHECK_STR(
-        parse_err("# x\n[serve]\n"),
-        "agent.conf:2: unknown section [serve]; the sections "
-        "are [server], [methods], [auth], [console], [system_load], [metadata], [mounts], [log]");
+    CHECK_STR(parse_err("# x\n[serve]\n"),
+              "agent.conf:2: unknown section [serve]; the sections "
+              "are [server], [methods], [auth], [console], [system_load], [metadata], [mounts], "
+              "[websocket], [log]");
     CHECK_STR(parse_err("[server\n"),
               "agent.conf:1: a section header must end with ']', got '[server'");
     CHECK_STR(parse_err("[server] # main\n"),
@@ -1414,6 +1444,7 @@ int main(void)
     RUN(test_setters);
     RUN(test_dump_round_trip);
     RUN(test_mounts);
+    RUN(test_websocket);
     RUN(test_console);
     RUN(test_system_load);
     RUN(test_metadata);

@@ -3,6 +3,43 @@
 
 return {
   method({
+    name = "e2e.session",
+    summary = "The caller's WebSocket session id (ctx.session), absent over HTTP",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "public",
+    result = T.object({ session = T.integer():optional() }),
+    examples = { { name = "over HTTP", params = {}, result = {} } },
+    handler = function(ctx, params)
+      return { session = ctx.session }
+    end,
+  }),
+  method({
+    name = "e2e.push",
+    summary = "Sends text (repeated `repeat` times) to the caller's WebSocket session `times` times",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "public",
+    params = T.object({
+      text = T.string(),
+      times = T.integer({ min = 1, max = 100000 }),
+      ["repeat"] = T.integer({ min = 1, max = 1000000 }):optional(),
+    }),
+    result = T.object({ sent = T.integer() }),
+    examples = { { name = "over HTTP nothing is sent", params = { text = "x", times = 1 }, result = { sent = 0 } } },
+    handler = function(ctx, params)
+      local sent = 0
+      local text = params.text:rep(params["repeat"] or 1)
+      for _ = 1, params.times do
+        if not agent.session_send(text) then
+          break
+        end
+        sent = sent + 1
+      end
+      return { sent = sent }
+    end,
+  }),
+  method({
     name = "e2e.sleep",
     summary = "Waits ms milliseconds, then answers",
     since = "2026-12-01",

@@ -17,13 +17,13 @@ const COMMON = [
   'adduser', 'ca-certificates', 'curl', 'openssl', 'iproute2', 'procps', 'kmod', 'util-linux',
   'mount', 'e2fsprogs', 'bash',
 ];
-// The agent's runtime libraries (ldd build/exosphere-guest-agent: libuv, libssl/libcrypto,
+// The agent's runtime libraries (ldd build/exosphere-guest-agent: libuv, libssl/libcrypto, libwslay,
 // libpam; libaudit and libcap-ng come with libpam0g), so that `apt-get install` of our
 // packages needs no network inside the container. One row per release.
 export const RELEASES = {
-  bullseye: { packages: ['libuv1', 'libssl1.1', 'libpam0g'] },
-  bookworm: { packages: ['libuv1', 'libssl3', 'libpam0g'] },
-  trixie: { packages: ['libuv1t64', 'libssl3t64', 'libpam0g'] },
+  bullseye: { packages: ['libuv1', 'libssl1.1', 'libpam0g', 'libwslay1'] },
+  bookworm: { packages: ['libuv1', 'libssl3', 'libpam0g', 'libwslay1'] },
+  trixie: { packages: ['libuv1t64', 'libssl3t64', 'libpam0g', 'libwslay1'] },
 };
 
 export function rootfsPath(release) {
