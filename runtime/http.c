@@ -535,6 +535,14 @@ static int on_header_field_complete(llhttp_t *p)
         } else if (strcmp(c->field, "x-forwarded-for") == 0) {
             c->value_target = HDR_FORWARDED_FOR;
             c->cur->forwarded_for[0] = '\0';
+        } else if (strcmp(c->field, "upgrade") == 0) {
+            c->value_target = HDR_UPGRADE;
+        } else if (strcmp(c->field, "sec-websocket-key") == 0) {
+            c->value_target = HDR_WS_KEY;
+        } else if (strcmp(c->field, "sec-websocket-version") == 0) {
+            c->value_target = HDR_WS_VERSION;
+        } else if (exo_cors_header_field(&c->cur->cors, c->field)) {
+            c->value_target = HDR_CORS;
         }
     }
     c->field_len = 0;

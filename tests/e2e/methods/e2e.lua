@@ -25,6 +25,7 @@ return {
       times = T.integer({ min = 1, max = 100000 }),
       ["repeat"] = T.integer({ min = 1, max = 1000000 }):optional(),
     }),
+    param_order = { "text", "times", "repeat" },
     result = T.object({ sent = T.integer() }),
     examples = { { name = "over HTTP nothing is sent", params = { text = "x", times = 1 }, result = { sent = 0 } } },
     handler = function(ctx, params)
