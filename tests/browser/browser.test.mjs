@@ -9,7 +9,7 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { startAgent, ACCOUNTS } from '../e2e/lib/agent.mjs';
 import {
-  startPageServer, launchChromium, openPage, headerValues, startNginx, rawHttps, wsSupported,
+  startPageServer, launchChromium, openPage, headerValues, startNginx, rawHttps,
 } from './lib/browser.mjs';
 
 const account = ACCOUNTS.user;
@@ -42,14 +42,9 @@ async function assertOneAllowOrigin(page, base, origin) {
     assert.deepEqual(headerValues(r.headers, 'access-control-allow-origin'), [origin], `${r.method} ${r.url} ${r.status}`);
 }
 
-// Extension point for the WebSocket checks: in-band login, a subscription and one
-// notification, from the page, over wsUrl. Skipped (with the reason) while the agent refuses
-// upgrades; then it runs as it stands.
-async function checkWebSocket(t, page, wsUrl, { port, certPem }) {
-  if (!(await wsSupported(port, certPem))) {
-    t.skip('the agent does not accept WebSocket upgrades yet (issue 7)');
-    return;
-  }
+// The WebSocket checks: in-band login, a subscription and one notification, from the page,
+// over wsUrl.
+async function checkWebSocket(t, page, wsUrl) {
   const r = await page.evaluate(([u, n, p]) => window.exo.wsSession(u, n, p, 'notify.system_load', 5000),
     [wsUrl, account.name, account.password]);
   assert.equal(r.error, undefined, JSON.stringify(r));
@@ -87,12 +82,17 @@ describe('(a) directly, with cors_origins', { skip: !asRoot && 'logins need root
     const s = await page.evaluate(([b, n, p]) => window.exo.session(b, n, p), [agent.base, account.name, account.password]);
     assert.match(s.error ?? '', /TypeError: Failed to fetch/, JSON.stringify(s));
     assert.equal(s.login, undefined);
+    // Nor may it open a WebSocket session: the agent refuses the upgrade (403).
+    const w = await page.evaluate(([u, n, p]) => window.exo.wsSession(u, n, p, 'notify.system_load', 5000),
+      [`wss://127.0.0.1:${agent.port}/rpc`, account.name, account.password]);
+    assert.equal(w.opened, false, JSON.stringify(w));
+    assert.match(w.error ?? '', /WebSocket error|closed: 1006/, JSON.stringify(w));
     await page.context().close();
   });
 
   test('WebSocket: login, subscription and a notification', async (t) => {
     const page = await openPage(browser, pages.origins[0]);
-    await checkWebSocket(t, page, `wss://127.0.0.1:${agent.port}/rpc`, { port: agent.port, certPem: agent.certPem });
+    await checkWebSocket(t, page, `wss://127.0.0.1:${agent.port}/rpc`);
     await page.context().close();
   });
 });
@@ -145,7 +145,7 @@ describe('(b) through nginx as Exosphere\'s proxy, the agent without cors_origin
 
   test('WebSocket through the proxy: login, subscription and a notification', async (t) => {
     const page = await openPage(browser, pages.origins[0]);
-    await checkWebSocket(t, page, `wss://127.0.0.1:${proxy.port}/rpc`, { port: proxy.port, certPem: proxy.certPem });
+    await checkWebSocket(t, page, `wss://127.0.0.1:${proxy.port}/rpc`);
     await page.context().close();
   });
 });

@@ -205,11 +205,3 @@ export async function rawHttps(port, certPem, text, ms = 10000) {
   return r;
 }
 
-// Whether the agent at base accepts a WebSocket upgrade on GET /rpc. Today it refuses with
-// 501; the WebSocket tests run once it answers 101.
-export async function wsSupported(port, certPem) {
-  const r = await rawHttps(port, certPem, 'GET /rpc HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n' +
-    'Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n', 2000)
-    .catch(() => null);
-  return r !== null && r.status === 101;
-}
