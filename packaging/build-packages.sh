@@ -95,10 +95,12 @@ trap 'exit 130' INT TERM
 log() { echo "build-packages.sh: $*" >&2; }
 
 # --- the build environment -------------------------------------------------------------
-# The chroot for a release other than this machine's: debootstrap once, then reused.
+# The chroot for a release other than this machine's: debootstrap once, then reused while
+# the package list is the one it was made with (its stamp holds the list: a new build
+# dependency makes a new chroot).
 ensure_chroot() {
     local root=$1 rel=$2
-    [ -f "$root/.complete" ] && return 0
+    [ "$(cat "$root/.complete" 2>/dev/null)" = "packages: $build_pkgs" ] && return 0
     [ "$(id -u)" -eq 0 ] || die "building for $rel needs root (debootstrap, chroot)"
     command -v debootstrap >/dev/null || die "debootstrap is missing (apt-get install debootstrap)"
     log "creating the $rel build chroot $root (cached afterwards; a few minutes)"
@@ -109,7 +111,7 @@ ensure_chroot() {
         tail -20 "$root.log" >&2
         die "debootstrap $rel failed (log: $root.log)"
     fi
-    touch "$root.tmp/.complete"
+    echo "packages: $build_pkgs" >"$root.tmp/.complete"
     rm -rf "$root"
     mv "$root.tmp" "$root"
 }

@@ -17,7 +17,8 @@ bad() { failed=$((failed + 1)); echo "not ok - $*"; }
 if [ "$(id -u)" -ne 0 ]; then echo "needs root (chroot)"; echo "0 passed, 1 failed"; exit 1; fi
 command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
 
-if [ ! -f "$root/.complete" ]; then
+# The cached tree is reused while its stamp names the same package list.
+if [ "$(cat "$root/.complete" 2>/dev/null)" != "packages: $pkgs" ]; then
     rm -rf "$root"
     mkdir -p "$cache"
     echo "building the bullseye root file system (cached afterwards)"
@@ -26,7 +27,7 @@ if [ ! -f "$root/.complete" ]; then
         tail -20 "$cache/bullseye-build.log"
         bad "debootstrap bullseye"; echo "$passed passed, $failed failed"; exit 1
     fi
-    touch "$root/.complete"
+    echo "packages: $pkgs" >"$root/.complete"
 fi
 
 cleanup() {

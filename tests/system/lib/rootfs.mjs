@@ -53,10 +53,12 @@ export function ensureRootfs(release, { log = console.log } = {}) {
 
 async function build(release, log) {
   const root = rootfsPath(release);
-  if (existsSync(join(root, '.complete'))) return root;
+  const pkgs = [...COMMON, ...RELEASES[release].packages].join(',');
+  // Reused while its stamp names the same packages (a new runtime library makes a new tree).
+  const stamp = join(root, '.complete');
+  if (existsSync(stamp) && readFileSync(stamp, 'utf8').includes(`\npackages: ${pkgs}\n`)) return root;
   rmSync(root, { recursive: true, force: true });
   mkdirSync(CACHE, { recursive: true });
-  const pkgs = [...COMMON, ...RELEASES[release].packages].join(',');
   const logFile = join(CACHE, `rootfs-${release}.log`);
   log(`building the ${release} root file system in ${root} (cached afterwards; log ${logFile})`);
   const t0 = Date.now();
@@ -76,7 +78,7 @@ async function build(release, log) {
   rmSync(join(root, 'etc/machine-id'), { force: true });
   writeFileSync(join(root, 'etc/machine-id'), '');
   const secs = ((Date.now() - t0) / 1000).toFixed(0);
-  writeFileSync(join(root, '.complete'), `built ${new Date().toISOString()} in ${secs} s\n`);
+  writeFileSync(stamp, `built ${new Date().toISOString()} in ${secs} s\npackages: ${pkgs}\n`);
   log(`built the ${release} root file system in ${secs} s`);
   return root;
 }
