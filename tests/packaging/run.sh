@@ -256,17 +256,21 @@ done
 
 # --- dpkg -i / --purge in a scratch bookworm chroot (systemd not running) -------------------
 pristine=$cache/pkgtest-bookworm
+# The runtime's libraries (dpkg -i does not fetch dependencies).
+runtime_libs="libssl3 libuv1 libwslay1"
 if [ ! -f "$pristine/.complete" ]; then
     rm -rf "$pristine.tmp"
-    if debootstrap --variant=minbase --include=libssl3,libuv1 bookworm "$pristine.tmp" "${EXO_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$cache/pkgtest-bookworm.log" 2>&1; then
+    if debootstrap --variant=minbase --include="${runtime_libs// /,}" bookworm "$pristine.tmp" "${EXO_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$cache/pkgtest-bookworm.log" 2>&1; then
         touch "$pristine.tmp/.complete"; mv "$pristine.tmp" "$pristine"
     else bad "debootstrap of the scratch bookworm chroot"; tail -5 "$cache/pkgtest-bookworm.log"; finish; fi
 fi
-# The runtime's libraries (dpkg -i does not fetch dependencies).
-if ! chroot "$pristine" dpkg-query -W libssl3 libuv1 >/dev/null 2>&1; then
+# A tree made before a library was added gets it from the archive.
+# shellcheck disable=SC2086
+if ! chroot "$pristine" dpkg-query -W $runtime_libs >/dev/null 2>&1; then
+    # shellcheck disable=SC2086
     chroot "$pristine" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq libssl3 libuv1 >"$work/scratch-deps.log" 2>&1 ||
-        { bad "installing libssl3 libuv1 in $pristine"; tail -5 "$work/scratch-deps.log"; finish; }
+        apt-get install -y -qq $runtime_libs >"$work/scratch-deps.log" 2>&1 ||
+        { bad "installing $runtime_libs in $pristine"; tail -5 "$work/scratch-deps.log"; finish; }
 fi
 scratch=$work/scratch
 cp -a "$pristine" "$scratch"
