@@ -480,9 +480,12 @@ describe("notify.mounts.*", function()
       end
     end
     local names = {}
-    for i, n in ipairs(doc["x-notifications"]) do
-      names[i] = n.name
-      assert.same(list_item, n.params, n.name)
+    for _, n in ipairs(doc["x-notifications"]) do
+      -- notify.jobs.* are the host's own.
+      if n.name:find("^notify%.mounts%.") then
+        names[#names + 1] = n.name
+        assert.same(list_item, n.params, n.name)
+      end
     end
     assert.same({ "notify.mounts.changed", "notify.mounts.mounted", "notify.mounts.unmounted" }, names)
   end)
