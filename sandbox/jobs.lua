@@ -349,10 +349,12 @@ local function valid_record(r)
   return ok
 end
 
--- host.jobs_restore(texts): the stored forms the monitor kept (a page of them). Unknown or
--- damaged ones are skipped; a job that was running when its worker stopped becomes
--- "interrupted" (and is stored again so). Returns how many were taken.
-function M.restore(texts)
+-- host.jobs_restore(texts, live): the stored forms the monitor kept (a page of them). Damaged
+-- ones are skipped; a job that was running when its worker stopped becomes "interrupted" (and
+-- is stored again so), unless `live` (a set of ids) says the runtime still runs it: a job of
+-- the VM that a reload replaced, whose later record replaces this one when it ends. Returns
+-- how many were taken.
+function M.restore(texts, live)
   if not state or type(texts) ~= "table" then
     return 0
   end
@@ -360,16 +362,22 @@ function M.restore(texts)
   for _, text in ipairs(texts) do
     local ok, stored = pcall(json.decode, text)
     local r = ok and type(stored) == "table" and stored.record or nil
-    if not valid_record(r) then
+    local known = ok and type(r) == "table" and state.jobs[r.job_id]
+    if known and not known.fn and known.record.state == "running" and valid_record(r)
+        and r.state ~= "running" then
+      -- A job of another VM ended: its final record replaces the running one.
+      known.record = r
+      taken = taken + 1
+    elseif not valid_record(r) then
       log("warn", "a stored job record is damaged; skipped it")
-    elseif not state.jobs[r.job_id] then
+    elseif not known then
       state.seq = state.seq + 1
       if r.result == json.null then
         r.result = nil
       end
       local job = { seq = state.seq, record = r, idem = type(stored.idem) == "string" and stored.idem or nil }
       state.jobs[r.job_id] = job
-      if r.state == "running" then
+      if r.state == "running" and not (type(live) == "table" and live[r.job_id]) then
         r.state, r.finished = "interrupted", t
         r.error = errors.to_rpc(errors.Failed("the agent's worker stopped while the job ran",
           { job_id = r.job_id, reason = "interrupted" }))
