@@ -134,9 +134,11 @@ local function persist(job)
   end
   local expiry = (r.finished or r.created) + state.keep_s
   local sent, err = rt.put(r.job_id, expiry, text)
-  if not sent then
-    log("warn", ("job %s is kept in this worker only: %s"):format(r.job_id, tostring(err)))
+  -- Logged once until a put works again: without a monitor every job would log twice.
+  if not sent and not state.put_failing then
+    log("warn", ("job records are kept in this worker only (a restart loses them): %s"):format(tostring(err)))
   end
+  state.put_failing = not sent
 end
 
 local function running_count()
