@@ -134,7 +134,8 @@ describe('OpenRPC', () => {
   it('lists the notifications under x-notifications, as notifications.list does', async () => {
     const notes = doc['x-notifications'];
     const names = notes.map((n) => n.name);
-    assert.deepEqual(names, ['notify.mounts.changed', 'notify.mounts.mounted', 'notify.mounts.unmounted', 'notify.system_load']);
+    assert.deepEqual(names, ['notify.jobs.done', 'notify.jobs.progress', 'notify.mounts.changed', 'notify.mounts.mounted',
+      'notify.mounts.unmounted', 'notify.system_load']);
     const ajv = new Ajv({ allErrors: true });
     for (const n of notes) {
       assert.ok(n.summary && n.examples.length >= 1, n.name);

@@ -252,6 +252,7 @@ return {
       ms = T.integer({ min = 0, max = 60000 }),
       fail = T.boolean():optional(),
     }),
+    param_order = { "steps", "ms", "fail" },
     result = T.object({ job_id = T.string() }),
     examples = { { name = "three steps", params = { steps = 3, ms = 10 },
                    result = { job_id = "3f2a0c9e7b5d41e8a6c4b2d0f1e3a5c7" } } },
