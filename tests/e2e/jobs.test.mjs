@@ -161,6 +161,23 @@ describe('jobs', { skip: !asRoot && 'logins and the monitor need root' }, () => 
     s.close();
   });
 
+  it('a job outlives a methods reload, and its end reaches the new methods', async () => {
+    const s = await session(agent, ACCOUNTS.user);
+    const { job_id: id } = await ok(s, 'e2e.job', { steps: 4, ms: 250 });
+    await s.take(note('notify.jobs.progress', id));
+    process.kill(agent.proc.pid, 'SIGHUP');
+    await waitForLog(agent, /reloaded methods/);
+    // The new VM knows the job from the monitor's records, still running.
+    const during = await waitFor(async () => (await s.call('jobs.get', { job_id: id })).result, 3000 * slow, 'the record');
+    assert.equal(during.state, 'running');
+    // The old VM's job goes on, tells its session, and its final record reaches the new VM.
+    assert.equal((await s.take(note('notify.jobs.done', id))).json.params.state, 'succeeded');
+    const r = await ended(s, id);
+    assert.equal(r.state, 'succeeded');
+    assert.equal(r.result.steps, 4);
+    s.close();
+  });
+
   it('a worker killed under a running job: finished records survive, the running one is interrupted', async () => {
     const s = await session(agent, ACCOUNTS.user);
     const { job_id: done } = await ok(s, 'e2e.job', { steps: 1, ms: 10, idempotency_key: 'before-kill' });
