@@ -211,7 +211,7 @@ static const cfg_key_t keys[] = {
         "A job still running after this is stopped and fails with Timeout."),
     KEY("jobs", "keep", CT_DURATION, jobs_keep_ms, MIN, 30 * 24 * HOUR, "24h",
         "Finished job records (and idempotency keys) are kept this long, across worker restarts."),
-    KEY("jobs", "max_records", CT_UINT, jobs_max_records, 16, 100000, "1000",
+    KEY("jobs", "max_records", CT_UINT, jobs_max_records, 16, 10000, "1000",
         "Job records kept at most; past it the oldest finished ones go first."),
     KEY("log", "level", CT_LOGLEVEL, log_level, EXO_LOG_DEBUG, EXO_LOG_ERROR, "info",
         "Least severe level logged: debug, info, warn or error."),

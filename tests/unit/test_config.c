@@ -337,7 +337,7 @@ static void test_jobs(void)
               "agent.conf:2: [jobs] max_duration: 25h is out of range 1s..24h");
     CHECK(strstr(parse_err("[jobs]\nkeep = 59s\n"), "[jobs] keep:") != NULL);
     CHECK_STR(parse_err("[jobs]\nmax_records = 15\n"),
-              "agent.conf:2: [jobs] max_records: 15 is out of range 16..100000");
+              "agent.conf:2: [jobs] max_records: 15 is out of range 16..10000");
 }
 
 /* [console]: the status line switch and the device, whose "" means "choose by family". */
