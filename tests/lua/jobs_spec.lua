@@ -50,7 +50,15 @@ local bad = method {
   examples = { { name = "x", params = {}, result = 1 } },
   handler = function(ctx) return ctx.start_job({ summary = "" }, function() end) end,
 }
-return { work, bump, bad }
+local big = method {
+  name = "demo.big", summary = "A job with a large result", since = "2026-12-01", stability = "experimental",
+  permission = "user", result = T.object({ job_id = T.string() }),
+  examples = { { name = "x", params = {}, result = { job_id = "x" } } },
+  handler = function(ctx)
+    return { job_id = ctx.start_job({ summary = "Big" }, function() return ("x"):rep(7000) end) }
+  end,
+}
+return { work, bump, bad, big }
 ]]
 
 local ALICE = kit.USER
@@ -194,6 +202,19 @@ describe("jobs", function()
     assert.equal(stored.record.finished + 3600, last.expiry)
   end)
 
+  it("keep a record whose result is over 6 KiB without the result, and send the result once", function()
+    local k = new_kit()
+    local id = k:call_ok("demo.big", {}, { auth = ALICE, session = 2 }).job_id
+    k:run_jobs()
+    local last = k.core.job_puts[#k.core.job_puts]
+    assert.is_true(#last.text <= 6144)
+    local stored = json.decode(last.text).record
+    assert.same({ "succeeded", nil, -32007 }, { stored.state, stored.result, stored.error.code })
+    assert.equal(7000, #notes(k, 2, "notify.jobs.done")[1].params.result)
+    -- The worker's own record still has it.
+    assert.equal(7000, #k:call_ok("jobs.get", { job_id = id }, { auth = ALICE }).result)
+  end)
+
   it("refuse misuse of ctx.start_job as a failure of the method", function()
     local k = new_kit({ dev = false })
     local ok, err = k:call("demo.bad_job", {}, { auth = ALICE })
@@ -232,6 +253,26 @@ describe("jobs", function()
       assert.same({ "interrupted", "interrupted" }, { r.state, r.error.data.reason })
       assert.equal(1, #k.core.job_puts)
       assert.equal("interrupted", json.decode(k.core.job_puts[1].text).record.state)
+    end)
+
+    it("after a reload, keep a job the runtime still runs as running, until its final record comes", function()
+      local k = new_kit()
+      local t = k.core.unix_time
+      local r = { job_id = ("d"):rep(32), method = "demo.work", summary = "s", user = "alice", state = "running",
+        cancellable = true, progress = { percent = 10 }, created = t - 5 }
+      k.host.jobs_restore({ stored(r) }, { [r.job_id] = true })
+      assert.equal("running", k:call_ok("jobs.get", { job_id = r.job_id }, { auth = ALICE }).state)
+      assert.equal(0, #k.core.job_puts)
+      r.state, r.finished, r.result, r.progress.percent = "succeeded", t, { done = 2 }, 100
+      assert.equal(1, k.host.jobs_restore({ stored(r) }, {}))
+      local got = k:call_ok("jobs.get", { job_id = r.job_id }, { auth = ALICE })
+      assert.same({ "succeeded", { done = 2 } }, { got.state, got.result })
+      -- Such a job is cancelled through the runtime, which runs it.
+      local r2 = { job_id = ("e"):rep(32), method = "demo.work", summary = "s", user = "alice", state = "running",
+        cancellable = true, progress = { percent = 10 }, created = t - 5 }
+      k.host.jobs_restore({ stored(r2) }, { [r2.job_id] = true })
+      assert.equal("cancelled", k:call_ok("jobs.cancel", { job_id = r2.job_id }, { auth = ALICE }).state)
+      assert.same({ r2.job_id }, k.core.job_cancels)
     end)
 
     it("drop records past [jobs] keep", function()
