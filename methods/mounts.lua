@@ -636,93 +636,153 @@ local list = method({
   end,
 })
 
+-- The checks of mount_device that need no probe: the device exists, is not (on) the root
+-- disk and is not mounted. Returns the device, the mount table, the state and /dev/<name>.
+local function device_to_mount(ctx, params)
+  if (params.device == nil) == (params.volume_id == nil) then
+    error(errors.InvalidParams("params", "give exactly one of device and volume_id"))
+  end
+  local dev = params.device and device_by_name(params.device) or device_by_volume_id(params.volume_id)
+  local mounts = read_mountinfo()
+  local state = new_state(ctx, mounts)
+  local devpath = "/dev/" .. dev.kname
+  if dev.disk == state.root_disk then
+    fail(errors.NotPermitted, "root_disk", devpath .. " is (on) the root disk", { device = devpath })
+  end
+  for _, m in ipairs(mounts) do
+    if m.major == dev.major and m.minor == dev.minor then
+      fail(errors.AlreadyExists, "already_mounted", ("%s is already mounted at %s"):format(devpath, m.mountpoint),
+        { device = devpath, mountpoint = m.mountpoint })
+    end
+  end
+  return dev, mounts, state, devpath
+end
+
+-- What is on the device (the monitor's probe); a partitioned disk is refused.
+local function probe_device(dev, devpath)
+  local probe, code, msg = agent.mounts.probe(devpath)
+  if not probe then
+    monitor_failed(code, msg)
+  end
+  if not dev.partition then
+    local parts = partitions_of(dev.kname)
+    if #parts > 0 or probe.PTTYPE then
+      fail(errors.Unsupported, "partitioned", devpath .. " has a partition table: mount one of its partitions",
+        { device = devpath, partitions = parts })
+    end
+  end
+  if probe.TYPE and probe.USAGE ~= nil and probe.USAGE ~= "filesystem" then
+    fail(errors.Unsupported, "not_a_file_system", ("%s holds %s, not a file system"):format(devpath, probe.TYPE),
+      { device = devpath, type = probe.TYPE })
+  end
+  return probe
+end
+
+-- The mount's name: the volume's from the metadata service, or the disk's kernel name; and the
+-- volume (or nil).
+local function mount_name(ctx, state, dev)
+  local serial = disk_serial(dev.disk)
+  local v = find_volume(metadata_volumes(ctx, state), serial)
+  local name = sanitize(v and v.name or dev.disk, dev.disk)
+  if dev.partition then
+    name = ("%s.part%d"):format(name, dev.partition)
+  end
+  return name, v, serial
+end
+
+-- mkfs.ext4 on a device without any signature, labelled with the volume's name and given its
+-- id as the file system's UUID.
+local function format_device(ctx, dev, devpath, v, serial)
+  local full_id = v and v.id or serial
+  local fs_uuid = full_id and full_id:match(UUID_PATTERN) and full_id:lower() or nil
+  local label = (v and v.name or dev.kname):sub(1, 16):gsub("[^%w_.-]", "_")
+  local ok, mcode, mmsg = agent.mounts.mkfs(devpath, label, fs_uuid)
+  if not ok then
+    monitor_failed(mcode, mmsg)
+  end
+  ctx.log("info", ("formatted %s as ext4"):format(devpath))
+end
+
+local function mount_named(ctx, state, mounts, dev, devpath, name, read_only)
+  local mountpoint = free_mountpoint(mounts, state.config.volume_prefix, name, dev.kname)
+  local ok, mcode, mmsg = agent.mounts.mount(devpath, mountpoint, read_only)
+  if not ok then
+    monitor_failed(mcode, mmsg)
+  end
+  local m = mount_at(ctx, mountpoint)
+  if not m then
+    fail(errors.Failed, "failed", ("%s was mounted at %s but is not there now"):format(devpath, mountpoint))
+  end
+  return m
+end
+
+-- The job of mount_device with format = true: probe, format when there is no signature at
+-- all, mount. Not cancellable: mkfs cut in the middle would leave a half-made file system.
+local function format_and_mount(ctx, params)
+  local dev, _, _, devpath = device_to_mount(ctx, params)
+  return { job_id = ctx.start_job({ summary = ("Format (if blank) and mount %s"):format(devpath), cancellable = false },
+    function(job)
+      job.progress(0, "probing", devpath)
+      -- Read again in the job: the table may have changed since the call answered.
+      local _, mounts, state = device_to_mount(ctx, params)
+      local probe = probe_device(dev, devpath)
+      local name, v, serial = mount_name(ctx, state, dev)
+      if not probe.TYPE then
+        job.progress(20, "formatting", devpath)
+        format_device(ctx, dev, devpath, v, serial)
+      end
+      job.progress(80, "mounting", devpath)
+      return mount_named(ctx, state, mounts, dev, devpath, name, params.read_only == true)
+    end) }
+end
+
+local JobRef = T.object({ job_id = T.string() })
+  :describe("With format: true, the job that formats and mounts (its result is the Mount)")
+
 local mount_device = method({
   name = "mounts.mount_device",
   summary = "Mount an attached volume",
   description = "Mounts a disk or partition at /media/volume/<name>, where name is the "
     .. "volume's name from the metadata service (sanitised) or the kernel name, with "
     .. "\".part<N>\" for a partition and \"-<kernel name>\", \"-1\", ... when taken. A disk "
-    .. "without any signature is formatted as ext4 only when format is true. The mount is a "
+    .. "without any signature is formatted as ext4 only when format is true. With format: true "
+    .. "the call answers at once with a job (phases probing, formatting, mounting) whose result "
+    .. "is the Mount; without it, the call answers with the Mount. The mount is a "
     .. "transient systemd unit; the mountpoint belongs to the configured owner (exouser).",
   since = "2026-12-01",
   stability = "stable",
   permission = "user",
+  idempotent = true,
   capabilities = { "system.read", "metadata.read", "mounts.read", "mounts.write" },
   params = T.object({
     device = T.string({ max_len = 255 }):optional():describe("/dev/vdb, or the kernel name"),
     volume_id = T.string({ min_len = 1, max_len = 64, pattern = "^[%w-]+$" }):optional()
       :describe("The Cinder volume id (or its first 20 characters)"),
-    format = T.boolean():optional():describe("Format a disk that has no signature at all"),
+    format = T.boolean():optional():describe("Format a disk that has no signature at all; makes the call a job"),
     read_only = T.boolean():optional():describe("Mount read-only"),
   }),
-  result = Mount,
+  result = T.one_of({ Mount, JobRef }),
   errors = { errors.NotFound, errors.AlreadyExists, errors.Unsupported, errors.NotPermitted,
-             errors.Timeout, errors.Failed },
+             errors.Timeout, errors.Failed, errors.Busy },
   examples = {
-    { name = "a new volume, formatted", params = { volume_id = "7d3c9b2e-41f5-4c7a-9a53-0b8e6f1d2c4a", format = true },
+    { name = "a formatted volume", params = { volume_id = "7d3c9b2e-41f5-4c7a-9a53-0b8e6f1d2c4a" },
       result = MOUNT_EXAMPLE },
+    { name = "a new volume, formatted in a job",
+      params = { volume_id = "7d3c9b2e-41f5-4c7a-9a53-0b8e6f1d2c4a", format = true, idempotency_key = "mount-7d3c9b2e" },
+      result = { job_id = "3f2a0c9e7b5d41e8a6c4b2d0f1e3a5c7" } },
   },
   handler = function(ctx, params)
-    if (params.device == nil) == (params.volume_id == nil) then
-      error(errors.InvalidParams("params", "give exactly one of device and volume_id"))
+    if params.format == true then
+      return format_and_mount(ctx, params)
     end
-    local dev = params.device and device_by_name(params.device) or device_by_volume_id(params.volume_id)
-    local mounts = read_mountinfo()
-    local state = new_state(ctx, mounts)
-    local devpath = "/dev/" .. dev.kname
-    if dev.disk == state.root_disk then
-      fail(errors.NotPermitted, "root_disk", devpath .. " is (on) the root disk", { device = devpath })
-    end
-    for _, m in ipairs(mounts) do
-      if m.major == dev.major and m.minor == dev.minor then
-        fail(errors.AlreadyExists, "already_mounted", ("%s is already mounted at %s"):format(devpath, m.mountpoint),
-          { device = devpath, mountpoint = m.mountpoint })
-      end
-    end
-    local probe, code, msg = agent.mounts.probe(devpath)
-    if not probe then
-      monitor_failed(code, msg)
-    end
-    if not dev.partition then
-      local parts = partitions_of(dev.kname)
-      if #parts > 0 or probe.PTTYPE then
-        fail(errors.Unsupported, "partitioned", devpath .. " has a partition table: mount one of its partitions",
-          { device = devpath, partitions = parts })
-      end
-    end
-    local serial = disk_serial(dev.disk)
-    local v = find_volume(metadata_volumes(ctx, state), serial)
-    local name = sanitize(v and v.name or dev.disk, dev.disk)
-    if dev.partition then
-      name = ("%s.part%d"):format(name, dev.partition)
-    end
+    local dev, mounts, state, devpath = device_to_mount(ctx, params)
+    local probe = probe_device(dev, devpath)
+    local name = mount_name(ctx, state, dev)
     if not probe.TYPE then
-      if params.format ~= true then
-        fail(errors.Unsupported, "unformatted", devpath .. " has no file system; call again with format: true to make one",
-          { device = devpath })
-      end
-      local full_id = v and v.id or serial
-      local fs_uuid = full_id and full_id:match(UUID_PATTERN) and full_id:lower() or nil
-      local label = (v and v.name or dev.kname):sub(1, 16):gsub("[^%w_.-]", "_")
-      local ok, mcode, mmsg = agent.mounts.mkfs(devpath, label, fs_uuid)
-      if not ok then
-        monitor_failed(mcode, mmsg)
-      end
-      ctx.log("info", ("formatted %s as ext4"):format(devpath))
-    elseif probe.USAGE ~= nil and probe.USAGE ~= "filesystem" then
-      fail(errors.Unsupported, "not_a_file_system", ("%s holds %s, not a file system"):format(devpath, probe.TYPE),
-        { device = devpath, type = probe.TYPE })
+      fail(errors.Unsupported, "unformatted", devpath .. " has no file system; call again with format: true to make one",
+        { device = devpath })
     end
-    local mountpoint = free_mountpoint(mounts, state.config.volume_prefix, name, dev.kname)
-    local ok, mcode, mmsg = agent.mounts.mount(devpath, mountpoint, params.read_only == true)
-    if not ok then
-      monitor_failed(mcode, mmsg)
-    end
-    local m = mount_at(ctx, mountpoint)
-    if not m then
-      fail(errors.Failed, "failed", ("%s was mounted at %s but is not there now"):format(devpath, mountpoint))
-    end
-    return m
+    return mount_named(ctx, state, mounts, dev, devpath, name, params.read_only == true)
   end,
 })
 
@@ -737,6 +797,7 @@ local unmount = method({
   since = "2026-12-01",
   stability = "stable",
   permission = "user",
+  idempotent = true,
   capabilities = { "system.read", "metadata.read", "mounts.read", "mounts.write" },
   params = T.object({
     mountpoint = T.string({ max_len = 4096 }):optional(),
@@ -807,6 +868,7 @@ local mount_cephfs = method({
   since = "2026-12-01",
   stability = "stable",
   permission = "user",
+  idempotent = true,
   capabilities = { "system.read", "metadata.read", "mounts.read", "mounts.write" },
   params = T.object({
     share_name = T.string({ min_len = 1, max_len = 200 }),

@@ -207,6 +207,12 @@ static const cfg_key_t keys[] = {
         "Unsent outbound bytes per session at most; past it the session closes with 1008."),
     KEY("websocket", "max_sessions", CT_UINT, ws_max_sessions, 1, 1000000, "20000",
         "Open WebSocket sessions at most; further upgrades are answered 503."),
+    KEY("jobs", "max_duration", CT_DURATION, jobs_max_duration_ms, SEC, 24 * HOUR, "1h",
+        "A job still running after this is stopped and fails with Timeout."),
+    KEY("jobs", "keep", CT_DURATION, jobs_keep_ms, MIN, 30 * 24 * HOUR, "24h",
+        "Finished job records (and idempotency keys) are kept this long, across worker restarts."),
+    KEY("jobs", "max_records", CT_UINT, jobs_max_records, 16, 10000, "1000",
+        "Job records kept at most; past it the oldest finished ones go first."),
     KEY("log", "level", CT_LOGLEVEL, log_level, EXO_LOG_DEBUG, EXO_LOG_ERROR, "info",
         "Least severe level logged: debug, info, warn or error."),
 };

@@ -100,6 +100,10 @@ typedef struct exo_config_s {
     uint32_t ws_max_message;      /* size: one received message, all fragments */
     uint32_t ws_max_queued;       /* size: unsent outbound bytes of one session */
     uint32_t ws_max_sessions;     /* open sessions at most */
+    /* [jobs] */
+    uint32_t jobs_max_duration_ms; /* duration: a job's deadline */
+    uint32_t jobs_keep_ms;         /* duration: finished records and idempotency keys are kept */
+    uint32_t jobs_max_records;     /* records kept at most (worker and monitor) */
     /* [log] */
     exo_log_level_t log_level; /* least severe level that is logged */
 } exo_config_t;

@@ -174,6 +174,10 @@ static int load_host(exo_lvm_t *vm, char *err, size_t errlen)
     lua_setfield(L, -2, "user_methods");
     push_string_list(L, &cfg->admin_methods);
     lua_setfield(L, -2, "admin_methods");
+    lua_pushinteger(L, (lua_Integer)(cfg->jobs_keep_ms / 1000));
+    lua_setfield(L, -2, "jobs_keep_s");
+    lua_pushinteger(L, (lua_Integer)cfg->jobs_max_records);
+    lua_setfield(L, -2, "jobs_max_records");
     if (pcall_msg(L, 1, 1, err, errlen) < 0) {
         lua_pop(L, 1);
         return -EINVAL;
@@ -274,6 +278,7 @@ int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t
     exo_auth_preload(L);
     exo_load_preload(L);
     exo_events_preload(L);
+    exo_jobs_preload(L);
     exo_metadata_preload(L);
     exo_mounts_preload(L);
     vm->loading = 1;
@@ -770,6 +775,11 @@ const char *exo_call_transport(const exo_call_t *call)
     return call->transport;
 }
 
+exo_lvm_t *exo_call_vm(const exo_call_t *call)
+{
+    return call->vm;
+}
+
 int64_t exo_call_session(const exo_call_t *call)
 {
     return call->session;
@@ -844,6 +854,10 @@ int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_c
     if (info->session) {
         lua_pushinteger(c->co, (lua_Integer)info->session);
         lua_setfield(c->co, -2, "session");
+    }
+    if (info->job) {
+        lua_pushstring(c->co, info->job);
+        lua_setfield(c->co, -2, "job");
     }
     if (info->timeout_ms > 0) {
         c->deadline_ns = uv_hrtime() + (uint64_t)info->timeout_ms * 1000000u;

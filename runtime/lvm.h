@@ -72,6 +72,9 @@ typedef struct exo_call_info_s {
      * login or logout in the call changes it for the calls after it. */
     struct exo_identity_s *identity;
     int64_t session; /* the WebSocket session's id (ctx.session), 0 over HTTP */
+    /* The job this call runs (ctx.job; jobs.c), or NULL for a method call. Only the runtime
+     * sets it: the host then runs the job's function instead of a method. */
+    const char *job;
 } exo_call_info_t;
 
 /* Called once when a call that did not finish inside exo_call_start ends. */
@@ -117,6 +120,8 @@ const exo_runtime_info_t *exo_lvm_runtime(lua_State *L);
 struct exo_identity_s *exo_call_identity(const exo_call_t *call);
 const char *exo_call_source(const exo_call_t *call);
 const char *exo_call_transport(const exo_call_t *call);
+/* The VM the call runs on. */
+exo_lvm_t *exo_call_vm(const exo_call_t *call);
 /* The WebSocket session the call came from, or 0 over HTTP. */
 int64_t exo_call_session(const exo_call_t *call);
 /* Raises a Lua error unless the running call was granted `capability` (host code outside
@@ -132,6 +137,8 @@ void exo_core_shutdown(void);
 
 /* Registers the module "exo.events" (events.c): the host's requests to the event sources. */
 void exo_events_preload(lua_State *L);
+/* Registers the module "exo.jobs" (jobs.c): running, cancelling and keeping jobs. */
+void exo_jobs_preload(lua_State *L);
 /* Registers the module "exo.load" (l_load.c): the worker's load history. */
 void exo_load_preload(lua_State *L);
 /* Registers the native modules "exo.core" (l_core.c) and "exo.json" (l_json.c). */

@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "jobstore.h"
 #include "loadhist.h"
 #include "log.h"
 #include "mountop.h"
@@ -118,12 +119,15 @@ static struct {
     mountjob_t *jobs;
     size_t n_jobs;
     backoff_t *backoff;
-    char console_dev[4096];   /* where console lines go, chosen once at start */
-    exo_load_ring_t load;     /* the load history, as persisted in load_path */
-    char load_path[4200];     /* state_dir/load-history */
-    size_t load_lines;        /* lines in the file: it is compacted past twice the ring */
-    int load_file_failing;    /* a warning was logged; the next one waits for a success */
-    int load_console_failing; /* the same for the console line */
+    char console_dev[4096];    /* where console lines go, chosen once at start */
+    exo_load_ring_t load;      /* the load history, as persisted in load_path */
+    char load_path[4200];      /* state_dir/load-history */
+    size_t load_lines;         /* lines in the file: it is compacted past twice the ring */
+    int load_file_failing;     /* a warning was logged; the next one waits for a success */
+    int load_console_failing;  /* the same for the console line */
+    exo_job_store_t job_store; /* the job records, as saved in jobs_path */
+    char jobs_path[4200];      /* state_dir/jobs */
+    int jobs_file_failing;     /* a warning was logged; the next one waits for a success */
     uint8_t buf[EXO_PRIV_MAX_MESSAGE + 1];
 } m_;
 
@@ -404,6 +408,37 @@ static int load_history_start(void)
                  m_.load_lines);
     exo_info("monitor: %zu load samples in the history (room for %zu)", m_.load.n, m_.load.cap);
     return 0;
+}
+
+/* Loads the job records (state_dir/jobs), dropping expired and damaged ones. Returns 0 or -1
+ * with the reason logged. */
+static int jobs_start(void)
+{
+    char err[512];
+    if (exo_job_store_init(&m_.job_store, m_.cfg->jobs_max_records) < 0) {
+        exo_error("cannot start: bad [jobs] max_records");
+        return -1;
+    }
+    snprintf(m_.jobs_path, sizeof(m_.jobs_path), "%s/jobs", m_.cfg->state_dir);
+    size_t lines = 0, damaged = 0;
+    int rc = exo_job_file_load(&m_.job_store, m_.jobs_path, (int64_t)time(NULL), &lines, &damaged,
+                               err, sizeof(err));
+    /* Records that cannot be read are not worth refusing to start for. */
+    if (rc < 0 && rc != -ENOENT) exo_warn("monitor: the job records start empty: %s", err);
+    if (damaged)
+        exo_warn("monitor: %s: skipped %zu damaged lines of %zu", m_.jobs_path, damaged, lines);
+    return 0;
+}
+
+/* Saves the job records; a failure is logged once until a save succeeds. */
+static void jobs_persist(void)
+{
+    char err[512];
+    int rc = exo_job_file_save(&m_.job_store, m_.jobs_path, err, sizeof(err));
+    if (rc < 0 && !m_.jobs_file_failing)
+        exo_warn("monitor: cannot save the job records: %s (logged once until a save succeeds)",
+                 err);
+    m_.jobs_file_failing = rc < 0;
 }
 
 /* ---- backoff ---------------------------------------------------------------------------- */
@@ -762,6 +797,47 @@ static const char *op_load_history(const exo_priv_msg_t *m)
     return NULL;
 }
 
+/* JOB_PUT: job id, expiry, the record's JSON text (jobstore.h). The id, the expiry (at most
+ * [jobs] keep ahead) and the text's size and bytes are checked; the JSON is never parsed, as
+ * only the worker reads it back. An expiry that has passed removes the record. */
+static const char *op_job_put(const exo_priv_msg_t *m)
+{
+    int64_t now = (int64_t)time(NULL), expiry;
+    /* A minute of slack: the worker computes the expiry from its own reading of the clock. */
+    int64_t ahead = (int64_t)(m_.cfg->jobs_keep_ms / 1000) + 60;
+    const char *why = exo_job_put_check(m->f, m->n, now, ahead, &expiry);
+    if (why) return why;
+    exo_job_store_expire(&m_.job_store, now);
+    char id[EXO_JOB_ID_LEN + 1];
+    memcpy(id, m->f[0].p, EXO_JOB_ID_LEN);
+    id[EXO_JOB_ID_LEN] = '\0';
+    if (exo_job_store_put(&m_.job_store, id, expiry, m->f[2].p, m->f[2].len, now) < 0) {
+        answer_status(EXO_OP_JOB_PUT, m->seq, "error", "out of memory");
+        return NULL;
+    }
+    jobs_persist();
+    answer_status(EXO_OP_JOB_PUT, m->seq, "ok", NULL);
+    return NULL;
+}
+
+/* JOB_LIST: "" (from the first) or the last id of the previous page -> "ok", "1" when more
+ * records follow, and a page of record lines that fits in one message. Paging by id keeps the
+ * pages right even if records come and go in between. */
+static const char *op_job_list(const exo_priv_msg_t *m)
+{
+    if (m->n != 1) return "a job list request without exactly 1 field";
+    if (m->f[0].len > 0 && exo_job_id_check(m->f[0].p, m->f[0].len) != NULL)
+        return "a job list request with a bad job id";
+    exo_job_store_expire(&m_.job_store, (int64_t)time(NULL));
+    static char page[EXO_JOB_PAGE_MAX];
+    int more;
+    size_t used =
+        exo_job_store_page(&m_.job_store, m->f[0].p, m->f[0].len, page, sizeof(page), &more);
+    exo_priv_field_t f[3] = {{"ok", 2}, {more ? "1" : "0", 1}, {page, used}};
+    answer(EXO_OP_JOB_LIST, m->seq, f, 3);
+    return NULL;
+}
+
 /* ---- mount operations -------------------------------------------------------------------- */
 
 /* The child's answer is complete (or it ended without one: got is 0 or the bytes are not one
@@ -880,6 +956,8 @@ static const struct {
     {EXO_OP_MOUNT_MOUNT, op_mount},
     {EXO_OP_MOUNT_UNMOUNT, op_mount},
     {EXO_OP_MOUNT_CEPHFS, op_mount},
+    {EXO_OP_JOB_PUT, op_job_put},
+    {EXO_OP_JOB_LIST, op_job_list},
 };
 
 static void worker_readable(void)
@@ -1130,6 +1208,7 @@ int exo_monitor_run(exo_config_t *cfg, int dev)
     if (skipped) exo_warn("monitor: %s: skipped %zu malformed lines", m_.revoked_path, skipped);
     console_device();
     if (load_history_start() < 0) goto out;
+    if (jobs_start() < 0) goto out;
     m_.n_logins = cfg->max_logins_in_flight;
     m_.logins = calloc(m_.n_logins, sizeof(*m_.logins));
     m_.backoff = calloc(BACKOFF_SLOTS, sizeof(*m_.backoff));
@@ -1185,6 +1264,7 @@ out:
     exo_prepared_close(&m_.prep);
     exo_revoked_free(&m_.revoked);
     exo_load_ring_free(&m_.load);
+    exo_job_store_free(&m_.job_store);
     OPENSSL_cleanse(m_.key, sizeof(m_.key));
     free(m_.logins);
     free(m_.jobs);

@@ -28,13 +28,16 @@ enum {
     EXO_OP_LOAD_SAMPLE = 4,
     /* "" or an epoch -> status, more ("0"/"1"), history lines after it (monitor.c) */
     EXO_OP_LOAD_HISTORY = 5,
-    /* The mount operations (mountop.h, which also describes their answers); 11 and 12 are
-     * kept for later mount operations. */
+    /* The mount operations (mountop.h, which also describes their answers). */
     EXO_OP_MOUNT_PROBE = 6,   /* device -> status, ... */
     EXO_OP_MOUNT_MKFS = 7,    /* device, label, uuid or "" -> status */
     EXO_OP_MOUNT_MOUNT = 8,   /* device, mountpoint, read-only "0"|"1" -> status, ... */
     EXO_OP_MOUNT_UNMOUNT = 9, /* mountpoint, lazy "0"|"1" -> status, ... */
     EXO_OP_MOUNT_CEPHFS = 10, /* mountpoint, export, user, key, read-only -> status, ... */
+    /* job id, expiry, the record's JSON text -> status: a job record to keep (jobstore.h) */
+    EXO_OP_JOB_PUT = 11,
+    /* "" or the last id of the previous page -> status, more ("0"/"1"), record lines */
+    EXO_OP_JOB_LIST = 12,
 };
 #define EXO_OP_ANSWER 0x80000000u
 

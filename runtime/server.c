@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "events.h"
+#include "jobs.h"
 #include "load_sampler.h"
 #include "log.h"
 #include "metadata.h"
@@ -366,6 +367,7 @@ int exo_server_reload(exo_server_t *srv)
     /* Calls in flight hold the old VM; it is freed when the last of them ends. */
     exo_lvm_release(srv->vm);
     srv->vm = vm;
+    exo_jobs_vm_changed();
     exo_info("reloaded methods: %d loaded, %d method files skipped, in %.1f ms", loaded, skipped,
              (double)(uv_hrtime() - t0) / 1e6);
     return 0;
@@ -390,6 +392,7 @@ static void stop_everything(exo_server_t *srv)
     for (size_t i = 0; i < srv->n_watches; i++)
         close_handle((uv_handle_t *)&srv->watches[i]);
     exo_events_stop();
+    exo_jobs_stop();
     exo_load_sampler_stop();
     /* Before the run queue closes: the fetch's waiters may still resume their calls. */
     exo_metadata_shutdown();
@@ -595,6 +598,7 @@ int exo_worker_run(exo_config_t *cfg, int dev, exo_prepared_t *p, int monitor_fd
             exo_error("the notification sources cannot start: %s; notify.system_load and "
                       "notify.mounts.* will not be sent",
                       strerror(-erc));
+        if (exo_jobs_start(&srv) < 0) exo_error("jobs cannot start");
         /* Alone (no monitor), this process is what systemd waits for. */
         if (monitor_fd < 0) exo_sd_notify("READY=1\nSTATUS=serving (without the root monitor)");
         code = exo_server_run(&srv);

@@ -12,6 +12,7 @@ local errors = require("sandbox.errors")
 local method = require("sandbox.method")
 local notification = require("sandbox.notification")
 local notify = require("sandbox.notify")
+local jobs = require("sandbox.jobs")
 local registry = require("sandbox.registry")
 local env = require("sandbox.env")
 local agent = require("sandbox.agent")
@@ -155,6 +156,11 @@ local function check_init_options(opts)
   if opts.allow_override ~= nil and type(opts.allow_override) ~= "boolean" then
     error("host.init: allow_override must be a boolean", 3)
   end
+  for _, key in ipairs({ "jobs_keep_s", "jobs_max_records" }) do
+    if opts[key] ~= nil and (math.type(opts[key]) ~= "integer" or opts[key] < 1) then
+      error(("host.init: %s must be a positive integer"):format(key), 3)
+    end
+  end
 end
 
 -- Errors and logs of the pattern guard (sandbox/pattern_guard.lua): a refused pattern is a
@@ -226,6 +232,8 @@ function M.init(opts)
   local allow = env.allow_list(M.method_api(method.declare, function() return host_info(s) end))
   assert(s.registry:add({ method.get(discover_declaration()) }, "<builtin>"))
   assert(s.registry:add(notify.declarations(), "<builtin>"))
+  assert(s.registry:add(jobs.declarations(), "<builtin>"))
+  assert(s.registry:add(jobs.notification_declarations(notification), "<builtin>"))
   local auth_module = opts.auth_module
   if auth_module == nil then
     local ok, mod = pcall(require, "exo.auth")
@@ -263,6 +271,16 @@ function M.init(opts)
     events = ok and mod or nil
   end
   notify.reset(s.registry, { events = events, refusal = notification_refusal })
+  local jobs_module = opts.jobs_module
+  if jobs_module == nil then
+    local ok, mod = pcall(require, "exo.jobs")
+    jobs_module = ok and mod or nil
+  end
+  jobs.reset({
+    runtime = jobs_module, keep_s = opts.jobs_keep_s, max_records = opts.jobs_max_records,
+    failure = function(name, ctx, e) return M.failure_of(name, ctx, e) end,
+    emit = notify.emit_to,
+  })
   state = s
   core.log("info", ("loaded %d methods; skipped %d method files"):format(s.registry.count, #s.registry.skipped))
   local skipped = json.array()
@@ -311,6 +329,14 @@ M.mounts_update = notify.mounts_update
 M.subscriptions = notify.subscriptions
 
 --------------------------------------------------------------------------------------------
+-- Jobs (sandbox/jobs.lua): what the runtime calls outside any call.
+
+-- The runtime's call for job id ended before the job recorded its end (a deadline, a limit).
+M.job_ended = jobs.ended
+-- The records the monitor kept, given to a new worker (a list of their stored texts).
+M.jobs_restore = jobs.restore
+
+--------------------------------------------------------------------------------------------
 -- Calls.
 
 -- Positional params map onto param_order; a missing required one or an extra one is
@@ -354,7 +380,13 @@ end
 -- log, and the closure and the formatted prefix were a good share of a call's garbage.
 local CtxMT = {
   __index = function(t, k)
-    if k ~= "log" then
+    if k == "start_job" then
+      -- ctx.start_job(opts, fn): sandbox/jobs.lua; made only when a handler reads it, as log.
+      local d, ctx = state.registry:get(t.method), raw_ctx[t]
+      local start = function(opts, fn) return jobs.start(d, ctx, opts, fn) end
+      rawset(t, "start_job", start)
+      return start
+    elseif k ~= "log" then
       return nil
     end
     local prefix = ("%s (request %s): "):format(t.method, tostring(t.request_id))
@@ -435,6 +467,7 @@ local function encodable(d, data)
 end
 
 local function failure(d, ctx, e)
+  d = type(d) == "string" and { name = d } or d
   local rpc = errors.to_rpc(e)
   if rpc then
     rpc.message = truncate(rpc.message, M.MAX_MESSAGE)
@@ -461,6 +494,30 @@ local function check_dev_result(d, ctx, result)
   })
 end
 
+-- The JSON-RPC error of handler failure e of method `name` (for jobs.lua).
+function M.failure_of(name, ctx, e)
+  return failure(name, ctx, e)
+end
+
+-- An idempotent call with a key: the earlier answer (true, value), a Busy refusal (false,
+-- err), or nil and the key to run the handler under.
+local function idempotent_repeat(d, ctx, args)
+  local key = args[method.IDEMPOTENCY_KEY]
+  if not d.idempotent or key == nil then
+    return nil
+  end
+  local k = jobs.idem_key(d, ctx, key)
+  local ok, prev = pcall(jobs.idem_lookup, k)
+  if not ok then
+    return false, errors.to_rpc(prev)
+  elseif prev ~= nil then
+    return true, prev
+  end
+  jobs.idem_begin(k)
+  ctx.idempotency_key_of_call = k
+  return nil, k
+end
+
 local function dispatch(name, params, ctx)
   local d = state and state.registry:get(name)
   if d then
@@ -485,17 +542,32 @@ local function dispatch(name, params, ctx)
   if not args then
     return false, err
   end
+  local repeated, value = idempotent_repeat(d, ctx, args)
+  if repeated ~= nil then
+    capabilities.end_call()
+    return repeated, value
+  end
+  local key = value
   local ok, result = xpcall(d.handler, ctx.dev and with_traceback or pass, handler_ctx(d, ctx), args)
   capabilities.end_call()
   if not ok then
+    if key then
+      jobs.idem_end(key, false)
+    end
     return false, failure(d, ctx, result)
   end
   result = result == nil and json.null or schema.normalize(d.result, result)
   if ctx.dev then
     local valid, rerr = check_dev_result(d, ctx, result)
     if not valid then
+      if key then
+        jobs.idem_end(key, false)
+      end
       return false, rerr
     end
+  end
+  if key then
+    jobs.idem_end(key, true, result)
   end
   return true, result
 end
@@ -508,7 +580,13 @@ function M.call(name, params, ctx)
   if ctx.dev == nil and state then
     ctx.dev = state.dev
   end
-  local ok, done, value = pcall(dispatch, name, params, ctx)
+  local ok, done, value
+  if type(ctx.job) == "string" then
+    -- The runtime's call for a job (only C sets ctx.job; no request can).
+    ok, done, value = pcall(jobs.run, ctx.job, ctx, with_traceback, pass)
+  else
+    ok, done, value = pcall(dispatch, name, params, ctx)
+  end
   if ok then
     return done, value
   end

@@ -18,8 +18,16 @@ M.PERMISSION = { "public", "user", "admin" }
 local FIELDS = {
   name = true, summary = true, description = true, since = true, stability = true,
   permission = true, capabilities = true, params = true, param_order = true, result = true,
-  errors = true, examples = true, handler = true,
+  errors = true, examples = true, handler = true, idempotent = true,
 }
+
+-- The parameter that `idempotent = true` adds (sandbox/jobs.lua): a repeat of a call with the
+-- same key answers what the first one did.
+M.IDEMPOTENCY_KEY = "idempotency_key"
+local IdempotencyKey = schema.T.string({ min_len = 1, max_len = 128 }):optional():describe(
+  "Any text of 1 to 128 bytes, chosen by the client: a repeat of this call with the same key (by "
+    .. "the same user) returns the first call's answer (or its job) instead of acting again, for "
+    .. "[jobs] keep after it answered. A repeat with other params still gets the first answer.")
 
 local declarations = setmetatable({}, { __mode = "k" })
 -- What a declaration being checked declares, for messages: "method" unless a notification
@@ -129,12 +137,35 @@ local function check_param_order(decl, params)
   return { table.unpack(order) }
 end
 
+-- params with the optional idempotency_key added (last in the positional order).
+local function with_idempotency_key(decl, params, order)
+  local fields = {}
+  for name, f in pairs(schema.fields(params)) do
+    fields[name] = f
+  end
+  if fields[M.IDEMPOTENCY_KEY] then
+    fail(decl, "an idempotent method may not declare %s itself: the host adds it", M.IDEMPOTENCY_KEY)
+  end
+  fields[M.IDEMPOTENCY_KEY] = IdempotencyKey
+  local def = schema.definition(params)
+  local out = schema.T.object(fields, { additional = def.additional })
+  if def.description then
+    out = out:describe(def.description)
+  end
+  order[#order + 1] = M.IDEMPOTENCY_KEY
+  return out, order
+end
+
 local function check_params(decl)
   local params = decl.params or schema.T.object({})
   if not schema.is_schema(params) or schema.kind(params) ~= "object" then
     fail(decl, "params must be a T.object schema (one field per parameter)")
   end
-  return params, check_param_order(decl, params)
+  local order = check_param_order(decl, params)
+  if decl.idempotent == true then
+    return with_idempotency_key(decl, params, order)
+  end
+  return params, order
 end
 
 local function check_errors(decl)
@@ -253,6 +284,9 @@ function M.check(decl, reserved_ok)
   check_text(decl)
   check_choice(decl, "stability", M.STABILITY)
   check_choice(decl, "permission", M.PERMISSION)
+  if decl.idempotent ~= nil and type(decl.idempotent) ~= "boolean" then
+    fail(decl, "idempotent must be a boolean")
+  end
   if not schema.is_schema(decl.result) then
     fail(decl, "result must be a schema made with T")
   elseif type(decl.handler) ~= "function" then
@@ -262,7 +296,7 @@ function M.check(decl, reserved_ok)
     name = decl.name, summary = decl.summary, description = decl.description,
     since = decl.since, stability = decl.stability, permission = decl.permission,
     capabilities = check_capabilities(decl), result = decl.result, handler = decl.handler,
-    errors = check_errors(decl),
+    errors = check_errors(decl), idempotent = decl.idempotent == true,
   }
   d.params, d.param_order = check_params(decl)
   d.examples = check_examples(decl, d)

@@ -85,8 +85,9 @@ local function want_baseline(was_wanted)
   end
 end
 
-local function subscribe(id, names)
+local function subscribe(id, names, who)
   local was_wanted = M.mounts_wanted()
+  state.who[id] = who
   local mine = state.by_session[id] or {}
   state.by_session[id] = mine
   for _, name in ipairs(names) do
@@ -112,6 +113,7 @@ local function unsubscribe(id, names)
   end
   if mine and next(mine) == nil then
     state.by_session[id] = nil
+    state.who[id] = nil
   end
   forget_mounts_unless_wanted()
   return sorted_names(mine)
@@ -130,6 +132,7 @@ local function drop(id)
     end
   end
   state.by_session[id] = nil
+  state.who[id] = nil
   forget_mounts_unless_wanted()
 end
 
@@ -153,43 +156,82 @@ end
 -- closing) loses its subscriptions. Returns how many sessions it was sent to. An undeclared
 -- name raises (a bug in the caller); params that do not match the declaration are logged and
 -- not sent, so a subscriber only ever sees what the documentation promises.
-function M.emit(name, params)
-  if not state then
-    error("host.emit: host.init has not run", 2)
-  end
+-- The params of notification `name`, normalised, validated and encoded once: the text, or
+-- nil (a mismatch or an encoding failure is logged).
+local function encode(name, params)
   local d = state.registry:notification(name)
   if not d then
-    error(("host.emit: no notification named %s is declared"):format(tostring(name)), 2)
-  end
-  local set = state.by_name[name]
-  if not set or next(set) == nil or type(core.session_send) ~= "function" then
-    return 0
+    error(("host.emit: no notification named %s is declared"):format(tostring(name)), 3)
   end
   params = schema.normalize(d.params, params)
   local ok, path, reason = schema.validate(d.params, params, "params")
   if not ok then
     log("error", ("%s not sent: its params do not match the declaration: %s %s"):format(name, path, reason))
-    return 0
+    return nil
   end
   local encoded, text = pcall(json.encode, { jsonrpc = "2.0", method = name, params = params })
   if not encoded then
     log("error", ("%s not sent: its params cannot be encoded: %s"):format(name, tostring(text)))
-    return 0
+    return nil
   end
+  return text
+end
+
+-- Sends text to each session of the list; a session that session_send refuses (gone or
+-- closing) loses its subscriptions. Returns how many it was sent to.
+local function send_all(ids, text)
   local sent, gone = 0, {}
-  for id in pairs(set) do
+  for _, id in ipairs(ids) do
     if core.session_send(id, text) then
       sent = sent + 1
     else
       gone[#gone + 1] = id
     end
   end
-  -- Dropped after the loop: removing keys while `pairs` walks the set is allowed, but
-  -- drop() touches the other names' sets too.
   for _, id in ipairs(gone) do
     drop(id)
   end
   return sent
+end
+
+-- host.emit(name, params): sends {"jsonrpc":"2.0","method":name,"params":params} to every
+-- session subscribed to name, encoded once. A session that session_send refuses (gone or
+-- closing) loses its subscriptions. Returns how many sessions it was sent to. An undeclared
+-- name raises (a bug in the caller); params that do not match the declaration are logged and
+-- not sent, so a subscriber only ever sees what the documentation promises.
+function M.emit(name, params)
+  return M.emit_to(name, params)
+end
+
+-- Like emit, but only to the subscribers for whom allow(who) is true (who = { user, admin }
+-- as the session was logged in when it subscribed), and also to session `extra` (subscribed
+-- or not) when it is given: the jobs' notifications (sandbox/jobs.lua) go to the session that
+-- started the job and to those who may see it.
+function M.emit_to(name, params, extra, allow)
+  if not state then
+    error("host.emit: host.init has not run", 2)
+  end
+  if not state.registry:notification(name) then
+    error(("host.emit: no notification named %s is declared"):format(tostring(name)), 2)
+  end
+  local set = state.by_name[name] or {}
+  local ids = {}
+  for id in pairs(set) do
+    if id ~= extra and (allow == nil or allow(state.who[id])) then
+      ids[#ids + 1] = id
+    end
+  end
+  if math.type(extra) == "integer" then
+    ids[#ids + 1] = extra
+  end
+  if #ids == 0 or type(core.session_send) ~= "function" then
+    return 0
+  end
+  local text = encode(name, params)
+  if not text then
+    return 0
+  end
+  return send_all(ids, text)
 end
 
 --------------------------------------------------------------------------------------------
@@ -391,7 +433,10 @@ local function subscribe_declaration()
           error(refusal)
         end
       end
-      return { names = subscribe(id, names) }
+      -- Who subscribed, for the notifications that only some may receive (notify.jobs.*).
+      local a = ctx.auth
+      local who = a and { user = a.user, admin = a.admin == true } or nil
+      return { names = subscribe(id, names, who) }
     end,
   })
 end
@@ -434,7 +479,7 @@ function M.reset(registry, opts)
   end
   state = {
     registry = registry, events = opts.events, refusal = opts.refusal,
-    by_session = {}, by_name = {}, mounts_names = mounts_names, mounts = nil,
+    by_session = {}, by_name = {}, who = {}, mounts_names = mounts_names, mounts = nil,
   }
 end
 

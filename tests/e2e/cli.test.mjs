@@ -81,10 +81,11 @@ describe('CLI without an agent', () => {
     const doc = JSON.parse(r.stdout);
     assert.equal(doc.openrpc, '1.3.2');
     assert.deepEqual(doc.methods.map((m) => m.name).sort(), ['agent.info', 'authenticate.login', 'authenticate.logout', 'authenticate.me', 'authenticate.token',
-      'mounts.list', 'mounts.mount_cephfs', 'mounts.mount_device', 'mounts.unmount', 'notifications.list', 'notifications.subscribe',
+      'jobs.cancel', 'jobs.get', 'jobs.list', 'mounts.list', 'mounts.mount_cephfs', 'mounts.mount_device', 'mounts.unmount', 'notifications.list', 'notifications.subscribe',
       'notifications.unsubscribe', 'rpc.discover', 'system_load.current', 'system_load.historical']);
     assert.deepEqual(doc['x-notifications'].map((n) => n.name),
-      ['notify.mounts.changed', 'notify.mounts.mounted', 'notify.mounts.unmounted', 'notify.system_load']);
+      ['notify.jobs.done', 'notify.jobs.progress', 'notify.mounts.changed', 'notify.mounts.mounted', 'notify.mounts.unmounted',
+        'notify.system_load']);
   });
 
   it('serve --print-config prints a configuration that reads back the same', async () => {

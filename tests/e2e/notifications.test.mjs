@@ -33,7 +33,8 @@ describe('notifications', { skip: !asRoot && 'mounts and logins need root' }, ()
     await s.ready;
     const list = (await s.call('notifications.list', {})).result;
     const names = list.map((n) => n.name).sort();
-    assert.deepEqual(names, ['notify.mounts.changed', 'notify.mounts.mounted', 'notify.mounts.unmounted', 'notify.system_load']);
+    assert.deepEqual(names, ['notify.jobs.done', 'notify.jobs.progress', 'notify.mounts.changed', 'notify.mounts.mounted',
+      'notify.mounts.unmounted', 'notify.system_load']);
     const doc = (await s.call('rpc.discover', {})).result;
     assert.deepEqual(doc['x-notifications'].map((n) => n.name).sort(), names);
     s.close();

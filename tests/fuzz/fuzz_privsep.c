@@ -1,12 +1,15 @@
 /* Fuzz target for the monitor protocol's decoder (privsep.c), the first code in the root
  * monitor that touches what a possibly compromised worker sends. Any input must be refused or
  * decoded without reading outside it; a decoded message must encode back to the same bytes
- * (the framing has exactly one spelling). A disagreement calls abort(). */
+ * (the framing has exactly one spelling). A disagreement calls abort(). The fields of a decoded
+ * message also go through the job record checks (jobstore.c), and the input through the job
+ * file's line parser, which must never accept what the checks refuse. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "jobstore.h"
 #include "privsep.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -29,5 +32,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fprintf(stderr, "fuzz_privsep: a decoded message does not encode to the same bytes\n");
         abort();
     }
+    int64_t expiry;
+    if (exo_job_put_check(m.f, m.n, 1000000, 86400, &expiry) == NULL &&
+        (expiry > 1000000 + 86400 || exo_job_id_check(m.f[0].p, m.f[0].len) != NULL ||
+         exo_job_blob_check(m.f[2].p, m.f[2].len) != NULL))
+        abort();
+    char id[EXO_JOB_ID_LEN + 1];
+    const char *blob;
+    size_t blob_len;
+    if (exo_job_line_parse((const char *)data, size, id, &expiry, &blob, &blob_len) == 0 &&
+        (exo_job_id_check(id, strlen(id)) != NULL || exo_job_blob_check(blob, blob_len) != NULL))
+        abort();
     return 0;
 }

@@ -49,8 +49,10 @@ describe("notifications", function()
       assert.same({}, k.summary.skipped)
       assert.equal("pong", k:call_ok("demo.ping"))
       local list = k:call_ok("notifications.list", {}, { auth = kit.USER })
-      assert.equal(1, #list)
-      assert.equal("notify.demo.ping", list[1].name)
+      -- The host's notify.jobs.* come first in name order.
+      assert.equal(3, #list)
+      assert.same({ "notify.demo.ping", "notify.jobs.done", "notify.jobs.progress" },
+        { list[1].name, list[2].name, list[3].name })
       assert.equal("Something happened", list[1].summary)
       assert.equal("user", list[1].permission)
       assert.equal("object", list[1].params.type)
@@ -138,9 +140,13 @@ describe("notifications", function()
       end
     end)
 
-    it("is an empty array when nothing is declared", function()
+    it("holds only the host's notify.jobs.* when no method file declares any", function()
       local k = kit.new({})
-      assert.equal("[]", json.encode(k.host.discover()["x-notifications"]))
+      local names = {}
+      for i, n in ipairs(k.host.discover()["x-notifications"]) do
+        names[i] = n.name
+      end
+      assert.same({ "notify.jobs.done", "notify.jobs.progress" }, names)
     end)
   end)
 

@@ -46,7 +46,7 @@ describe("the OpenRPC document", function()
       for i, m in ipairs(doc.methods) do
         names[i] = m.name
       end
-      assert.same({ "agent.info", "mounts.list", "mounts.mount_cephfs", "mounts.mount_device", "mounts.unmount",
+      assert.same({ "agent.info", "jobs.cancel", "jobs.get", "jobs.list", "mounts.list", "mounts.mount_cephfs", "mounts.mount_device", "mounts.unmount",
                     "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "rpc.discover", "system_load.current", "system_load.historical" }, names)
     end)
 

@@ -139,6 +139,19 @@ async function ok(c, method, params) {
   assert.equal(r.error, undefined, `${method} ${JSON.stringify(params)}: ${JSON.stringify(r.error)}`);
   return r.result;
 }
+// A call that starts a job (mount_device with format: true): polls jobs.get until it ends
+// (curl over the Unix socket has no session to receive notify.jobs.done) and returns the
+// final record.
+async function jobDone(c, method, params) {
+  const { job_id } = await ok(c, method, params);
+  assert.match(job_id, /^[0-9a-f]{32}$/);
+  for (let i = 0; i < 600; i++) {
+    const r = await ok(c, 'jobs.get', { job_id });
+    if (r.state !== 'running') return r;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error(`job ${job_id} of ${method} still running after 60 s`);
+}
 async function fails(c, method, params) {
   const r = await call(c, method, params);
   assert.ok(r.error, `${method} ${JSON.stringify(params)} should fail, got ${JSON.stringify(r.result)}`);
@@ -185,7 +198,10 @@ test('volumes and CephFS shares in a systemd container: mount, list, unmount, bu
     });
 
     await t.test('format: true makes ext4 named and identified after the volume, mounted for exouser', async () => {
-      const m = await ok(c, 'mounts.mount_device', { volume_id: VOL_A, format: true });
+      const job = await jobDone(c, 'mounts.mount_device', { volume_id: VOL_A, format: true });
+      assert.equal(job.state, 'succeeded', JSON.stringify(job));
+      assert.equal(job.progress.phase, 'mounting');
+      const m = job.result;
       assert.equal(m.mountpoint, '/media/volume/my-data');
       assert.equal(m.kind, 'volume');
       assert.equal(m.fstype, 'ext4');
@@ -226,7 +242,9 @@ test('volumes and CephFS shares in a systemd container: mount, list, unmount, bu
       assert.equal(e.code, -32003);
       const volC = await attachVolume(c, VOL_C);
       const parts = await partition(c, volC);
-      e = await fails(c, 'mounts.mount_device', { device: volC, format: true });
+      const job = await jobDone(c, 'mounts.mount_device', { device: volC, format: true });
+      assert.equal(job.state, 'failed');
+      e = job.error;
       assert.equal(e.data.reason, 'partitioned');
       assert.deepEqual(e.data.partitions, parts);
       await c.run(`mkfs.ext4 -q ${parts[0]}`);

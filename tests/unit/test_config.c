@@ -319,6 +319,27 @@ static void test_websocket(void)
               "agent.conf:2: [websocket] max_sessions: 0 is out of range 1..1000000");
 }
 
+/* [jobs]: defaults, a value of each key, and a bad value of each. */
+static void test_jobs(void)
+{
+    exo_config_t c;
+    REQUIRE(parse_into(&c, "") == 0);
+    CHECK(c.jobs_max_duration_ms == 3600000);
+    CHECK(c.jobs_keep_ms == 86400000);
+    CHECK(c.jobs_max_records == 1000);
+    exo_config_free(&c);
+    REQUIRE(parse_into(&c, "[jobs]\nmax_duration = 1s\nkeep = 1m\nmax_records = 16\n") == 0);
+    CHECK(c.jobs_max_duration_ms == 1000);
+    CHECK(c.jobs_keep_ms == 60000);
+    CHECK(c.jobs_max_records == 16);
+    exo_config_free(&c);
+    CHECK_STR(parse_err("[jobs]\nmax_duration = 25h\n"),
+              "agent.conf:2: [jobs] max_duration: 25h is out of range 1s..24h");
+    CHECK(strstr(parse_err("[jobs]\nkeep = 59s\n"), "[jobs] keep:") != NULL);
+    CHECK_STR(parse_err("[jobs]\nmax_records = 15\n"),
+              "agent.conf:2: [jobs] max_records: 15 is out of range 16..10000");
+}
+
 /* [console]: the status line switch and the device, whose "" means "choose by family". */
 static void test_console(void)
 {
@@ -640,7 +661,7 @@ static void test_structure_errors(void)
     CHECK_STR(parse_err("# x\n[serve]\n"),
               "agent.conf:2: unknown section [serve]; the sections "
               "are [server], [methods], [auth], [console], [system_load], [metadata], [mounts], "
-              "[websocket], [log]");
+              "[websocket], [jobs], [log]");
     CHECK_STR(parse_err("[server\n"),
               "agent.conf:1: a section header must end with ']', got '[server'");
     CHECK_STR(parse_err("[server] # main\n"),
@@ -1445,6 +1466,7 @@ int main(void)
     RUN(test_dump_round_trip);
     RUN(test_mounts);
     RUN(test_websocket);
+    RUN(test_jobs);
     RUN(test_console);
     RUN(test_system_load);
     RUN(test_metadata);

@@ -240,4 +240,34 @@ return {
       return { generation = generation, watching = watching }
     end,
   }),
+  method({
+    name = "e2e.job",
+    summary = "Starts a job that reports progress `steps` times, `ms` apart, then answers (or fails)",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "user",
+    idempotent = true,
+    params = T.object({
+      steps = T.integer({ min = 0, max = 1000 }),
+      ms = T.integer({ min = 0, max = 60000 }),
+      fail = T.boolean():optional(),
+    }),
+    param_order = { "steps", "ms", "fail" },
+    result = T.object({ job_id = T.string() }),
+    examples = { { name = "three steps", params = { steps = 3, ms = 10 },
+                   result = { job_id = "3f2a0c9e7b5d41e8a6c4b2d0f1e3a5c7" } } },
+    handler = function(ctx, params)
+      return { job_id = ctx.start_job({ summary = ("%d steps of %d ms"):format(params.steps, params.ms), cancellable = true },
+        function(job)
+          for i = 1, params.steps do
+            agent.sleep(params.ms)
+            job.progress(i * 100 // (params.steps + 1), "step", ("step %d of %d"):format(i, params.steps))
+          end
+          if params.fail then
+            error(errors.Failed("e2e.job was asked to fail", { steps = params.steps }))
+          end
+          return { steps = params.steps, user = ctx.auth and ctx.auth.user or json.null }
+        end) }
+    end,
+  }),
 }

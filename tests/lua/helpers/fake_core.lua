@@ -51,6 +51,10 @@ function M.reset()
   M.sent, M.closed_sessions = {}, {}
   -- exo.events: how many times the host asked for a mounts baseline.
   M.snapshots = 0
+  -- exo.jobs: job ids the host asked to run (in order, until kit:run_jobs runs them), the
+  -- ids it cancelled, the records it stored ({ id, expiry, text }), and the ids new_id gives.
+  M.job_queue, M.job_cancels, M.job_puts, M.job_seq = {}, {}, {}, 0
+  M.job_put_fails = false
 end
 
 -- The call being driven ({ capabilities = set or nil }), or nil outside a call: like the
@@ -338,6 +342,37 @@ end
 M.events = {}
 function M.events.mounts_snapshot()
   M.snapshots = M.snapshots + 1
+  return true
+end
+
+-- exo.jobs, the runtime's side of jobs (runtime/jobs.c): the kit runs the queued ones.
+M.jobs = {}
+function M.jobs.new_id()
+  M.job_seq = M.job_seq + 1
+  return ("%032x"):format(M.job_seq)
+end
+function M.jobs.start(id)
+  if type(id) ~= "string" then
+    error("exo.jobs.start: expected a job id", 2)
+  end
+  table.insert(M.job_queue, id)
+  return true
+end
+function M.jobs.cancel(id)
+  M.job_cancels[#M.job_cancels + 1] = id
+  for i, queued in ipairs(M.job_queue) do
+    if queued == id then
+      table.remove(M.job_queue, i)
+      break
+    end
+  end
+  return true
+end
+function M.jobs.put(id, expiry, text)
+  if M.job_put_fails then
+    return nil, "the monitor is away"
+  end
+  M.job_puts[#M.job_puts + 1] = { id = id, expiry = expiry, text = text }
   return true
 end
 

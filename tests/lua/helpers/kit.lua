@@ -54,6 +54,8 @@ function M.new(opts)
     public_methods = opts.public_methods,
     user_methods = opts.user_methods,
     admin_methods = opts.admin_methods,
+    jobs_keep_s = opts.jobs_keep_s,
+    jobs_max_records = opts.jobs_max_records,
   })
   -- The host hides and guards the string metatable for method code (sandbox/env.lua); the
   -- spec's own code (busted, luassert) gets the standard one back between calls.
@@ -126,6 +128,28 @@ end
 function Kit:rpc_text(name, params, ctx)
   local ok, value = self:call(name, params, ctx)
   return ok, self.json.encode(value)
+end
+
+-- Runs the jobs that handlers started, as the runtime would on its next turn: each one in a
+-- call of its own with ctx.job, as the agent's internal identity. Returns how many ran.
+Kit.AGENT = { user = "(agent)", uid = 0, gid = 0, groups = {}, admin = true, allowed = true, via = "agent" }
+function Kit:run_jobs()
+  local n = 0
+  while #self.core.job_queue > 0 do
+    local id = table.remove(self.core.job_queue, 1)
+    self:call("jobs.run", nil, { job = id, auth = Kit.AGENT, request_id = "job-" .. id, transport = "agent" })
+    n = n + 1
+  end
+  return n
+end
+
+-- The notifications session `id` received, decoded.
+function Kit:received(id)
+  local out = {}
+  for i, text in ipairs(self.core.sent[id] or {}) do
+    out[i] = self.json.decode(text)
+  end
+  return out
 end
 
 function Kit:logged(level, text)

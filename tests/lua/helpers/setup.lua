@@ -32,6 +32,7 @@ package.loaded["exo.core"] = M.core
 package.loaded["exo.metadata"] = M.core.metadata
 package.loaded["exo.mounts"] = M.core.mounts
 package.loaded["exo.events"] = M.core.events
+package.loaded["exo.jobs"] = M.core.jobs
 M.load = require("tests.lua.helpers.fake_load")
 package.loaded["exo.load"] = M.load
 

@@ -15,7 +15,7 @@ describe("agent.info", function()
     local ok, text = k:rpc_text("agent.info", {})
     assert.is_true(ok)
     assert.equal('{"api_versions":["2026-12-01"],"current_api_version":"2026-12-01","hostname":"exo-vm-1",'
-      .. '"lua_api_level":2,"methods":{"loaded":5,"skipped":[]},"started":1764000000,"uptime":123,'
+      .. '"lua_api_level":2,"methods":{"loaded":8,"skipped":[]},"started":1764000000,"uptime":123,'
       .. '"version":"0.1.0"}', text)
   end)
 
@@ -23,7 +23,7 @@ describe("agent.info", function()
     local broken = tmp.file("return method {")
     local k = kit.new({ files = { "methods/agent.lua", broken } })
     local result = k:call_ok("agent.info")
-    assert.equal(5, result.methods.loaded) -- agent.info and the host's 4
+    assert.equal(8, result.methods.loaded) -- agent.info and the host's 7
     assert.equal(1, #result.methods.skipped)
     assert.equal(broken, result.methods.skipped[1].file)
     assert.matches(broken .. ":1: ", result.methods.skipped[1].error, 1, true)

@@ -268,7 +268,12 @@ describe("notify.system_load", function()
     k.core.files["/proc/meminfo"] = meminfo(16000000, 9120000)
     k.core.statfs_results["/"] = fs(10000000, 3000000, 2500000)
     local doc = k.host.discover()
-    local note = doc["x-notifications"][1]
+    local note
+    for _, n in ipairs(doc["x-notifications"]) do
+      if n.name == "notify.system_load" then
+        note = n
+      end
+    end
     assert.equal("notify.system_load", note.name)
     for _, m in ipairs(doc.methods) do
       if m.name == "system_load.current" then
