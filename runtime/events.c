@@ -42,7 +42,13 @@ static struct {
 static void failed(const char *what, const char *detail)
 {
     char msg[sizeof(ev_.last_error)];
-    snprintf(msg, sizeof(msg), "%s%s", what, detail);
+    /* Cut to the buffer on purpose: the message is for the log, and the comparison below only
+     * needs to tell one error from the next. */
+    size_t wl = strnlen(what, sizeof(msg) - 1);
+    size_t dl = strnlen(detail, sizeof(msg) - 1 - wl);
+    memcpy(msg, what, wl);
+    memcpy(msg + wl, detail, dl);
+    msg[wl + dl] = '\0';
     if (strcmp(msg, ev_.last_error) == 0) return;
     snprintf(ev_.last_error, sizeof(ev_.last_error), "%s", msg);
     exo_warn("notifications: %s (logged once until the error changes)", msg);

@@ -142,7 +142,10 @@ static void finish(fetch_t *f, const char *err)
     if (f->done) return;
     if (f->starting) {
         /* Delivered by the timer on the loop's next turn, as its contract says. */
-        if (f->deferred[0] == '\0') snprintf(f->deferred, sizeof(f->deferred), "%s", err);
+        /* Only failures can happen before the fetch has started (no byte was read yet). */
+        if (f->deferred[0] == '\0')
+            snprintf(f->deferred, sizeof(f->deferred), "%s",
+                     err ? err : "the fetch ended before it started");
         uv_timer_start(&f->timer, on_timeout, 0, 0);
         return;
     }

@@ -43,7 +43,8 @@ static void check_link(scan_t *s, const char *dir, const char *name, const char 
 {
     char link[512], target[4096];
     struct stat st;
-    snprintf(link, sizeof(link), "%s/%s", dir, name);
+    int len = snprintf(link, sizeof(link), "%s/%s", dir, name);
+    if (len < 0 || (size_t)len >= sizeof(link)) return; /* never: /proc/PID/fd/N */
     if (stat(link, &st) < 0 || st.st_dev != s->dev) return;
     ssize_t n = readlink(link, target, sizeof(target) - 1);
     if (n < 0) n = 0;

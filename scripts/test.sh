@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 2: installs what is missing, builds, and runs every test:
-#   format check, C unit tests + busted specs + fuzz corpus replay (ctest), end-to-end tests
+#   format check, a Release build (-Werror), C unit tests + busted specs + fuzz corpus replay (ctest), end-to-end tests
 #   against the real daemon with real clients (curl, openssl, Node), browser tests (Chromium
 #   headless, directly and through nginx as Exosphere's proxy), then the same C tests and
 #   end-to-end tests again on an AddressSanitizer + UndefinedBehaviorSanitizer build, and the
@@ -71,6 +71,15 @@ if clang-format --dry-run --Werror runtime/*.[ch] tests/unit/*.[ch] tests/fuzz/*
 else
     head -40 "$logs/format.log"
     count format 0 1
+fi
+
+note "release build (-O3 as bench/ builds it; its own warnings, such as format truncation, are errors too)"
+if cmake -S . -B build-release -DEXO_WERROR=ON -DEXO_TESTS=OFF -DCMAKE_BUILD_TYPE=Release >"$logs/cmake-release.log" 2>&1 &&
+        cmake --build build-release -j"$(nproc)" >>"$logs/cmake-release.log" 2>&1; then
+    count build-release 1 0
+else
+    grep -E 'error|warning' "$logs/cmake-release.log" | head -20
+    count build-release 0 1
 fi
 
 note "build (warnings are errors)"
