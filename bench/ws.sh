@@ -11,14 +11,17 @@
 #   CLIENTS=4         Node processes the idle sessions are spread over
 #   CONCURRENCY=16    TLS handshakes in flight per client process while they open
 #   SAMPLES=5         notify.system_load samples timed ([system_load] interval = 1s)
+#   IDLE_ROUNDS=1     times the idle sessions are opened, timed and closed on the same agent
 #   RATE_SESSIONS=64  sessions of the rate run (0: skip it); also wrk's -c
 #   RATE_CLIENTS=2    Node processes of the rate run
 #   DEPTH=1           calls in flight per session in the rate run
 #   DURATION=10       seconds of the rate run and of the wrk run
 #   HTTP_COMPARE=1    0 skips the wrk run
 #   EXO_AGENT_BIN=... use this agent binary instead of building build-bench/ (Release)
+#   EXO_BENCH_E2E_DIR=...  a tests/e2e directory whose node_modules holds `ws` (default: this
+#                     clone's)
 # Prints a table on stderr and the summary as one JSON object on stdout; both are also kept in
-# bench/out/ws-<time>.json and .txt.
+# bench/out/ws-<time>.json and .txt, with the agent's log in ws-<time>.agent.log.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,7 +36,8 @@ die() { say "error: $*"; exit 1; }
 for tool in node openssl curl cc; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
 done
-[ -d "$repo/tests/e2e/node_modules/ws" ] || die "tests/e2e/node_modules/ws is missing (npm ci in tests/e2e)"
+e2e_dir=${EXO_BENCH_E2E_DIR:-$repo/tests/e2e}
+[ -d "$e2e_dir/node_modules/ws" ] || die "$e2e_dir/node_modules/ws is missing (npm ci in tests/e2e, or EXO_BENCH_E2E_DIR)"
 if [ "${HTTP_COMPARE:-1}" = 1 ] && ! command -v wrk >/dev/null; then
     say "wrk is not installed (scripts/deps.sh bench): no HTTP keep-alive run for comparison"
     export HTTP_COMPARE=0
@@ -139,6 +143,19 @@ say "agent $agent_pid on 127.0.0.1:$port; RLIMIT_NOFILE $(ulimit -n)"
 
 # ---- the clients ---------------------------------------------------------------------------
 
+# The share of both cores that other processes keep busy (the agent is idle now), as in
+# bench/run.sh: the timings mean little when it is not near 0.
+busy_pct() {
+    local a b
+    a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        printf "%.0f", (y[2] > x[2]) ? 100 * (y[1] - x[1]) / (y[2] - x[2]) : 0 }'
+}
+other_load=$(busy_pct)
+[ "$other_load" -le 10 ] || say "warning: other processes keep ${other_load}% of the CPUs busy; the timings will be noisy"
+
 stamp=$(date -u +%Y%m%d-%H%M%S)
 EXO_WS_PORT=$port EXO_WS_CA=$tmp/cert.pem EXO_WS_AGENT_PID=$agent_pid \
     EXO_WS_CLK_TCK=$(getconf CLK_TCK) EXO_WS_INTERVAL_S=1 \
@@ -165,10 +182,12 @@ fi
         "$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r)"
     echo "agent: $("$agent_bin" version 2>/dev/null | head -1) ($agent_bin); node $(node --version);" \
         "$(openssl version | cut -d' ' -f1-2)"
+    echo "CPU busy with other processes just before the run: ${other_load}%"
     node "$repo/bench/ws.mjs" table "$tmp/summary.json"
 } >"$tmp/table.txt"
 mkdir -p "$repo/bench/out"
 cp "$tmp/summary.json" "$repo/bench/out/ws-$stamp.json"
+cp "$tmp/agent.log" "$repo/bench/out/ws-$stamp.agent.log"
 cat "$tmp/table.txt" "$tmp/progress.txt" >"$repo/bench/out/ws-$stamp.txt"
 cat "$tmp/table.txt" >&2
 cat "$tmp/summary.json"
