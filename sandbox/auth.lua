@@ -8,10 +8,19 @@
 -- when too many logins are being checked, Unavailable (-32009) when no monitor can check.
 
 local errors = require("sandbox.errors")
+local notify = require("sandbox.notify")
 local method = require("sandbox.method")
 local schema = require("sandbox.schema")
 
 local T = schema.T
+-- On a WebSocket session a login, token or logout changes who the session is from then on:
+-- the notifications it subscribed to were allowed for the identity it had, so they are dropped.
+local function identity_changed(ctx)
+  if ctx and ctx.session then
+    notify.identity_changed(ctx.session)
+  end
+end
+
 local M = {}
 
 local Login = T.object({
@@ -83,11 +92,12 @@ function M.declarations(auth)
         result = { username = "exouser", token = SAMPLE_TOKEN, expires = 1796620400 },
       },
     },
-    handler = function(_, p)
+    handler = function(ctx, p)
       local result, status, retry, why = auth.login(p.username, p.password)
       if not result then
         error(login_error(status, retry, why))
       end
+      identity_changed(ctx)
       return result
     end,
   }, true)
@@ -110,11 +120,12 @@ function M.declarations(auth)
       { name = "a valid token", params = { token = SAMPLE_TOKEN },
         result = { username = "exouser", expires = 1796620400 } },
     },
-    handler = function(_, p)
+    handler = function(ctx, p)
       local result, reason = auth.use_token(p.token)
       if not result then
         error(errors.NotAuthenticated("The token is not valid: " .. reason, { reason = reason }))
       end
+      identity_changed(ctx)
       return result
     end,
   }, true)
@@ -159,6 +170,7 @@ function M.declarations(auth)
         error(errors.Unavailable("The token could not be revoked: " .. tostring(reason),
           { reason = tostring(reason) }))
       end
+      identity_changed(ctx)
       return { revoked = true }
     end,
   }, true)

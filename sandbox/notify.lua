@@ -143,6 +143,14 @@ function M.session_closed(id)
   end
 end
 
+-- A login, token or logout on session id changed who it is: its subscriptions were allowed
+-- for the identity it had, so they go, and the client subscribes again as whoever it is now.
+function M.identity_changed(id)
+  if state and id then
+    drop(id)
+  end
+end
+
 -- The sorted names session id is subscribed to (for tests and the runtime's logs).
 function M.subscriptions(id)
   return sorted_names(state and state.by_session[id])

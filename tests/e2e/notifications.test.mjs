@@ -83,7 +83,7 @@ describe('notifications', { skip: !asRoot && 'mounts and logins need root' }, ()
     b.close();
   });
 
-  it('a notification the identity may not see cannot be subscribed; after a login it can', async () => {
+  it('a notification the identity may not see cannot be subscribed; after a login it can, until a logout', async () => {
     const s = open(agent);
     await s.ready;
     const refused = await s.call('notifications.subscribe', { names: ['notify.system_load'] });
@@ -96,6 +96,11 @@ describe('notifications', { skip: !asRoot && 'mounts and logins need root' }, ()
     await s.take(notification('notify.system_load'), 5000 * slow);
     const unknown = await s.call('notifications.subscribe', { names: ['notify.nothing'] });
     assert.equal(unknown.error.code, -32602);
+    // A logout ends what the login allowed: no notification after it.
+    assert.equal((await s.call('authenticate.logout', {})).result.revoked, true);
+    s.inbox.length = 0;
+    await sleep(2500);
+    assert.equal(s.inbox.filter((m) => m.json && m.json.method).length, 0, 'nothing after the logout');
     s.close();
   });
 
