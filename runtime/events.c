@@ -56,31 +56,6 @@ static void failed(const char *what, const char *detail)
 
 /* ---- notify.system_load ------------------------------------------------------------------ */
 
-/* The sample as system_load.current returns it. */
-static void push_sample(lua_State *L, const exo_load_sample_t *s)
-{
-    lua_createtable(L, 0, 5);
-    lua_pushinteger(L, (lua_Integer)s->epoch);
-    lua_setfield(L, -2, "epoch");
-    lua_pushinteger(L, s->cpu);
-    lua_setfield(L, -2, "cpuPctUsed");
-    lua_pushinteger(L, s->mem);
-    lua_setfield(L, -2, "memPctUsed");
-    lua_pushinteger(L, s->rootfs);
-    lua_setfield(L, -2, "rootfsPctUsed");
-    if (s->n_gpu == 0) {
-        exo_json_push_null(L);
-    } else {
-        lua_createtable(L, s->n_gpu, 0);
-        for (int i = 0; i < s->n_gpu; i++) {
-            lua_pushinteger(L, s->gpu[i]);
-            lua_rawseti(L, -2, i + 1);
-        }
-        exo_json_mark_array(L, -1);
-    }
-    lua_setfield(L, -2, "gpuPctUsed");
-}
-
 static void on_load_sample(const exo_load_sample_t *s, void *data)
 {
     (void)data;
@@ -89,7 +64,7 @@ static void on_load_sample(const exo_load_sample_t *s, void *data)
     lua_State *L = exo_lvm_state(vm);
     char err[256];
     lua_pushliteral(L, "notify.system_load");
-    push_sample(L, s);
+    exo_load_push_sample(L, s);
     if (exo_lvm_host_call(vm, "emit", 2, 0, err, sizeof(err)) < 0)
         failed("notify.system_load not sent: ", err);
 }

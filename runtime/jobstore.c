@@ -1,5 +1,6 @@
 /* The monitor's store of job records; see jobstore.h. */
 #include "jobstore.h"
+#include "statefile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -239,25 +240,9 @@ int exo_job_file_load(exo_job_store_t *s, const char *path, int64_t now, size_t 
                       size_t *damaged, char *err, size_t errlen)
 {
     *lines = *damaged = 0;
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0) {
-        int rc = -errno;
-        if (rc != -ENOENT) set_err(err, errlen, "%s: %s", path, strerror(-rc));
-        return rc;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        set_err(err, errlen, "%s: not a regular file", path);
-        return -EINVAL;
-    }
-    FILE *f = fdopen(fd, "r");
-    if (f == NULL) {
-        int rc = -errno;
-        close(fd);
-        set_err(err, errlen, "%s: %s", path, strerror(-rc));
-        return rc;
-    }
+    int rc;
+    FILE *f = exo_statefile_open(path, &rc, err, errlen);
+    if (f == NULL) return rc;
     char *buf = malloc(EXO_JOB_LINE_MAX + 2);
     if (buf == NULL) {
         fclose(f);
@@ -266,7 +251,7 @@ int exo_job_file_load(exo_job_store_t *s, const char *path, int64_t now, size_t 
     }
     /* As the load history (loadhist.c): a line longer than any good one is read in pieces,
      * and counts once as damaged. */
-    int whole = 1, rc = 0;
+    int whole = 1;
     while (rc == 0 && fgets(buf, EXO_JOB_LINE_MAX + 2, f)) {
         size_t len = strlen(buf);
         int ends = len > 0 && buf[len - 1] == '\n';
@@ -291,51 +276,14 @@ int exo_job_file_load(exo_job_store_t *s, const char *path, int64_t now, size_t 
     return rc;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return -errno;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int exo_job_file_save(const exo_job_store_t *s, const char *path, char *err, size_t errlen)
 {
-    char tmp[4200];
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
-        set_err(err, errlen, "%s: path too long", path);
-        return -ENAMETOOLONG;
-    }
-    /* A leftover from a crash is ours to replace; O_EXCL then makes sure we write to the file
-     * we created, not to something put in its place. */
-    if (unlink(tmp) != 0 && errno != ENOENT) {
-        int rc = -errno;
-        set_err(err, errlen, "%s: %s", tmp, strerror(-rc));
-        return rc;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int rc = -errno;
-        set_err(err, errlen, "%s: %s", tmp, strerror(-rc));
-        return rc;
-    }
+    exo_statefile_t w;
+    int rc = exo_statefile_begin(&w, path, 0600, err, errlen);
+    if (rc < 0) return rc;
     char *line = malloc(EXO_JOB_LINE_MAX);
-    int rc = line ? 0 : -ENOMEM;
-    for (size_t i = 0; rc == 0 && i < s->n; i++) {
-        size_t n = line_format(&s->r[i], line, EXO_JOB_LINE_MAX);
-        rc = write_all(fd, line, n);
-    }
+    for (size_t i = 0; line && i < s->n; i++)
+        exo_statefile_write(&w, line, line_format(&s->r[i], line, EXO_JOB_LINE_MAX));
     free(line);
-    if (rc == 0 && fsync(fd) != 0) rc = -errno;
-    if (close(fd) != 0 && rc == 0) rc = -errno;
-    if (rc == 0 && rename(tmp, path) != 0) rc = -errno;
-    if (rc != 0) {
-        set_err(err, errlen, "%s: %s", tmp, strerror(-rc));
-        unlink(tmp);
-    }
-    return rc;
+    return exo_statefile_commit(&w, path, line ? 0 : -ENOMEM, err, errlen);
 }

@@ -21,7 +21,7 @@ static int64_t opt_epoch(lua_State *L, int arg, int64_t def)
     return (int64_t)lua_tointeger(L, arg);
 }
 
-static void push_sample(lua_State *L, const exo_load_sample_t *s)
+void exo_load_push_sample(lua_State *L, const exo_load_sample_t *s)
 {
     lua_createtable(L, 0, 5);
     lua_pushinteger(L, (lua_Integer)s->epoch);
@@ -60,7 +60,7 @@ static int l_history(lua_State *L)
     lua_createtable(L, (int)n, 0);
     /* stack: since, until, limit, samples */
     for (size_t i = 0; i < n; i++) {
-        push_sample(L, exo_load_ring_at(r, first + i));
+        exo_load_push_sample(L, exo_load_ring_at(r, first + i));
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     exo_json_mark_array(L, -1);

@@ -1,5 +1,6 @@
 /* The system load history: samples, the ring, the history file; see loadhist.h. */
 #include "loadhist.h"
+#include "statefile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -242,25 +243,9 @@ int exo_load_file_load(exo_load_ring_t *r, const char *path, int64_t now, size_t
                        size_t *damaged, char *err, size_t errlen)
 {
     *lines = *damaged = 0;
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0) {
-        int rc = -errno;
-        if (rc != -ENOENT) set_err(err, errlen, "%s: %s", path, strerror(-rc));
-        return rc;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        set_err(err, errlen, "%s: not a regular file", path);
-        return -EINVAL;
-    }
-    FILE *f = fdopen(fd, "r");
-    if (f == NULL) {
-        int rc = -errno;
-        close(fd);
-        set_err(err, errlen, "%s: %s", path, strerror(-rc));
-        return rc;
-    }
+    int rc;
+    FILE *f = exo_statefile_open(path, &rc, err, errlen);
+    if (f == NULL) return rc;
     /* Lines longer than any good one are read in pieces, each of which counts as damaged
      * (a line without its "\n" is a piece of a longer one, or a write cut short). */
     char buf[EXO_LOAD_LINE_MAX + 2];
@@ -280,80 +265,33 @@ int exo_load_file_load(exo_load_ring_t *r, const char *path, int64_t now, size_t
         }
         exo_load_ring_push(r, &s);
     }
-    int rc = ferror(f) ? -EIO : 0;
+    rc = ferror(f) ? -EIO : 0;
     if (rc < 0) set_err(err, errlen, "%s: read error", path);
     fclose(f);
     return rc;
-}
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return -errno;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 int exo_load_file_append(const char *path, const exo_load_sample_t *s, char *err, size_t errlen)
 {
     char line[EXO_LOAD_LINE_MAX];
     size_t len = exo_load_line_format(s, line, sizeof(line));
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int rc = -errno;
-        set_err(err, errlen, "%s: %s", path, strerror(-rc));
-        return rc;
-    }
-    struct stat st;
-    int rc = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? 0 : -EINVAL;
-    if (rc == 0) rc = write_all(fd, line, len);
-    if (close(fd) != 0 && rc == 0) rc = -errno;
-    if (rc < 0)
-        set_err(err, errlen, "%s: %s", path, rc == -EINVAL ? "not a regular file" : strerror(-rc));
-    return rc;
+    return exo_statefile_append(path, line, len, err, errlen);
 }
 
 int exo_load_file_compact(const exo_load_ring_t *r, const char *path, char *err, size_t errlen)
 {
-    char tmp[4200];
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
-        set_err(err, errlen, "%s: path too long", path);
-        return -ENAMETOOLONG;
-    }
-    /* A leftover from a crash is ours to replace; O_EXCL then makes sure we write to the file
-     * we created, not to something put in its place. */
-    if (unlink(tmp) != 0 && errno != ENOENT) {
-        int rc = -errno;
-        set_err(err, errlen, "%s: %s", tmp, strerror(-rc));
-        return rc;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int rc = -errno;
-        set_err(err, errlen, "%s: %s", tmp, strerror(-rc));
-        return rc;
-    }
+    exo_statefile_t w;
+    int rc = exo_statefile_begin(&w, path, 0600, err, errlen);
+    if (rc < 0) return rc;
     char buf[8192];
     size_t used = 0;
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < r->n; i++) {
+    for (size_t i = 0; i < r->n; i++) {
         if (sizeof(buf) - used < EXO_LOAD_LINE_MAX) {
-            rc = write_all(fd, buf, used);
+            exo_statefile_write(&w, buf, used);
             used = 0;
         }
         used += exo_load_line_format(exo_load_ring_at(r, i), buf + used, sizeof(buf) - used);
     }
-    if (rc == 0) rc = write_all(fd, buf, used);
-    if (rc == 0 && fsync(fd) != 0) rc = -errno;
-    if (close(fd) != 0 && rc == 0) rc = -errno;
-    if (rc == 0 && rename(tmp, path) != 0) rc = -errno;
-    if (rc != 0) {
-        set_err(err, errlen, "%s: %s", tmp, strerror(-rc));
-        unlink(tmp);
-    }
-    return rc;
+    exo_statefile_write(&w, buf, used);
+    return exo_statefile_commit(&w, path, 0, err, errlen);
 }

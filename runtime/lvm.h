@@ -141,6 +141,10 @@ void exo_events_preload(lua_State *L);
 void exo_jobs_preload(lua_State *L);
 /* Registers the module "exo.load" (l_load.c): the worker's load history. */
 void exo_load_preload(lua_State *L);
+/* Pushes a load sample as system_load.current returns it (l_load.c): for exo.load's history
+ * and for notify.system_load (events.c). */
+struct exo_load_sample_s;
+void exo_load_push_sample(lua_State *L, const struct exo_load_sample_s *s);
 /* Registers the native modules "exo.core" (l_core.c) and "exo.json" (l_json.c). */
 void exo_core_preload(lua_State *L);
 int exo_json_open(lua_State *L);

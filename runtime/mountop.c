@@ -1,6 +1,7 @@
 /* The mount operations' checks and texts; see mountop.h. The child's work is in
  * mountop_run.c, the scan for holders of a busy mount in mountop_holders.c. */
 #include "mountop.h"
+#include "statefile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -325,24 +326,13 @@ unsigned exo_mnt_client_timeout_s(uint32_t mount_timeout_ms)
 
 int exo_mnt_write_file(const char *path, const char *text, size_t len, mode_t mode)
 {
-    char tmp[4200];
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) return -ENAMETOOLONG;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
-    if (fd < 0) return -errno;
-    int rc = 0;
-    if (fchmod(fd, mode) < 0 || fchown(fd, 0, 0) < 0) rc = -errno;
-    size_t off = 0;
-    while (rc == 0 && off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) rc = -errno;
-        if (w > 0) off += (size_t)w;
-    }
-    if (rc == 0 && fsync(fd) < 0) rc = -errno;
-    if (close(fd) < 0 && rc == 0) rc = -errno;
-    if (rc == 0 && rename(tmp, path) < 0) rc = -errno;
-    if (rc < 0) unlink(tmp);
-    return rc;
+    exo_statefile_t w;
+    int rc = exo_statefile_begin(&w, path, mode, NULL, 0);
+    if (rc < 0) return rc;
+    /* Root's, whoever owns the directory: a secret file must be readable by root alone. */
+    if (fchown(w.fd, 0, 0) < 0) rc = -errno;
+    exo_statefile_write(&w, text, len);
+    return exo_statefile_commit(&w, path, rc, NULL, 0);
 }
 
 /* ---- blkid ---------------------------------------------------------------------------- */

@@ -9,27 +9,13 @@ import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { startAgent, rpc, run, request, waitFor, waitForLog, sleep, repo, ACCOUNTS, slow, shippedMethods, testMethods } from './lib/agent.mjs';
+import { injector, frame } from './lib/privsep.mjs';
 import { open } from './lib/wsclient.mjs';
 
 const asRoot = process.getuid() === 0;
-const injector = process.env.EXO_INJECT_BIN || join(repo, 'build/exo_inject');
 const note = (name, id) => (m) => m.json && m.json.method === name && m.json.id === undefined &&
   (id === undefined || m.json.params.job_id === id);
 
-// A message as privsep.h frames it (as in privsep.test.mjs).
-function frame(op, seq, fields) {
-  const parts = [Buffer.alloc(12)];
-  parts[0].writeUInt32LE(op, 0);
-  parts[0].writeUInt32LE(seq, 4);
-  parts[0].writeUInt32LE(fields.length, 8);
-  for (const f of fields) {
-    const len = Buffer.alloc(4);
-    const b = Buffer.from(f);
-    len.writeUInt32LE(b.length, 0);
-    parts.push(len, b);
-  }
-  return Buffer.concat(parts).toString('hex');
-}
 
 async function session(agent, account) {
   const s = open(agent);

@@ -9,23 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { startAgent, rpc, run, waitFor, waitForLog, repo, shippedMethods, testMethods, ACCOUNTS, slow } from './lib/agent.mjs';
+import { injector, frame } from './lib/privsep.mjs';
 
-const injector = process.env.EXO_INJECT_BIN || join(repo, 'build/exo_inject');
 const root = process.getuid() === 0;
 
-function frame(op, seq, fields) {
-  const parts = [Buffer.alloc(12)];
-  parts[0].writeUInt32LE(op, 0);
-  parts[0].writeUInt32LE(seq, 4);
-  parts[0].writeUInt32LE(fields.length, 8);
-  for (const f of fields) {
-    const len = Buffer.alloc(4);
-    const b = Buffer.from(f);
-    len.writeUInt32LE(b.length, 0);
-    parts.push(len, b);
-  }
-  return Buffer.concat(parts).toString('hex');
-}
 
 // A sparse file of mb MiB, with an MBR partition table when mbr is set, on a loop device.
 async function loopDevice(dir, name, mb, { mbr = false } = {}) {

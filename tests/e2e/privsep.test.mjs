@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { startAgent, rpc, request, run, login, waitFor, waitForLog, freePort, repo, bin, ACCOUNTS, slow } from './lib/agent.mjs';
+import { injector, frame } from './lib/privsep.mjs';
 
-const injector = process.env.EXO_INJECT_BIN || join(repo, 'build/exo_inject');
 const call = (method, params, id = 1) => ({ jsonrpc: '2.0', id, method, ...(params ? { params } : {}) });
 
 function status(pid) {
@@ -19,20 +19,6 @@ function status(pid) {
     capEff: get('CapEff'), capBnd: get('CapBnd'), capAmb: get('CapAmb'), noNewPrivs: get('NoNewPrivs') };
 }
 
-// A message as privsep.h frames it: op, seq, field count, then length-prefixed fields.
-function frame(op, seq, fields) {
-  const parts = [Buffer.alloc(12)];
-  parts[0].writeUInt32LE(op, 0);
-  parts[0].writeUInt32LE(seq, 4);
-  parts[0].writeUInt32LE(fields.length, 8);
-  for (const f of fields) {
-    const len = Buffer.alloc(4);
-    const b = Buffer.from(f);
-    len.writeUInt32LE(b.length, 0);
-    parts.push(len, b);
-  }
-  return Buffer.concat(parts).toString('hex');
-}
 
 describe('monitor and worker', () => {
   let agent;

@@ -6,8 +6,8 @@ import { readFileSync, writeFileSync, mkdtempSync, mkdirSync, chmodSync, rmSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgent, rpc, run, waitFor, waitForLog, repo, slow } from './lib/agent.mjs';
+import { injector, frame } from './lib/privsep.mjs';
 
-const injector = process.env.EXO_INJECT_BIN || join(repo, 'build/exo_inject');
 
 describe('system_load.current', () => {
   let agent;
@@ -223,21 +223,6 @@ describe('system_load history and the console load line', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
-
-  // A message as privsep.h frames it: op, seq, field count, then length-prefixed fields.
-  function frame(op, seq, fields) {
-    const parts = [Buffer.alloc(12)];
-    parts[0].writeUInt32LE(op, 0);
-    parts[0].writeUInt32LE(seq, 4);
-    parts[0].writeUInt32LE(fields.length, 8);
-    for (const f of fields) {
-      const len = Buffer.alloc(4);
-      const b = Buffer.from(f);
-      len.writeUInt32LE(b.length, 0);
-      parts.push(len, b);
-    }
-    return Buffer.concat(parts).toString('hex');
-  }
 
   const FORGED = 1700000001; // an epoch no sampler takes now
   const future = String(Math.floor(Date.now() / 1000) + 2 * 86400);
