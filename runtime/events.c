@@ -140,19 +140,10 @@ static void list_mounts(void)
     exo_server_t *srv = ev_.srv;
     char rid[40];
     snprintf(rid, sizeof(rid), "mounts-%llu", ++ev_.seq);
-    exo_call_info_t info = {
-        .request_id = rid,
-        .transport = "agent",
-        .peer = "agent",
-        .source = "agent",
-        .timeout_ms = srv->cfg->call_timeout_ms,
-        .identity = &ev_.identity,
-    };
     exo_call_t *call;
     ev_.call_vm = srv->vm;
-    lua_pushnil(exo_lvm_state(srv->vm)); /* no params: every mount */
-    int rc = exo_call_start(srv->vm, MOUNTS_METHOD, strlen(MOUNTS_METHOD), &info, on_mounts_listed,
-                            NULL, &call);
+    int rc = exo_call_start_internal(srv->vm, MOUNTS_METHOD, rid, srv->cfg->call_timeout_ms,
+                                     &ev_.identity, NULL, on_mounts_listed, NULL, &call);
     if (rc < 0) {
         ev_.call_vm = NULL;
         failed("cannot start " MOUNTS_METHOD ": ", strerror(-rc));

@@ -124,18 +124,9 @@ static void run_job(job_t *j)
     const exo_config_t *cfg = jb_.srv->cfg;
     char rid[48];
     snprintf(rid, sizeof(rid), "job-%s", j->id);
-    exo_call_info_t info = {
-        .request_id = rid,
-        .transport = "agent",
-        .peer = "agent",
-        .source = "agent",
-        .timeout_ms = cfg->jobs_max_duration_ms,
-        .identity = &jb_.identity,
-        .job = j->id,
-    };
     exo_call_t *call;
-    lua_pushnil(exo_lvm_state(j->vm)); /* no params */
-    int rc = exo_call_start(j->vm, RUN_NAME, strlen(RUN_NAME), &info, on_job_done, j, &call);
+    int rc = exo_call_start_internal(j->vm, RUN_NAME, rid, cfg->jobs_max_duration_ms, &jb_.identity,
+                                     j->id, on_job_done, j, &call);
     if (rc < 0) {
         char why[128];
         snprintf(why, sizeof(why), "the job could not start: %s", strerror(-rc));

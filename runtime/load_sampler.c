@@ -202,17 +202,9 @@ static void take_sample(void)
     exo_server_t *srv = ls_.srv;
     char rid[40];
     snprintf(rid, sizeof(rid), "load-%llu", ++ls_.seq);
-    exo_call_info_t info = {
-        .request_id = rid,
-        .transport = "agent",
-        .peer = "agent",
-        .source = "agent",
-        .timeout_ms = srv->cfg->call_timeout_ms,
-        .identity = &ls_.identity,
-    };
     exo_call_t *call;
-    lua_pushnil(exo_lvm_state(srv->vm)); /* no params */
-    int rc = exo_call_start(srv->vm, METHOD, strlen(METHOD), &info, on_call_done, NULL, &call);
+    int rc = exo_call_start_internal(srv->vm, METHOD, rid, srv->cfg->call_timeout_ms, &ls_.identity,
+                                     NULL, on_call_done, NULL, &call);
     if (rc < 0)
         sample_failed("could not start: ", strerror(-rc));
     else if (rc == 1)

@@ -802,6 +802,23 @@ void exo_lvm_session_closed(exo_lvm_t *vm, int64_t id)
     lua_pop(L, 1);
 }
 
+int exo_call_start_internal(exo_lvm_t *vm, const char *name, const char *request_id,
+                            uint32_t timeout_ms, struct exo_identity_s *identity, const char *job,
+                            exo_call_cb cb, void *data, exo_call_t **out)
+{
+    exo_call_info_t info = {
+        .request_id = request_id,
+        .transport = "agent",
+        .peer = "agent",
+        .source = "agent",
+        .timeout_ms = timeout_ms,
+        .identity = identity,
+        .job = job,
+    };
+    lua_pushnil(vm->L); /* no params */
+    return exo_call_start(vm, name, strlen(name), &info, cb, data, out);
+}
+
 int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_call_info_t *info,
                    exo_call_cb cb, void *data, exo_call_t **out)
 {

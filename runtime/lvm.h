@@ -87,6 +87,12 @@ typedef void (*exo_call_cb)(exo_call_t *call, void *data);
  * the caller must hand back with exo_call_release. */
 int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_call_info_t *info,
                    exo_call_cb cb, void *data, exo_call_t **out);
+/* exo_call_start for the runtime's own calls (the load sampler, the mounts notifications, jobs):
+ * `name` with no params, as the agent (transport, peer and source "agent") with `identity`,
+ * running job `job` (NULL for a method). Same returns. */
+int exo_call_start_internal(exo_lvm_t *vm, const char *name, const char *request_id,
+                            uint32_t timeout_ms, struct exo_identity_s *identity, const char *job,
+                            exo_call_cb cb, void *data, exo_call_t **out);
 /* For an ended call: appends `"result":<json>` or `"error":{...}` to out. Returns 0 or a
  * negative errno (on which out is unchanged). */
 int exo_call_write_outcome(exo_call_t *call, exo_buf_t *out);

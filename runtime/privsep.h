@@ -18,8 +18,8 @@
 #define EXO_PRIV_MAX_MESSAGE 8192 /* bytes of one message, either way */
 #define EXO_PRIV_MAX_FIELDS 12
 
-/* The operations. Later releases add mount, unit, package and console operations here and in
- * the monitor's permit table; numbers are never reused. */
+/* The operations. New ones (packages come next) go here and in the monitor's permit table;
+ * numbers are never reused. */
 enum {
     EXO_OP_LOGIN = 1,  /* user, password, source, transport -> status, ... (monitor.c) */
     EXO_OP_REVOKE = 2, /* token -> status */

@@ -46,10 +46,8 @@ window.exo = {
     }
   },
 
-  // Extension point for the WebSocket checks (GET /rpc with Upgrade, issue 7): log in in-band
-  // with authenticate.login, subscribe to `notification`, and resolve once one arrives. Until
-  // the agent accepts upgrades the test that calls it is skipped (see wsSupported in
-  // lib/browser.mjs); it is written against DESIGN.md "Transport" and is not yet proven.
+  // A WebSocket session (GET /rpc with Upgrade): log in in-band with authenticate.login,
+  // subscribe to `notification`, and resolve once one arrives (or with the error).
   wsSession(wsUrl, username, password, notification, timeoutMs) {
     return new Promise((resolve) => {
       const ws = new WebSocket(wsUrl);
