@@ -636,6 +636,35 @@ local list = method({
   end,
 })
 
+-- Added in API version 2027-01-15: clients of 2026-12-01 do not see it (api-versions/).
+local get = method({
+  name = "mounts.get",
+  summary = "One mount, by its mountpoint",
+  description = "The Mount object that mounts.list gives for this mountpoint (the topmost one "
+    .. "when several are stacked), without listing every mount: what a client polls while it "
+    .. "waits for one volume.",
+  since = "2027-01-15",
+  stability = "experimental",
+  permission = "user",
+  capabilities = { "system.read", "metadata.read", "mounts.read" },
+  params = T.object({
+    mountpoint = T.string({ min_len = 1, max_len = 4096, pattern = "^/" }):describe("An absolute path"),
+  }),
+  result = Mount,
+  errors = { errors.NotFound, errors.Unavailable },
+  examples = {
+    { name = "a volume", params = { mountpoint = "/media/volume/data" }, result = MOUNT_EXAMPLE },
+  },
+  handler = function(ctx, params)
+    local m = mount_at(ctx, params.mountpoint)
+    if not m then
+      fail(errors.NotFound, "not_mounted", params.mountpoint .. " is not a mountpoint",
+        { mountpoint = params.mountpoint })
+    end
+    return m
+  end,
+})
+
 -- The checks of mount_device that need no probe: the device exists, is not (on) the root
 -- disk and is not mounted. Returns the device, the mount table, the state and /dev/<name>.
 local function device_to_mount(ctx, params)
@@ -945,4 +974,4 @@ local changed = mount_notification("changed", "A mount changed",
   "A mountpoint still mounted whose device, file system type, options or read_only "
     .. "changed (a remount, or another file system mounted over it), as mounts.list now shows it.")
 
-return { list, mount_device, unmount, mount_cephfs, mounted, unmounted, changed }
+return { list, get, mount_device, unmount, mount_cephfs, mounted, unmounted, changed }

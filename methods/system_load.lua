@@ -1,6 +1,8 @@
 -- system_load.*: how busy the instance is, in the shape of the console line that Exosphere
--- charts today: {"epoch":..,"cpuPctUsed":..,"memPctUsed":..,"rootfsPctUsed":..,"gpuPctUsed":[..]|null}.
--- Exosphere's decoder requires integers for the three percentages.
+-- charts today: {"epoch":..,"cpuPctUsed":..,"memPctUsed":..,"rootfsPctUsed":..,"gpuPctUsed":[..]}.
+-- Exosphere's decoder requires integers for the three percentages. Since API version
+-- 2027-01-15 gpuPctUsed is [] without a GPU (the console line keeps null, and clients of
+-- 2026-12-01 get null through api-versions/2027-01-15.lua).
 
 local NVIDIA_SMI = { "nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits" }
 local NVIDIA_SMI_TIMEOUT_MS = 5000
@@ -12,8 +14,8 @@ local Load = T.object({
   cpuPctUsed = Percent:describe("CPU busy share over the latest sampling window of /proc/stat"),
   memPctUsed = Percent:describe("Memory in use: 100 - MemAvailable / MemTotal * 100, rounded"),
   rootfsPctUsed = Percent:describe("Used share of the root file system, as df shows it"),
-  gpuPctUsed = T.nullable(T.array(Percent))
-    :describe("Utilisation of each NVIDIA GPU, or null when there is none"),
+  gpuPctUsed = T.array(Percent, { max_items = 16 })
+    :describe("Utilisation of each NVIDIA GPU; empty when there is none"),
 })
 
 -- Memory in use, rounded, from /proc/meminfo's MemTotal and MemAvailable (both in kB).
@@ -97,7 +99,7 @@ local current = method({
     {
       name = "an instance without a GPU",
       params = {},
-      result = { epoch = 1764072000, cpuPctUsed = 3, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = json.null },
+      result = { epoch = 1764072000, cpuPctUsed = 3, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = {} },
     },
   },
   handler = function(ctx, params)
@@ -106,7 +108,7 @@ local current = method({
       cpuPctUsed = agent.cpu_percent(),
       memPctUsed = mem_pct_used(),
       rootfsPctUsed = rootfs_pct_used(),
-      gpuPctUsed = gpu_pct_used(ctx) or json.null,
+      gpuPctUsed = gpu_pct_used(ctx) or json.array(),
     }
   end,
 })
@@ -124,10 +126,10 @@ local historical = method({
   stability = "experimental",
   permission = "user",
   capabilities = { "system.read" },
-  param_order = { "since", "until", "limit" },
+  param_order = { "from", "to", "limit" },
   params = T.object({
-    since = T.integer({ min = 0 }):optional():describe("The earliest epoch to return, in Unix seconds (inclusive)"),
-    ["until"] = T.integer({ min = 0 }):optional():describe("The latest epoch to return, in Unix seconds (inclusive)"),
+    from = T.integer({ min = 0 }):optional():describe("The earliest epoch to return, in Unix seconds (inclusive)"),
+    to = T.integer({ min = 0 }):optional():describe("The latest epoch to return, in Unix seconds (inclusive)"),
     limit = T.integer({ min = 1, max = MAX_SAMPLES }):optional()
       :describe("At most this many samples, the newest in the range (default and most: 10080)"),
   }),
@@ -135,11 +137,11 @@ local historical = method({
   examples = {
     {
       name = "the last three minutes",
-      params = { since = 1764071880 },
+      params = { from = 1764071880 },
       result = {
-        { epoch = 1764071880, cpuPctUsed = 4, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = json.null },
-        { epoch = 1764071940, cpuPctUsed = 97, memPctUsed = 22, rootfsPctUsed = 35, gpuPctUsed = json.null },
-        { epoch = 1764072000, cpuPctUsed = 3, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = json.null },
+        { epoch = 1764071880, cpuPctUsed = 4, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = {} },
+        { epoch = 1764071940, cpuPctUsed = 97, memPctUsed = 22, rootfsPctUsed = 35, gpuPctUsed = {} },
+        { epoch = 1764072000, cpuPctUsed = 3, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = {} },
       },
     },
     {
@@ -151,10 +153,10 @@ local historical = method({
     },
   },
   handler = function(ctx, params)
-    if params.since and params["until"] and params["until"] < params.since then
-      error(errors.InvalidParams("params.until", ("is %d, before since (%d)"):format(params["until"], params.since)))
+    if params.from and params.to and params.to < params.from then
+      error(errors.InvalidParams("params.to", ("is %d, before from (%d)"):format(params.to, params.from)))
     end
-    return agent.load_history(params.since, params["until"], params.limit)
+    return agent.load_history(params.from, params.to, params.limit)
   end,
 })
 
@@ -171,7 +173,7 @@ local load_notification = notification({
   examples = {
     {
       name = "an instance without a GPU",
-      params = { epoch = 1764072000, cpuPctUsed = 3, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = json.null },
+      params = { epoch = 1764072000, cpuPctUsed = 3, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = {} },
     },
   },
 })

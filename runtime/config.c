@@ -114,6 +114,10 @@ static const cfg_key_t keys[] = {
         "How long browsers may cache a preflight answer (Access-Control-Max-Age)."),
     KEY("methods", "dirs", CT_PATH_LIST, method_dirs, 1, 16, "\"" EXO_DEFAULT_METHODS_DIR "\"",
         "Directories to load methods from."),
+    KEY("methods", "api_versions_dir", CT_PATH_EMPTY, api_versions_dir, 0, 4095,
+        "\"" EXO_DEFAULT_API_VERSIONS_DIR "\"",
+        "Directory of the API version files (<YYYY-MM-DD>.lua) shipped with the methods; \"\" "
+        "serves the methods under one version only."),
     KEY("methods", "cpu_sample_interval", CT_DURATION, cpu_sample_interval_ms, 100, MIN, "2s",
         "How often /proc/stat is sampled to compute CPU usage."),
     KEY("methods", "operator_dir", CT_PATH_EMPTY, operator_dir, 0, 4095,

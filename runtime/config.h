@@ -13,6 +13,9 @@
 
 /* The build sets this from the install prefix; the fallback matches the Debian and RPM
  * packages so that a bare compile of the sources still finds the shipped methods. */
+#ifndef EXO_DEFAULT_API_VERSIONS_DIR
+#define EXO_DEFAULT_API_VERSIONS_DIR "/usr/share/exosphere-guest-agent/api-versions"
+#endif
 #ifndef EXO_DEFAULT_METHODS_DIR
 #define EXO_DEFAULT_METHODS_DIR "/usr/share/exosphere-guest-agent/methods"
 #endif
@@ -50,6 +53,7 @@ typedef struct exo_config_s {
     uint32_t cors_max_age_ms;   /* duration: Access-Control-Max-Age of preflight answers */
     /* [methods] */
     exo_strlist_t method_dirs;           /* absolute paths of method directories */
+    char *api_versions_dir;              /* the API version files; "" for none */
     uint32_t cpu_sample_interval_ms;     /* period of /proc/stat sampling for CPU usage */
     char *operator_dir;                  /* absolute path, "" disables; operators' methods */
     int allow_override;                  /* bool: an operator method may replace a shipped one */

@@ -31,6 +31,7 @@ enum {
     HDR_EXPECT,
     HDR_AUTHORIZATION,
     HDR_FORWARDED_FOR,
+    HDR_API_VERSION,
     HDR_UPGRADE,
     HDR_WS_KEY,
     HDR_WS_VERSION,
@@ -435,8 +436,11 @@ static void route(exo_req_t *r)
         } else {
             size_t len;
             char err[256];
-            const char *doc = exo_lvm_openrpc(srv->vm, &len, err, sizeof(err));
-            if (doc == NULL) {
+            const char *doc = exo_lvm_openrpc(srv->vm, r->api_version, &len, err, sizeof(err));
+            if (doc == NULL && r->api_version[0] && strncmp(err, "API version ", 12) == 0) {
+                /* The client's mistake: the message lists the versions served. */
+                reply_text(r, 400, err);
+            } else if (doc == NULL) {
                 exo_error("cannot build the OpenRPC document: %s (request %s)", err, r->request_id);
                 reply_text(r, 500, "the OpenRPC document cannot be built; see the agent's log");
             } else {
@@ -500,6 +504,8 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+static void append_value(char *dst, size_t cap, const char *at, size_t len);
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     exo_conn_t *c = p->data;
@@ -535,6 +541,10 @@ static int on_header_field_complete(llhttp_t *p)
         } else if (strcmp(c->field, "x-forwarded-for") == 0) {
             c->value_target = HDR_FORWARDED_FOR;
             c->cur->forwarded_for[0] = '\0';
+        } else if (strcmp(c->field, "exosphere-agent-version") == 0) {
+            c->value_target = HDR_API_VERSION;
+            if (c->cur->api_version_count++ > 0)
+                append_value(c->cur->api_version, sizeof(c->cur->api_version), ",", 1);
         } else if (strcmp(c->field, "upgrade") == 0) {
             c->value_target = HDR_UPGRADE;
         } else if (strcmp(c->field, "sec-websocket-key") == 0) {
@@ -570,6 +580,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
         append_value(r->ws_key, sizeof(r->ws_key), at, len);
     } else if (c->value_target == HDR_WS_VERSION) {
         append_value(r->ws_version, sizeof(r->ws_version), at, len);
+    } else if (c->value_target == HDR_API_VERSION) {
+        append_value(r->api_version, sizeof(r->api_version), at, len);
     } else if (c->value_target == HDR_CONTENT_TYPE) {
         char *ct = c->cur->content_type;
         size_t have = strlen(ct);

@@ -654,6 +654,17 @@ static int l_session_send(lua_State *L)
     return 1;
 }
 
+/* session_set_api_version(id, version) -> true, or false when the session is gone. Only the
+ * host calls it (rpc.hello, after checking the version); method code never sees exo.core. */
+static int l_session_set_api_version(lua_State *L)
+{
+    lua_Integer id = luaL_checkinteger(L, 1);
+    size_t len;
+    const char *v = luaL_checklstring(L, 2, &len);
+    lua_pushboolean(L, exo_ws_set_api_version((int64_t)id, v, len));
+    return 1;
+}
+
 /* session_close(id, code, reason) -> true, or false when the session is gone or already
  * closing. code is 1000 or 3000-4999; reason at most 123 bytes. */
 static int l_session_close(lua_State *L)
@@ -699,6 +710,7 @@ static int luaopen_exo_core(lua_State *L)
         {"set_capabilities", l_set_capabilities},
         {"session_send", l_session_send},
         {"session_close", l_session_close},
+        {"session_set_api_version", l_session_set_api_version},
         {"call_session", l_call_session},
         {NULL, NULL},
     };

@@ -32,16 +32,14 @@ void exo_load_push_sample(lua_State *L, const exo_load_sample_t *s)
     lua_setfield(L, -2, "memPctUsed");
     lua_pushinteger(L, s->rootfs);
     lua_setfield(L, -2, "rootfsPctUsed");
-    if (s->n_gpu == 0) {
-        exo_json_push_null(L);
-    } else {
-        lua_createtable(L, s->n_gpu, 0);
-        for (int i = 0; i < s->n_gpu; i++) {
-            lua_pushinteger(L, s->gpu[i]);
-            lua_rawseti(L, -2, i + 1);
-        }
-        exo_json_mark_array(L, -1);
+    /* An empty list without a GPU (API version 2027-01-15; older versions see null through
+     * api-versions/2027-01-15.lua). The console line keeps null: runtime/loadhist.c. */
+    lua_createtable(L, s->n_gpu, 0);
+    for (int i = 0; i < s->n_gpu; i++) {
+        lua_pushinteger(L, s->gpu[i]);
+        lua_rawseti(L, -2, i + 1);
     }
+    exo_json_mark_array(L, -1);
     lua_setfield(L, -2, "gpuPctUsed");
 }
 

@@ -28,10 +28,16 @@ struct exo_lvm_s {
     size_t limit; /* the VM's memory ceiling */
     int loading;  /* the host and the method files are being loaded */
     int refs;
-    int call_ref;  /* host.call */
-    int host_ref;  /* the host table */
-    char *openrpc; /* encoded once at load */
-    size_t openrpc_len;
+    int call_ref; /* host.call */
+    int host_ref; /* the host table */
+    /* The OpenRPC documents, each encoded on first use: [0] for no version named (the current
+     * one), then one per API version asked for. The host serves at most 32 versions. */
+    struct {
+        char version[16];
+        char *doc;
+        size_t len;
+    } openrpc[EXO_OPENRPC_CACHE];
+    int n_openrpc;
     int loaded, skipped;
     const exo_runtime_info_t *rt;
     /* Coroutines of calls that returned normally, kept for the next calls (each anchored by
@@ -158,6 +164,8 @@ static int load_host(exo_lvm_t *vm, char *err, size_t errlen)
     const exo_config_t *cfg = vm->rt->config;
     push_string_list(L, &cfg->method_dirs);
     lua_setfield(L, -2, "method_dirs");
+    lua_pushstring(L, cfg->api_versions_dir ? cfg->api_versions_dir : "");
+    lua_setfield(L, -2, "api_versions_dir");
     lua_createtable(L, 1, 0);
     if (cfg->operator_dir && cfg->operator_dir[0]) {
         lua_pushstring(L, cfg->operator_dir);
@@ -294,7 +302,6 @@ int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t
     }
     if (rc < 0) {
         lua_close(L);
-        free(vm->openrpc);
         free(vm);
         return rc;
     }
@@ -388,20 +395,35 @@ void exo_lvm_release(exo_lvm_t *vm)
 {
     if (--vm->refs > 0) return;
     lua_close(vm->L);
-    free(vm->openrpc);
+    for (int i = 0; i < vm->n_openrpc; i++)
+        free(vm->openrpc[i].doc);
     free(vm);
 }
 
-const char *exo_lvm_openrpc(exo_lvm_t *vm, size_t *len, char *err, size_t errlen)
+const char *exo_lvm_openrpc(exo_lvm_t *vm, const char *version, size_t *len, char *err,
+                            size_t errlen)
 {
     /* Built on first use rather than at load: start-up stays short, and an agent that is
      * never asked for its document does not keep it in memory. No method code runs here
      * (examples were copied into plain tables at load). */
-    if (vm->openrpc == NULL) {
+    if (version == NULL) version = "";
+    int i;
+    for (i = 0; i < vm->n_openrpc; i++)
+        if (strcmp(vm->openrpc[i].version, version) == 0) break;
+    if (i == vm->n_openrpc) {
+        /* An unknown version is refused by host.discover, so only served ones get here. */
+        if (strlen(version) >= sizeof(vm->openrpc[0].version)) {
+            snprintf(err, errlen, "API version is not a version (YYYY-MM-DD)");
+            return NULL;
+        }
         lua_State *L = vm->L;
         lua_rawgeti(L, LUA_REGISTRYINDEX, vm->host_ref);
         lua_getfield(L, -1, "discover");
-        if (pcall_msg(L, 0, 1, err, errlen) < 0) {
+        if (version[0])
+            lua_pushstring(L, version);
+        else
+            lua_pushnil(L);
+        if (pcall_msg(L, 1, 1, err, errlen) < 0) {
             lua_pop(L, 1);
             return NULL;
         }
@@ -415,10 +437,20 @@ const char *exo_lvm_openrpc(exo_lvm_t *vm, size_t *len, char *err, size_t errlen
             return NULL;
         }
         lua_pop(L, 2);
-        vm->openrpc = exo_buf_steal(&doc, &vm->openrpc_len);
+        size_t n;
+        char *text = exo_buf_steal(&doc, &n);
+        if (vm->n_openrpc == EXO_OPENRPC_CACHE) {
+            /* Cannot happen with the host's bound on versions; keep the newest ones. */
+            free(vm->openrpc[EXO_OPENRPC_CACHE - 1].doc);
+            vm->n_openrpc--;
+        }
+        i = vm->n_openrpc++;
+        snprintf(vm->openrpc[i].version, sizeof(vm->openrpc[i].version), "%s", version);
+        vm->openrpc[i].doc = text;
+        vm->openrpc[i].len = n;
     }
-    *len = vm->openrpc_len;
-    return vm->openrpc;
+    *len = vm->openrpc[i].len;
+    return vm->openrpc[i].doc;
 }
 
 lua_State *exo_lvm_state(const exo_lvm_t *vm)
@@ -871,6 +903,12 @@ int exo_call_start(exo_lvm_t *vm, const char *name, size_t name_len, const exo_c
     if (info->session) {
         lua_pushinteger(c->co, (lua_Integer)info->session);
         lua_setfield(c->co, -2, "session");
+        lua_pushinteger(c->co, (lua_Integer)info->session_calls);
+        lua_setfield(c->co, -2, "session_calls");
+    }
+    if (info->api_version && info->api_version[0]) {
+        lua_pushstring(c->co, info->api_version);
+        lua_setfield(c->co, -2, "api_version");
     }
     if (info->job) {
         lua_pushstring(c->co, info->job);

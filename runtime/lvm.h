@@ -35,9 +35,12 @@ int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t
  * holds one to the VM it runs on. */
 void exo_lvm_retain(exo_lvm_t *vm);
 void exo_lvm_release(exo_lvm_t *vm);
-/* The OpenRPC document of this VM, built and encoded once, on first use. */
-/* Returns NULL with a message in err if the document cannot be built. */
-const char *exo_lvm_openrpc(exo_lvm_t *vm, size_t *len, char *err, size_t errlen);
+/* The OpenRPC document of this VM as API version `version` sees it (NULL or "": the current
+ * one), built and encoded once per version, on first use. Returns NULL with a message in err
+ * if the document cannot be built, as for a version the agent does not serve. */
+#define EXO_OPENRPC_CACHE 40
+const char *exo_lvm_openrpc(exo_lvm_t *vm, const char *version, size_t *len, char *err,
+                            size_t errlen);
 /* The VM's main state: JSON request bodies are decoded here. */
 lua_State *exo_lvm_state(const exo_lvm_t *vm);
 /* Checks method files (host.check_files) in a VM that loads nothing else, printing one line
@@ -75,6 +78,9 @@ typedef struct exo_call_info_s {
     /* The job this call runs (ctx.job; jobs.c), or NULL for a method call. Only the runtime
      * sets it: the host then runs the job's function instead of a method. */
     const char *job;
+    /* The API version the client named (ctx.api_version; the host checks it), or NULL/"". */
+    const char *api_version;
+    uint64_t session_calls; /* calls the session started before this one (ctx.session_calls) */
 } exo_call_info_t;
 
 /* Called once when a call that did not finish inside exo_call_start ends. */

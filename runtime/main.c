@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -64,9 +65,16 @@ static const char usage_call[] =
     "  --config FILE    configuration file to read unix_socket from\n";
 
 static const char usage_openrpc[] =
-    "Usage: exosphere-guest-agent openrpc [--config FILE] [--methods DIR]...\n"
+    "Usage: exosphere-guest-agent openrpc [--config FILE] [--methods DIR]... [--api-versions DIR]\n"
+    "                                     [--version VERSION]\n"
     "\n"
-    "Prints the OpenRPC document of the methods the agent would load.\n";
+    "Prints the OpenRPC document of the methods the agent would load, as a client of API\n"
+    "version VERSION (YYYY-MM-DD; default: the current one) sees them.\n"
+    "\n"
+    "  --methods DIR        load methods from DIR instead of the configured [methods] dirs\n"
+    "  --api-versions DIR   the API version files (default: [methods] api_versions_dir, or\n"
+    "                       the api-versions directory beside the first --methods DIR)\n"
+    "  --version VERSION    the API version; an unknown one fails, listing those served\n";
 
 static const char usage_check[] =
     "Usage: exosphere-guest-agent check [--config FILE] FILE...\n"
@@ -94,6 +102,8 @@ typedef struct opts_s {
     int dev, print_config;
     const char *methods[16];
     size_t n_methods;
+    const char *api_versions; /* --api-versions DIR */
+    const char *version;      /* openrpc --version V */
     const char *args[4];
     size_t n_args;
 } opts_t;
@@ -112,6 +122,10 @@ static int parse_opts(int argc, char **argv, opts_t *o, const char *usage)
                 return -1;
             }
             o->methods[o->n_methods++] = argv[++i];
+        } else if (strcmp(a, "--api-versions") == 0 && i + 1 < argc) {
+            o->api_versions = argv[++i];
+        } else if (strcmp(a, "--version") == 0 && i + 1 < argc && usage == usage_openrpc) {
+            o->version = argv[++i];
         } else if (strcmp(a, "--dev") == 0) {
             o->dev = 1;
         } else if (strcmp(a, "--print-config") == 0) {
@@ -127,6 +141,29 @@ static int parse_opts(int argc, char **argv, opts_t *o, const char *usage)
             return -1;
         }
     }
+    return 0;
+}
+
+/* --api-versions DIR, or with --methods DIR alone the api-versions directory beside it when
+ * there is one (the layout of the source tree and of the installed packages alike). */
+static int set_api_versions_dir(exo_config_t *cfg, const opts_t *o)
+{
+    char beside[4096];
+    const char *dir = o->api_versions;
+    if (dir == NULL && o->n_methods > 0) {
+        struct stat st;
+        int n = snprintf(beside, sizeof(beside), "%s/../api-versions", o->methods[0]);
+        if (n > 0 && (size_t)n < sizeof(beside) && stat(beside, &st) == 0 && S_ISDIR(st.st_mode))
+            dir = beside;
+    }
+    if (dir == NULL) return 0;
+    char *copy = strdup(dir);
+    if (copy == NULL) {
+        fprintf(stderr, "exosphere-guest-agent: out of memory\n");
+        return -1;
+    }
+    free(cfg->api_versions_dir);
+    cfg->api_versions_dir = copy;
     return 0;
 }
 
@@ -147,6 +184,7 @@ static int load_config(exo_config_t *cfg, const opts_t *o)
     }
     if (o->n_methods > 0 && exo_config_set_list(&cfg->method_dirs, o->methods, o->n_methods) < 0)
         return -1;
+    if (set_api_versions_dir(cfg, o) < 0) return -1;
     if (o->dev) {
         /* Development mode never faces the network: plain HTTP, on the configured addresses
          * if they are all loopback ones, else on DEV_LISTEN. */
@@ -372,10 +410,10 @@ static int cmd_openrpc(int argc, char **argv)
         code = 1;
     } else {
         size_t len;
-        const char *doc = exo_lvm_openrpc(vm, &len, err, sizeof(err));
+        const char *doc = exo_lvm_openrpc(vm, o.version, &len, err, sizeof(err));
         if (doc == NULL) {
             fprintf(stderr, "exosphere-guest-agent: %s\n", err);
-            code = 1;
+            code = o.version ? 2 : 1;
         } else {
             fwrite(doc, 1, len, stdout);
             fputc('\n', stdout);

@@ -42,6 +42,7 @@ struct exo_rpc_s {
     int n_responses;
     exo_identity_t identity; /* who calls; a login in the batch changes it for later entries */
     char source[130];        /* the client's address, for login logs */
+    char api_version[EXO_API_VERSION_MAX]; /* the request's Exosphere-Agent-Version */
 };
 
 static void rpc_free(exo_rpc_t *rpc)
@@ -84,6 +85,7 @@ static exo_rpc_t *rpc_new(exo_req_t *req)
     exo_lvm_retain(rpc->vm);
     req->rpc = rpc;
     exo_rpc_source(req, rpc->source, sizeof(rpc->source));
+    memcpy(rpc->api_version, req->api_version, sizeof(rpc->api_version));
     return rpc;
 }
 
@@ -117,6 +119,8 @@ static exo_call_info_t call_info(exo_rpc_t *rpc, const char *request_id)
         .timeout_ms = conn->srv->cfg->call_timeout_ms,
         .identity = rpc->who,
         .session = rpc->ws ? rpc->ws->id : 0,
+        .api_version = rpc->ws ? rpc->ws->api_version : rpc->api_version,
+        .session_calls = rpc->ws ? rpc->ws->calls : 0,
     };
 }
 
@@ -248,6 +252,7 @@ static int run_entry(exo_rpc_t *rpc, lua_State *L, size_t i)
     }
     if (rpc->ws) recheck_token(rpc->who);
     exo_call_info_t info = call_info(rpc, request_id);
+    if (rpc->ws) rpc->ws->calls++;
     exo_call_t *call;
     /* exo_call_start pops params; the name stays valid: the entry table still holds it. */
     int started = exo_call_start(rpc->vm, name, name_len, &info, on_call_done, rpc, &call);

@@ -18,6 +18,9 @@
 typedef struct exo_server_s exo_server_t;
 typedef struct exo_conn_s exo_conn_t;
 typedef struct exo_req_s exo_req_t;
+
+/* The longest Exosphere-Agent-Version value kept (a version is "YYYY-MM-DD"). */
+#define EXO_API_VERSION_MAX 40
 typedef struct exo_rpc_s exo_rpc_t;
 
 typedef enum { EXO_TRANSPORT_HTTPS, EXO_TRANSPORT_HTTP, EXO_TRANSPORT_UNIX } exo_transport_t;
@@ -145,6 +148,9 @@ struct exo_req_s {
     char upgrade_hdr[32];    /* the Upgrade header's value (cut) */
     char ws_key[32];         /* Sec-WebSocket-Key (cut: a valid one has 24 characters) */
     char ws_version[8];      /* Sec-WebSocket-Version */
+    /* Exosphere-Agent-Version (cut; repeated headers joined by ",", which no version matches) */
+    char api_version[EXO_API_VERSION_MAX];
+    int api_version_count;
 };
 
 /* Server lifecycle (server.c). exo_server_start returns 0 or a negative errno with a message

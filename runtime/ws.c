@@ -132,6 +132,15 @@ int exo_ws_send(int64_t id, const char *text, size_t len)
     return ws ? send_text(ws, text, len) : 0;
 }
 
+int exo_ws_set_api_version(int64_t id, const char *version, size_t len)
+{
+    exo_ws_t *ws = find(id);
+    if (ws == NULL || len >= sizeof(ws->api_version)) return 0;
+    memcpy(ws->api_version, version, len);
+    ws->api_version[len] = '\0';
+    return 1;
+}
+
 int exo_ws_close(int64_t id, uint16_t code, const char *reason, size_t reason_len)
 {
     exo_ws_t *ws = find(id);
@@ -400,6 +409,7 @@ void exo_ws_upgrade(exo_req_t *r)
     }
     exo_rpc_identity(r, &ws->identity);
     exo_rpc_source(r, ws->source, sizeof(ws->source));
+    memcpy(ws->api_version, r->api_version, sizeof(ws->api_version));
     char resp[256];
     int n = snprintf(resp, sizeof(resp),
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"

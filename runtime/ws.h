@@ -37,6 +37,11 @@ struct exo_ws_s {
     int in_recv;         /* inside wslay_event_recv */
     uint16_t close_code; /* the code of the close the agent started, for the log */
     exo_ws_t *hash_next; /* the id table's chain */
+    /* The session's API version: the upgrade request's Exosphere-Agent-Version, or what
+     * rpc.hello set ("" for the current one). Kept here, not in Lua, so that a methods reload
+     * does not change it. */
+    char api_version[EXO_API_VERSION_MAX];
+    uint64_t calls; /* calls started on the session so far (rpc.hello must be the first) */
 };
 
 /* route(): a GET /rpc carrying an Upgrade header. Checks the handshake and either answers it
@@ -70,6 +75,9 @@ int exo_ws_send(int64_t id, const char *text, size_t len);
 /* Starts closing session id with code (1000 or 3000-4999) and a reason of at most 123 bytes.
  * Returns 1, or 0 when there is no such session or it is already closing. */
 int exo_ws_close(int64_t id, uint16_t code, const char *reason, size_t reason_len);
+/* Sets session id's API version (rpc.hello, which checked it). Returns 0 when the session is
+ * gone. */
+int exo_ws_set_api_version(int64_t id, const char *version, size_t len);
 /* Open sessions in this process. */
 int exo_ws_count(void);
 

@@ -21,15 +21,19 @@ local capabilities = require("sandbox.capabilities")
 local pattern_guard = require("sandbox.pattern_guard")
 local check = require("sandbox.check")
 local auth = require("sandbox.auth")
+local versions = require("sandbox.versions")
 
 local M = {}
 
--- Dated API versions this host serves, oldest first; the last is the current one.
-M.API_VERSIONS = { "2026-12-01" }
-M.CURRENT_API_VERSION = M.API_VERSIONS[#M.API_VERSIONS]
+-- The version an agent without its api-versions files serves its methods under, unless a
+-- method names a newer one (sandbox/versions.lua).
+M.FIRST_API_VERSION = "2026-12-01"
 
--- Set by M.init: { registry =, dev =, document = (built on first use) }.
+-- Set by M.init: { registry =, dev =, versions =, documents = {[version] = built on first use} }.
 local state
+
+-- Deprecated methods log a warning at most this often each (with the count of calls since).
+M.DEPRECATED_LOG_INTERVAL_MS = 60000
 
 -- Bounds on what a failing method can make the host send or log: an error message or a
 -- traceback of megabytes would otherwise be copied into every answer and log line.
@@ -88,7 +92,7 @@ local function discover_declaration()
     examples = {
       { name = "the document (abridged)", params = {}, result = sample_document(core.info().version) },
     },
-    handler = function() return M.discover() end,
+    handler = function(ctx) return M.discover(ctx.api_version) end,
   }, true)
 end
 
@@ -99,8 +103,8 @@ end
 
 local function host_info(s)
   return {
-    api_versions = M.API_VERSIONS,
-    current_api_version = M.CURRENT_API_VERSION,
+    api_versions = { table.unpack(s.versions.list) },
+    current_api_version = s.versions.current,
     methods = s.registry.count,
     skipped = s.registry.skipped,
   }
@@ -152,6 +156,9 @@ local function check_init_options(opts)
         error(("host.init: %s[%d] must be a string"):format(key, i), 3)
       end
     end
+  end
+  if opts.api_versions_dir ~= nil and type(opts.api_versions_dir) ~= "string" then
+    error("host.init: api_versions_dir must be a string", 3)
   end
   if opts.allow_override ~= nil and type(opts.allow_override) ~= "boolean" then
     error("host.init: allow_override must be a boolean", 3)
@@ -217,6 +224,91 @@ local function notification_refusal(hctx, name, level)
   return auth.refusal(name, level, raw_ctx[hctx] or {})
 end
 
+local T = schema.T
+local Version = T.string({ min_len = 10, max_len = 10, pattern = "^%d%d%d%d%-%d%d%-%d%d$" })
+
+-- rpc.hello: the client names the API version it was written for. On a WebSocket session it is
+-- the first call and sets the version for the session's lifetime (the runtime keeps it, so a
+-- methods reload does not lose it); over HTTP the Exosphere-Agent-Version header does that for
+-- each request, and rpc.hello only says what the agent serves.
+local function hello_declaration()
+  return method.check({
+    name = "rpc.hello",
+    summary = "Name the API version this client was written for",
+    description = "On a WebSocket session, the first call: the session's calls, answers and "
+      .. "notifications then take that version's shapes. Over HTTP, send the "
+      .. "Exosphere-Agent-Version header with every request instead; rpc.hello there only checks "
+      .. "a version and says which ones the agent serves. Without a version the current one "
+      .. "applies. An unknown version is refused with the list of supported ones.",
+    since = "2026-12-01",
+    stability = "stable",
+    permission = "public",
+    params = T.object({
+      version = Version:optional():describe("The API version (a date) the client was written for; "
+        .. "without it, the answer names the version in effect"),
+    }),
+    result = T.object({
+      version = Version:describe("The API version in effect for this session (or, over HTTP, this request)"),
+      current = Version:describe("The newest API version this agent serves"),
+      supported = T.array(Version):describe("Every API version this agent serves, oldest first"),
+    }),
+    errors = { errors.Unsupported, errors.NotPermitted },
+    examples = {
+      { name = "a client of the first version", params = { version = "2026-12-01" },
+        result = { version = "2026-12-01", current = "2027-01-15", supported = { "2026-12-01", "2027-01-15" } } },
+    },
+    handler = function(hctx, params)
+      local ctx = raw_ctx[hctx] or {}
+      local set = state.versions
+      local v, err = versions.resolve(set, params.version or ctx.api_version)
+      if not v then
+        error(errors.Unsupported(err.message, err.data))
+      end
+      if params.version ~= nil and math.type(ctx.session) == "integer" then
+        if (ctx.session_calls or 0) > 0 then
+          error(errors.NotPermitted("rpc.hello must be the first call of a WebSocket session: this "
+            .. "session has made calls under API version " .. tostring(ctx.api_version or set.current),
+            { reason = "not_first_call" }))
+        end
+        if type(core.session_set_api_version) ~= "function" or not core.session_set_api_version(ctx.session, v) then
+          error(errors.Unsupported("this runtime cannot keep a session's API version", { reason = "no_session" }))
+        end
+      end
+      return { version = v, current = set.current, supported = { table.unpack(set.list) } }
+    end,
+  }, true)
+end
+
+-- The API versions (sandbox/versions.lua) of opts.api_versions_dir, bound to the loaded
+-- methods. Without the directory's files, the methods are served as they are, under the newest
+-- version any of them names.
+local function load_versions(opts, reg)
+  local set
+  if opts.api_versions_dir and opts.api_versions_dir ~= "" then
+    local allow = env.allow_list({ T = schema.T, json = json_api(), errors = errors.api() })
+    set = versions.load(opts.api_versions_dir, join, core.list_dir, function() return env.build(allow) end, core.log)
+  end
+  local newest_since = M.FIRST_API_VERSION
+  for _, name in ipairs(reg:names()) do
+    local since = reg:get(name).since
+    if since > newest_since then
+      newest_since = since
+    end
+  end
+  if not set then
+    set = versions.single(newest_since)
+  end
+  versions.bind(set, reg, core.log)
+  local current = set.list[#set.list]
+  for _, name in ipairs(reg:names()) do
+    if reg:get(name).since > current then
+      core.log("warn", ("method %s is since API version %s, newer than the newest this agent serves (%s): "
+        .. "no client can call it"):format(name, reg:get(name).since, current))
+    end
+  end
+  return set
+end
+
 function M.init(opts)
   opts = opts or {}
   check_init_options(opts)
@@ -230,7 +322,7 @@ function M.init(opts)
   local s = { dev = opts.dev == true }
   s.registry = registry.new({ operator_capabilities = grants, allow_override = opts.allow_override })
   local allow = env.allow_list(M.method_api(method.declare, function() return host_info(s) end))
-  assert(s.registry:add({ method.get(discover_declaration()) }, "<builtin>"))
+  assert(s.registry:add({ method.get(discover_declaration()), method.get(hello_declaration()) }, "<builtin>"))
   assert(s.registry:add(notify.declarations(), "<builtin>"))
   assert(s.registry:add(jobs.declarations(), "<builtin>"))
   assert(s.registry:add(jobs.notification_declarations(notification), "<builtin>"))
@@ -265,12 +357,15 @@ function M.init(opts)
       core.log("warn", ("[auth] %s_methods names %s, which no loaded method has"):format(level, name))
     end
   end
+  s.versions = load_versions(opts, s.registry)
+  s.documents = {}
+  s.deprecated = {}
   local events = opts.events_module
   if events == nil then
     local ok, mod = pcall(require, "exo.events")
     events = ok and mod or nil
   end
-  notify.reset(s.registry, { events = events, refusal = notification_refusal })
+  notify.reset(s.registry, { events = events, refusal = notification_refusal, versions = s.versions })
   local jobs_module = opts.jobs_module
   if jobs_module == nil then
     local ok, mod = pcall(require, "exo.jobs")
@@ -282,12 +377,16 @@ function M.init(opts)
     emit = notify.emit_to,
   })
   state = s
-  core.log("info", ("loaded %d methods; skipped %d method files"):format(s.registry.count, #s.registry.skipped))
+  core.log("info", ("loaded %d methods; skipped %d method files; API versions %s"):format(s.registry.count,
+    #s.registry.skipped, table.concat(s.versions.list, ", ")))
   local skipped = json.array()
   for i, entry in ipairs(s.registry.skipped) do
     skipped[i] = { file = entry.file, line = entry.line, error = entry.error }
   end
-  return { methods = s.registry.count, skipped = skipped }
+  for _, entry in ipairs(s.versions.skipped) do
+    skipped[#skipped + 1] = { file = entry.file, error = entry.error }
+  end
+  return { methods = s.registry.count, skipped = skipped, api_versions = json.array({ table.unpack(s.versions.list) }) }
 end
 
 -- Checks method files without serving them (`exosphere-guest-agent check FILE...`); see
@@ -298,20 +397,40 @@ function M.check_files(paths, opts)
   return check.files(paths, opts or {}, M)
 end
 
--- The OpenRPC document of the loaded methods, built once per init.
-function M.discover()
+-- The OpenRPC document of the loaded methods as API version v (default: the current one) sees
+-- them, built once per init and version. Raises for a version the agent does not serve.
+function M.discover(v)
   if not state then
     error("host.discover: host.init has not run", 2)
   end
-  if not state.document then
+  local set = state.versions
+  local version, err = versions.resolve(set, v)
+  if not version then
+    error(err.message, 0)
+  end
+  if not state.documents[version] then
     local info = core.info()
-    state.document = openrpc.document(state.registry, {
+    local names, notes = versions.names(set, version, state.registry)
+    local methods, notifications = {}, {}
+    for i, name in ipairs(names) do
+      methods[i] = versions.method(set, version, name)
+    end
+    for i, name in ipairs(notes) do
+      notifications[i] = versions.notification(set, version, name)
+    end
+    state.documents[version] = openrpc.document(methods, notifications, {
       version = info.version,
-      api_version = M.CURRENT_API_VERSION,
+      api_version = version,
+      api_versions = set.list,
       lua_api_level = info.lua_api_level,
     })
   end
-  return state.document
+  return state.documents[version]
+end
+
+-- The API versions served, oldest first (for the runtime: GET /openrpc.json's errors).
+function M.api_versions()
+  return { table.unpack(state.versions.list) }
 end
 
 --------------------------------------------------------------------------------------------
@@ -428,6 +547,8 @@ local function handler_ctx(d, ctx)
     session = math.type(ctx.session) == "integer" and ctx.session or nil,
     dev = ctx.dev == true,
     deadline_ms = ctx.deadline_ms,
+    -- The API version the call runs under (the client's, or the current one).
+    api_version = ctx.api_version_in_effect,
   }, CtxMT)
   raw_ctx[hctx] = ctx
   return hctx
@@ -518,9 +639,115 @@ local function idempotent_repeat(d, ctx, args)
   return nil, k
 end
 
+-- Logs a call of a deprecated method: the first, then at most once per
+-- DEPRECATED_LOG_INTERVAL_MS per method, with the count of calls since the last line.
+local function log_deprecated(d, ctx, v)
+  local rec = state.deprecated[d.name]
+  if not rec then
+    rec = { count = 0 }
+    state.deprecated[d.name] = rec
+  end
+  rec.count = rec.count + 1
+  local now = core.now_ms()
+  if rec.last and now - rec.last < M.DEPRECATED_LOG_INTERVAL_MS then
+    return
+  end
+  local who = ctx.auth and ctx.auth.user or "an anonymous caller"
+  core.log("warn", ("deprecated method %s called by %s (API version %s, request %s); %d call%s since the last "
+    .. "such line"):format(d.name, tostring(who), v, tostring(ctx.request_id), rec.count, rec.count == 1 and "" or "s"))
+  rec.last, rec.count = now, 0
+end
+
+-- The method's work, in the current version's shapes: returns ok, value, and whether value is
+-- the method's own (a result or a handler's error, which older versions see through the shims)
+-- rather than the host's.
+local function run_method(d, ctx, args)
+  local repeated, value = idempotent_repeat(d, ctx, args)
+  if repeated ~= nil then
+    capabilities.end_call()
+    return repeated, value, repeated
+  end
+  local key = value
+  local ok, result = xpcall(d.handler, ctx.dev and with_traceback or pass, handler_ctx(d, ctx), args)
+  capabilities.end_call()
+  if not ok then
+    if key then
+      jobs.idem_end(key, false)
+    end
+    local rpc = failure(d, ctx, result)
+    return false, rpc, errors.to_rpc(result) ~= nil
+  end
+  result = result == nil and json.null or schema.normalize(d.result, result)
+  if ctx.dev then
+    local valid, rerr = check_dev_result(d, ctx, result)
+    if not valid then
+      if key then
+        jobs.idem_end(key, false)
+      end
+      return false, rerr, false
+    end
+  end
+  if key then
+    jobs.idem_end(key, true, result)
+  end
+  return true, result, true
+end
+
+-- A call of an older API version v: params of v's shape up the request shims, the answer
+-- back down. `view` is the method as v sees it.
+local function run_older(d, view, ctx, args, v)
+  local set = state.versions
+  local up_ok, up, steps = pcall(versions.upgrade, set, v, d.name, args)
+  if not up_ok then
+    capabilities.end_call()
+    return false, failure(d, ctx, up)
+  end
+  local valid, path, reason = method.check_named_params(d, up)
+  if not valid then
+    capabilities.end_call()
+    core.log("error", ("API version %s: the request shims of %s give params that do not match it: %s %s"):format(
+      v, d.name, path, reason))
+    return false, errors.internal({ reason = "API version shim failed", request_id = ctx.request_id })
+  end
+  local ok, value, own = run_method(d, ctx, up)
+  if not own then
+    return ok, value
+  end
+  local down_ok, down = pcall(versions.downgrade, set, v, d.name, ok and "result" or "error", value, steps)
+  if not down_ok then
+    return false, failure(d, ctx, down)
+  end
+  if not ok then
+    return false, errors.to_rpc(down) or down
+  end
+  down = down == nil and json.null or schema.normalize(view.result, down)
+  if ctx.dev then
+    local dev_ok, rerr = check_dev_result(view, ctx, down)
+    if not dev_ok then
+      return false, rerr
+    end
+  end
+  return true, down
+end
+
 local function dispatch(name, params, ctx)
+  local set = state and state.versions
+  local v, verr
+  if set then
+    v, verr = versions.resolve(set, ctx.api_version)
+    if not v and name ~= "rpc.hello" then
+      capabilities.begin_call({})
+      capabilities.end_call()
+      return false, verr
+    end
+    v = v or set.current
+  end
   local d = state and state.registry:get(name)
+  local view, missing
   if d then
+    view, missing = versions.method(set, v, name)
+  end
+  if view then
     local refusal = auth.refusal(d.name, state.permissions[d.name] or d.permission, ctx)
     if refusal then
       capabilities.begin_call({})
@@ -530,46 +757,27 @@ local function dispatch(name, params, ctx)
   end
   -- Exactly once per call, before any method code runs: the runtime's bindings check these
   -- grants, and so does the agent API (sandbox/capabilities.lua).
-  local granted = d and d.capabilities or {}
+  local granted = view and d.capabilities or {}
   if core.set_capabilities then
     core.set_capabilities(granted)
   end
   capabilities.begin_call(granted)
-  if not d then
-    return false, errors.method_not_found(name)
+  if not view then
+    return false, missing or errors.method_not_found(name)
   end
-  local args, err = bind_params(d, params)
+  local args, err = bind_params(view, params)
   if not args then
     return false, err
   end
-  local repeated, value = idempotent_repeat(d, ctx, args)
-  if repeated ~= nil then
-    capabilities.end_call()
-    return repeated, value
+  ctx.api_version_in_effect = v
+  if d.stability == "deprecated" then
+    log_deprecated(d, ctx, v)
   end
-  local key = value
-  local ok, result = xpcall(d.handler, ctx.dev and with_traceback or pass, handler_ctx(d, ctx), args)
-  capabilities.end_call()
-  if not ok then
-    if key then
-      jobs.idem_end(key, false)
-    end
-    return false, failure(d, ctx, result)
+  if v ~= set.current then
+    return run_older(d, view, ctx, args, v)
   end
-  result = result == nil and json.null or schema.normalize(d.result, result)
-  if ctx.dev then
-    local valid, rerr = check_dev_result(d, ctx, result)
-    if not valid then
-      if key then
-        jobs.idem_end(key, false)
-      end
-      return false, rerr
-    end
-  end
-  if key then
-    jobs.idem_end(key, true, result)
-  end
-  return true, result
+  local ok, value = run_method(d, ctx, args)
+  return ok, value
 end
 
 -- Runs one call. `ctx` = { request_id, transport, peer, dev, deadline_ms, session (the

@@ -364,6 +364,50 @@ M.shared = {
   plain_copy = plain_copy, is_array = is_array, where = where,
 }
 
+-- Method d as an older API version saw it (sandbox/versions.lua): `before` gives what that
+-- version changed (params, param_order, result, examples, summary, description), checked like
+-- a declaration; what it does not give is d's. Examples are required when params or the
+-- result changed and d's own no longer match. Returns a declaration table (no token: views
+-- are the host's own). Raises a message.
+function M.older(d, before)
+  local view = {}
+  for k, v in pairs(d) do
+    view[k] = v
+  end
+  local decl = { name = d.name, idempotent = d.idempotent, since = d.since }
+  if before.summary ~= nil or before.description ~= nil then
+    decl.summary, decl.description = before.summary or d.summary, before.description or d.description
+    check_text(decl)
+    view.summary, view.description = decl.summary, decl.description
+  end
+  if before.params ~= nil then
+    decl.params, decl.param_order = before.params, before.param_order
+    view.params, view.param_order = check_params(decl)
+  elseif before.param_order ~= nil then
+    fail(decl, "param_order without params: give the older params too")
+  end
+  if before.result ~= nil then
+    if not schema.is_schema(before.result) then
+      fail(decl, "result must be a schema made with T")
+    end
+    view.result = before.result
+  end
+  decl.examples = before.examples
+  if decl.examples == nil then
+    decl.examples = {}
+    for i, ex in ipairs(d.examples) do
+      decl.examples[i] = { name = ex.name, description = ex.description, params = ex.params, result = ex.result }
+    end
+  end
+  local ok, examples = pcall(check_examples, decl, view)
+  if not ok then
+    fail(decl, "%s%s", before.examples == nil and "the newer examples do not fit the older shape, so give "
+      .. "examples too: " or "", tostring(examples):gsub("^method '[^']*': ", ""))
+  end
+  view.examples = examples
+  return view
+end
+
 -- The checked declaration behind a token, or nil when v is not one.
 function M.get(token)
   return declarations[token]

@@ -17,6 +17,7 @@ local schema = require("sandbox.schema")
 local render = require("sandbox.schema_render")
 local errors = require("sandbox.errors")
 local method = require("sandbox.method")
+local versions = require("sandbox.versions")
 
 local T = schema.T
 
@@ -28,7 +29,8 @@ M.MAX_NAMES = 64
 M.MAX_NAME_LEN = 128
 
 -- Set by M.reset: { registry, events, refusal, by_session = {id -> {name -> true}},
--- by_name = {name -> {id -> true}}, mounts_names = {...}, mounts = nil or the last list }.
+-- by_name = {name -> {id -> true}}, version = {id -> the API version it subscribed under},
+-- mounts_names = {...}, mounts = nil or the last list, versions = the API versions' set }.
 local state
 
 local function log(level, msg)
@@ -85,9 +87,10 @@ local function want_baseline(was_wanted)
   end
 end
 
-local function subscribe(id, names, who)
+local function subscribe(id, names, who, version)
   local was_wanted = M.mounts_wanted()
   state.who[id] = who
+  state.version[id] = version
   local mine = state.by_session[id] or {}
   state.by_session[id] = mine
   for _, name in ipairs(names) do
@@ -114,6 +117,7 @@ local function unsubscribe(id, names)
   if mine and next(mine) == nil then
     state.by_session[id] = nil
     state.who[id] = nil
+    state.version[id] = nil
   end
   forget_mounts_unless_wanted()
   return sorted_names(mine)
@@ -133,6 +137,7 @@ local function drop(id)
   end
   state.by_session[id] = nil
   state.who[id] = nil
+  state.version[id] = nil
   forget_mounts_unless_wanted()
 end
 
@@ -166,11 +171,7 @@ end
 -- not sent, so a subscriber only ever sees what the documentation promises.
 -- The params of notification `name`, normalised, validated and encoded once: the text, or
 -- nil (a mismatch or an encoding failure is logged).
-local function encode(name, params)
-  local d = state.registry:notification(name)
-  if not d then
-    error(("host.emit: no notification named %s is declared"):format(tostring(name)), 3)
-  end
+local function encode(d, name, params)
   params = schema.normalize(d.params, params)
   local ok, path, reason = schema.validate(d.params, params, "params")
   if not ok then
@@ -235,11 +236,37 @@ function M.emit_to(name, params, extra, allow)
   if #ids == 0 or type(core.session_send) ~= "function" then
     return 0
   end
-  local text = encode(name, params)
-  if not text then
-    return 0
+  -- One encoding per API version among the recipients (most often one): each session gets
+  -- the params in the shape of the version it subscribed under (sandbox/versions.lua).
+  local set = state.versions
+  local current = set and set.current
+  local groups, order = {}, {}
+  for _, id in ipairs(ids) do
+    local v = state.version[id] or current or ""
+    if not groups[v] then
+      groups[v] = {}
+      order[#order + 1] = v
+    end
+    table.insert(groups[v], id)
   end
-  return send_all(ids, text)
+  local sent = 0
+  for _, v in ipairs(order) do
+    local d, p = state.registry:notification(name), params
+    if set and v ~= current then
+      d = versions.notification(set, v, name)
+      local ok, down = pcall(versions.downgrade_notification, set, v, name, params)
+      if not ok then
+        log("error", ("%s not sent to sessions of API version %s: its shim failed: %s"):format(name, v, tostring(down)))
+        d = nil
+      end
+      p = down
+    end
+    local text = d and encode(d, name, p)
+    if text then
+      sent = sent + send_all(groups[v], text)
+    end
+  end
+  return sent
 end
 
 --------------------------------------------------------------------------------------------
@@ -358,13 +385,22 @@ local function session_of(ctx)
   return id
 end
 
--- The names, deduplicated; raises InvalidParams naming every unknown one.
-local function known(names)
+-- The notification `name` as API version v sees it, or nil when v has none of that name.
+local function notification_of(name, v)
+  if state.versions and v then
+    return versions.notification(state.versions, v, name)
+  end
+  return state.registry:notification(name)
+end
+
+-- The names, deduplicated; raises InvalidParams naming every unknown one (unknown to the
+-- caller's API version v).
+local function known(names, v)
   local out, seen, unknown = {}, {}, {}
   for _, name in ipairs(names) do
     if not seen[name] then
       seen[name] = true
-      if state.registry:notification(name) then
+      if notification_of(name, v) then
         out[#out + 1] = name
       else
         unknown[#unknown + 1] = name
@@ -403,10 +439,13 @@ local function list_declaration()
         permission = "user", params = { type = "object", properties = {} },
       } },
     } },
-    handler = function()
+    handler = function(ctx)
       local out = {}
-      for i, name in ipairs(state.registry:notification_names()) do
-        out[i] = info_of(state.registry:notification(name))
+      for _, name in ipairs(state.registry:notification_names()) do
+        local d = notification_of(name, ctx.api_version)
+        if d then
+          out[#out + 1] = info_of(d)
+        end
       end
       return out
     end,
@@ -434,7 +473,7 @@ local function subscribe_declaration()
     } },
     handler = function(ctx, params)
       local id = session_of(ctx)
-      local names = known(params.names)
+      local names = known(params.names, ctx.api_version)
       for _, name in ipairs(names) do
         local refusal = state.refusal(ctx, name, state.registry:notification(name).permission)
         if refusal then
@@ -444,7 +483,7 @@ local function subscribe_declaration()
       -- Who subscribed, for the notifications that only some may receive (notify.jobs.*).
       local a = ctx.auth
       local who = a and { user = a.user, admin = a.admin == true } or nil
-      return { names = subscribe(id, names, who) }
+      return { names = subscribe(id, names, who, ctx.api_version) }
     end,
   })
 end
@@ -465,7 +504,7 @@ local function unsubscribe_declaration()
       name = "no more load", params = { names = { "notify.system_load" } }, result = { names = {} },
     } },
     handler = function(ctx, params)
-      return { names = unsubscribe(session_of(ctx), known(params.names)) }
+      return { names = unsubscribe(session_of(ctx), known(params.names, ctx.api_version)) }
     end,
   })
 end
@@ -486,8 +525,8 @@ function M.reset(registry, opts)
     end
   end
   state = {
-    registry = registry, events = opts.events, refusal = opts.refusal,
-    by_session = {}, by_name = {}, who = {}, mounts_names = mounts_names, mounts = nil,
+    registry = registry, events = opts.events, refusal = opts.refusal, versions = opts.versions,
+    by_session = {}, by_name = {}, who = {}, version = {}, mounts_names = mounts_names, mounts = nil,
   }
 end
 

@@ -98,15 +98,17 @@ local function notification_of(d)
   }
 end
 
--- `info` = { version =, api_version =, lua_api_level = }.
-function M.document(registry, info)
+-- The document of `method_list` and `notification_list` (declarations, as one API version
+-- sees them: sandbox/versions.lua), sorted by name. `info` = { version =, api_version =,
+-- api_versions =, lua_api_level = }.
+function M.document(method_list, notification_list, info)
   local methods = json.array()
-  for i, name in ipairs(registry:names()) do
-    methods[i] = method_of(registry:get(name))
+  for i, d in ipairs(method_list) do
+    methods[i] = method_of(d)
   end
   local notifications = json.array()
-  for i, name in ipairs(registry:notification_names()) do
-    notifications[i] = notification_of(registry:notification(name))
+  for i, d in ipairs(notification_list) do
+    notifications[i] = notification_of(d)
   end
   local components = { errors = {} }
   for _, kind in ipairs(errors.kinds) do
@@ -119,6 +121,9 @@ function M.document(registry, info)
       version = info.version,
       description = DESCRIPTION,
       ["x-api-version"] = info.api_version,
+      -- Every version the agent serves, oldest first: a client of another one asks for its
+      -- own document with the Exosphere-Agent-Version header.
+      ["x-api-versions"] = json.array({ table.unpack(info.api_versions or { info.api_version }) }),
       ["x-lua-api-level"] = info.lua_api_level,
     },
     methods = methods,

@@ -20,12 +20,15 @@ if [ "$(id -u)" -eq 0 ]; then
         install -m 0644 packaging/pam/exosphere-guest-agent.debian /etc/pam.d/exosphere-guest-agent
     if ! runuser -u exosphere-guest-agent -- test -r "$top/methods/agent.lua"; then
         # A clone the worker's user cannot reach (under /root): serve a copy of the methods.
-        rm -rf run/methods && cp -r methods run/methods && chmod -R a+rX run/methods
+        rm -rf run/methods run/api-versions && cp -r methods run/methods && cp -r api-versions run/api-versions &&
+            chmod -R a+rX run/methods run/api-versions
         methods_dir=$top/run/methods
-        echo "try.sh: $top is not readable by exosphere-guest-agent; serving a copy of methods/ from run/methods" >&2
+        api_versions_dir=$top/run/api-versions
+        echo "try.sh: $top is not readable by exosphere-guest-agent; serving a copy of methods/ and api-versions/ from run/" >&2
     fi
 fi
 methods_dir=${methods_dir:-$top/methods}
+api_versions_dir=${api_versions_dir:-$top/api-versions}
 cat >run/agent.conf <<CONF
 # Written by scripts/try.sh: the agent on loopback only, state kept in run/.
 [server]
@@ -35,6 +38,7 @@ state_dir = $top/run/state
 
 [methods]
 dirs = $methods_dir
+api_versions_dir = $api_versions_dir
 CONF
 cat <<MSG
 

@@ -35,7 +35,7 @@ describe("the OpenRPC document", function()
       assert.equal("1.3.2", doc.openrpc)
       assert.same({
         title = "Exosphere Guest Agent", version = "0.1.0", description = doc.info.description,
-        ["x-api-version"] = "2026-12-01", ["x-lua-api-level"] = 2,
+        ["x-api-version"] = "2027-01-15", ["x-api-versions"] = { "2026-12-01", "2027-01-15" }, ["x-lua-api-level"] = 2,
       }, doc.info)
       assert.is_string(doc.info.description)
       assert.same({ code = -32003, message = "Not found" }, doc.components.errors.NotFound)
@@ -46,8 +46,8 @@ describe("the OpenRPC document", function()
       for i, m in ipairs(doc.methods) do
         names[i] = m.name
       end
-      assert.same({ "agent.info", "jobs.cancel", "jobs.get", "jobs.list", "mounts.list", "mounts.mount_cephfs", "mounts.mount_device", "mounts.unmount",
-                    "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "rpc.discover", "system_load.current", "system_load.historical" }, names)
+      assert.same({ "agent.info", "jobs.cancel", "jobs.get", "jobs.list", "mounts.get", "mounts.list", "mounts.mount_cephfs", "mounts.mount_device", "mounts.unmount",
+                    "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "rpc.discover", "rpc.hello", "system_load.current", "system_load.historical" }, names)
     end)
 
     it("gives each method the required fields", function()

@@ -30,7 +30,7 @@ describe("operator methods", function()
     assert.same({}, k.summary.skipped)
     assert.equal("site.a", k:call_ok("site.a"))
     assert.equal("site.b", k:call_ok("site.b"))
-    assert.equal(16, k.summary.methods) -- 14 shipped (the host's 7 included) and 2 here
+    assert.equal(18, k.summary.methods) -- 16 shipped (the host's 8 included) and 2 here
   end)
 
   describe("that take a shipped method's name", function()
@@ -55,7 +55,7 @@ describe("operator methods", function()
       local k = kit.new({ files = { shipped }, operator_files = { op }, allow_override = true })
       assert.same({}, k.summary.skipped)
       assert.equal("operator", k:call_ok("demo.shared"))
-      assert.equal(8, k.summary.methods) -- and the host's 7
+      assert.equal(9, k.summary.methods) -- and the host's 8
       assert.equal(1, #k:logged("warn", ("operator method file %s overrides method 'demo.shared' of %s"):format(op, shipped)))
     end)
 

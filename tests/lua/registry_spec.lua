@@ -35,7 +35,7 @@ describe("loading method files", function()
       ["broken.lua"] = "return method {\n  name = = 'x',\n}\n",
     })
     local k = kit.new({ dirs = { dir } })
-    assert.equal(8, k.summary.methods) -- demo.good, rpc.discover, notifications.* and jobs.*
+    assert.equal(9, k.summary.methods) -- demo.good, rpc.discover, rpc.hello, notifications.* and jobs.*
     assert.equal(1, #k.summary.skipped)
     assert.equal(dir .. "/broken.lua", k.summary.skipped[1].file)
     assert.matches("^" .. (dir .. "/broken.lua:2: "):gsub("%p", "%%%0"), k.summary.skipped[1].error)
@@ -49,7 +49,7 @@ describe("loading method files", function()
     local first = tmp.dir({ ["b.lua"] = method_file("demo.b"), ["a.lua"] = method_file("demo.a") })
     local second = tmp.dir({ ["0.lua"] = method_file("demo.a", 2) })
     local k = kit.new({ dirs = { first, second } })
-    assert.same({ "demo.a", "demo.b", "jobs.cancel", "jobs.get", "jobs.list", "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "rpc.discover" }, names(k))
+    assert.same({ "demo.a", "demo.b", "jobs.cancel", "jobs.get", "jobs.list", "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "rpc.discover", "rpc.hello" }, names(k))
     assert.same({ true, 1 }, { k:call("demo.a") })
     assert.equal(second .. "/0.lua:2: method 'demo.a' is already defined in " .. first .. "/a.lua",
       k.summary.skipped[1].error)
@@ -64,7 +64,7 @@ describe("loading method files", function()
       .. method_file("demo.x"):gsub("^return ", "") .. " }")
     local k = kit.new({ files = { path } })
     assert.matches("method 'demo.x' is already defined in " .. path, k.summary.skipped[1].error, 1, true)
-    assert.same({ "jobs.cancel", "jobs.get", "jobs.list", "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "rpc.discover" }, names(k))
+    assert.same({ "jobs.cancel", "jobs.get", "jobs.list", "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "rpc.discover", "rpc.hello" }, names(k))
   end)
 
   it("refuses to let a file take the host's own rpc.discover", function()
@@ -76,7 +76,7 @@ describe("loading method files", function()
   it("accepts a file returning an array of methods", function()
     local path = tmp.file("return { " .. method_file("demo.one"):gsub("^return ", "") .. ", "
       .. method_file("demo.two"):gsub("^return ", "") .. " }")
-    assert.same({ "demo.one", "demo.two", "jobs.cancel", "jobs.get", "jobs.list", "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "rpc.discover" }, names(kit.new({ files = { path } })))
+    assert.same({ "demo.one", "demo.two", "jobs.cancel", "jobs.get", "jobs.list", "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "rpc.discover", "rpc.hello" }, names(kit.new({ files = { path } })))
   end)
 
   local bad_files = {
@@ -116,15 +116,15 @@ describe("loading method files", function()
 
   it("warns about a missing directory and starts anyway", function()
     local k = kit.new({ dirs = { "/nonexistent/methods.d" } })
-    assert.equal(7, k.summary.methods) -- the host's own
+    assert.equal(8, k.summary.methods) -- the host's own
     assert.equal(1, #k:logged("warn", "method directory /nonexistent/methods.d not loaded"))
   end)
 
   it("replaces the previous methods on a new init", function()
     local k = kit.new({ files = { tmp.file(method_file("demo.old")) } })
-    assert.same({ "demo.old", "jobs.cancel", "jobs.get", "jobs.list", "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "rpc.discover" }, names(k))
+    assert.same({ "demo.old", "jobs.cancel", "jobs.get", "jobs.list", "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "rpc.discover", "rpc.hello" }, names(k))
     k = kit.new({ files = { tmp.file(method_file("demo.new")) } })
-    assert.same({ "demo.new", "jobs.cancel", "jobs.get", "jobs.list", "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "rpc.discover" }, names(k))
+    assert.same({ "demo.new", "jobs.cancel", "jobs.get", "jobs.list", "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "rpc.discover", "rpc.hello" }, names(k))
     assert.same(-32601, select(2, k:call("demo.old")).code)
   end)
 

@@ -83,6 +83,8 @@ export async function startAgent(opts = {}) {
   };
   const methods = {
     dirs: (opts.methodDirs || [join(repo, 'methods')]).map(readable).join(', '),
+    // The API versions shipped with the methods (api-versions/), as the packages install them.
+    api_versions_dir: readable(join(repo, 'api-versions')),
     // The machine's own operator methods (/etc/...) are no part of a test.
     operator_dir: '""',
     ...(opts.methods || {}),

@@ -49,6 +49,8 @@ function M.reset()
   -- WebSocket sessions (the transport's side): sent[id] = { text, ... } of what session_send
   -- delivered; a session listed in closed_sessions is gone (session_send answers false).
   M.sent, M.closed_sessions = {}, {}
+  -- session_versions[id]: what rpc.hello set with session_set_api_version.
+  M.session_versions = {}
   -- exo.events: how many times the host asked for a mounts baseline.
   M.snapshots = 0
   -- exo.jobs: job ids the host asked to run (in order, until kit:run_jobs runs them), the
@@ -335,6 +337,18 @@ function M.session_send(id, text)
   end
   M.sent[id] = M.sent[id] or {}
   table.insert(M.sent[id], text)
+  return true
+end
+
+-- rpc.hello's: keeps a session's API version (runtime/ws.c); false when the session is gone.
+function M.session_set_api_version(id, version)
+  if math.type(id) ~= "integer" or type(version) ~= "string" then
+    error("session_set_api_version: expected an integer session id and a string", 2)
+  end
+  if M.closed_sessions[id] then
+    return false
+  end
+  M.session_versions[id] = version
   return true
 end
 

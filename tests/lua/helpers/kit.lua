@@ -31,12 +31,16 @@ Kit.__index = Kit
 -- more than any method needs, few enough that a runaway loop fails in well under a second.
 M.INSTRUCTION_LIMIT = 50000000
 
+-- The repository's api-versions/ (busted runs from the repository's top).
+M.API_VERSIONS_DIR = "api-versions"
+
 -- opts: files = { paths }, dirs = { paths } (shipped methods); operator_files = { paths },
 -- operator_dirs = { paths }, operator_capabilities = { names }, allow_override = bool (the
 -- operator's, as the [methods] configuration gives them); instruction_limit = n (per call,
 -- like [methods] call_instruction_limit); dev = false to test production behaviour;
 -- public_methods/user_methods/admin_methods = { names } (the [auth] overrides); auth_module =
--- a stand-in for the runtime's exo.auth (without one, no authenticate.* methods are loaded).
+-- a stand-in for the runtime's exo.auth (without one, no authenticate.* methods are loaded);
+-- api_versions_dir = a directory of API version files (default: the repository's; false: none).
 function M.new(opts)
   opts = opts or {}
   setup.core.reset()
@@ -46,6 +50,8 @@ function M.new(opts)
     dev = opts.dev ~= false,
     method_dirs = opts.dirs or {},
     method_files = opts.files or {},
+    -- The shipped API versions (api-versions/), unless a spec brings its own or none (false).
+    api_versions_dir = opts.api_versions_dir ~= false and (opts.api_versions_dir or M.API_VERSIONS_DIR) or nil,
     operator_dirs = opts.operator_dirs,
     operator_files = opts.operator_files,
     operator_capabilities = opts.operator_capabilities,

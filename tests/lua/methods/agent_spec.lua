@@ -14,8 +14,8 @@ describe("agent.info", function()
     k.core.started, k.core.unix_time = 1764000000, 1764000123
     local ok, text = k:rpc_text("agent.info", {})
     assert.is_true(ok)
-    assert.equal('{"api_versions":["2026-12-01"],"current_api_version":"2026-12-01","hostname":"exo-vm-1",'
-      .. '"lua_api_level":2,"methods":{"loaded":8,"skipped":[]},"started":1764000000,"uptime":123,'
+    assert.equal('{"api_versions":["2026-12-01","2027-01-15"],"current_api_version":"2027-01-15","hostname":"exo-vm-1",'
+      .. '"lua_api_level":2,"methods":{"loaded":9,"skipped":[]},"started":1764000000,"uptime":123,'
       .. '"version":"0.1.0"}', text)
   end)
 
@@ -23,7 +23,7 @@ describe("agent.info", function()
     local broken = tmp.file("return method {")
     local k = kit.new({ files = { "methods/agent.lua", broken } })
     local result = k:call_ok("agent.info")
-    assert.equal(8, result.methods.loaded) -- agent.info and the host's 7
+    assert.equal(9, result.methods.loaded) -- agent.info and the host's 8
     assert.equal(1, #result.methods.skipped)
     assert.equal(broken, result.methods.skipped[1].file)
     assert.matches(broken .. ":1: ", result.methods.skipped[1].error, 1, true)

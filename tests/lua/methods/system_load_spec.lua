@@ -42,10 +42,10 @@ describe("system_load.current", function()
     end
   end
 
-  it("returns exactly the console line's shape, with null for a machine without GPUs", function()
+  it("returns exactly the console line's shape, with [] for a machine without GPUs", function()
     local ok, text = k:rpc_text("system_load.current", {})
     assert.is_true(ok)
-    assert.equal('{"cpuPctUsed":12,"epoch":1764072123,"gpuPctUsed":null,"memPctUsed":43,"rootfsPctUsed":74}', text)
+    assert.equal('{"cpuPctUsed":12,"epoch":1764072123,"gpuPctUsed":[],"memPctUsed":43,"rootfsPctUsed":74}', text)
     assert.same({}, k:logged("warn"))
   end)
 
@@ -75,9 +75,9 @@ describe("system_load.current", function()
     end, "nvidia-smi failed: EACCES: permission denied" },
   }
   for _, case in ipairs(failures) do
-    it("gives null and a warning when nvidia-smi " .. case[1], function()
+    it("gives [] and a warning when nvidia-smi " .. case[1], function()
       case[2]()
-      assert.equal(json.null, k:call_ok("system_load.current").gpuPctUsed)
+      assert.same({}, k:call_ok("system_load.current").gpuPctUsed)
       assert.equal(1, #k:logged("warn", case[3]))
     end)
   end
@@ -126,6 +126,13 @@ describe("system_load.current", function()
   end)
 end)
 
+-- nvidia-smi answering `stdout` in kit k.
+local function gpus_of(k, stdout)
+  k.core.programs["nvidia-smi"] = function()
+    return { exit = 0, stdout = stdout, stderr = "" }
+  end
+end
+
 describe("system_load.historical", function()
   local k
 
@@ -134,7 +141,7 @@ describe("system_load.historical", function()
     local list = {}
     for i = 1, 5 do
       list[i] = { epoch = 1764072000 + 60 * (i - 1), cpuPctUsed = i, memPctUsed = 20 + i, rootfsPctUsed = 35,
-                  gpuPctUsed = i == 3 and { 5, 97 } or json.null }
+                  gpuPctUsed = i == 3 and { 5, 97 } or {} }
     end
     return list
   end
@@ -157,31 +164,31 @@ describe("system_load.historical", function()
   it("returns every sample, oldest first, each in the console line's shape", function()
     local ok, text = k:rpc_text("system_load.historical", {})
     assert.is_true(ok)
-    assert.equal('[{"cpuPctUsed":1,"epoch":1764072000,"gpuPctUsed":null,"memPctUsed":21,"rootfsPctUsed":35},'
-      .. '{"cpuPctUsed":2,"epoch":1764072060,"gpuPctUsed":null,"memPctUsed":22,"rootfsPctUsed":35},'
+    assert.equal('[{"cpuPctUsed":1,"epoch":1764072000,"gpuPctUsed":[],"memPctUsed":21,"rootfsPctUsed":35},'
+      .. '{"cpuPctUsed":2,"epoch":1764072060,"gpuPctUsed":[],"memPctUsed":22,"rootfsPctUsed":35},'
       .. '{"cpuPctUsed":3,"epoch":1764072120,"gpuPctUsed":[5,97],"memPctUsed":23,"rootfsPctUsed":35},'
-      .. '{"cpuPctUsed":4,"epoch":1764072180,"gpuPctUsed":null,"memPctUsed":24,"rootfsPctUsed":35},'
-      .. '{"cpuPctUsed":5,"epoch":1764072240,"gpuPctUsed":null,"memPctUsed":25,"rootfsPctUsed":35}]', text)
+      .. '{"cpuPctUsed":4,"epoch":1764072180,"gpuPctUsed":[],"memPctUsed":24,"rootfsPctUsed":35},'
+      .. '{"cpuPctUsed":5,"epoch":1764072240,"gpuPctUsed":[],"memPctUsed":25,"rootfsPctUsed":35}]', text)
   end)
 
-  it("keeps since and until inclusive", function()
+  it("keeps from and to inclusive", function()
     assert.same({ 1764072060, 1764072120, 1764072180 },
-      epochs(k:call_ok("system_load.historical", { since = 1764072060, ["until"] = 1764072180 })))
-    assert.same({ 1764072180, 1764072240 }, epochs(k:call_ok("system_load.historical", { since = 1764072170 })))
-    assert.same({ 1764072000 }, epochs(k:call_ok("system_load.historical", { ["until"] = 1764072000 })))
+      epochs(k:call_ok("system_load.historical", { from = 1764072060, to = 1764072180 })))
+    assert.same({ 1764072180, 1764072240 }, epochs(k:call_ok("system_load.historical", { from = 1764072170 })))
+    assert.same({ 1764072000 }, epochs(k:call_ok("system_load.historical", { to = 1764072000 })))
     assert.same({ 1764072120 },
-      epochs(k:call_ok("system_load.historical", { since = 1764072120, ["until"] = 1764072120 })))
+      epochs(k:call_ok("system_load.historical", { from = 1764072120, to = 1764072120 })))
   end)
 
   it("keeps the newest samples of the range within limit", function()
     assert.same({ 1764072240 }, epochs(k:call_ok("system_load.historical", { limit = 1 })))
     assert.same({ 1764072120, 1764072180 },
-      epochs(k:call_ok("system_load.historical", { ["until"] = 1764072180, limit = 2 })))
+      epochs(k:call_ok("system_load.historical", { to = 1764072180, limit = 2 })))
     assert.same({ 1764072000, 1764072060, 1764072120, 1764072180, 1764072240 },
       epochs(k:call_ok("system_load.historical", { limit = 10080 })))
   end)
 
-  it("takes positional params in the order since, until, limit", function()
+  it("takes positional params in the order from, to, limit", function()
     assert.same({ 1764072180 }, epochs(k:call_ok("system_load.historical", json.array({ 1764072060, 1764072180, 1 }))))
   end)
 
@@ -190,24 +197,25 @@ describe("system_load.historical", function()
     local ok, text = k:rpc_text("system_load.historical", {})
     assert.same({ true, "[]" }, { ok, text })
     k.load.samples = samples()
-    ok, text = k:rpc_text("system_load.historical", { since = 1764080000 })
+    ok, text = k:rpc_text("system_load.historical", { from = 1764080000 })
     assert.same({ true, "[]" }, { ok, text })
   end)
 
-  it("refuses until before since, with a clear message", function()
-    local ok, err = k:call("system_load.historical", { since = 1764072120, ["until"] = 1764072060 })
+  it("refuses to before from, with a clear message", function()
+    local ok, err = k:call("system_load.historical", { from = 1764072120, to = 1764072060 })
     assert.is_false(ok)
     assert.same({ code = -32602, message = "Invalid params",
-                  data = { path = "params.until", reason = "is 1764072060, before since (1764072120)" } }, err)
+                  data = { path = "params.to", reason = "is 1764072060, before from (1764072120)" } }, err)
     assert.equal(0, k.load.calls)
   end)
 
   local bad = {
     { { limit = 0 }, "params.limit" },
     { { limit = 10081 }, "params.limit" },
-    { { since = -1 }, "params.since" },
-    { { since = 1.5 }, "params.since" },
-    { { ["until"] = "now" }, "params.until" },
+    { { from = -1 }, "params.from" },
+    { { from = 1.5 }, "params.from" },
+    { { to = "now" }, "params.to" },
+    { { since = 1 }, "params.since" }, -- the 2026-12-01 name: unknown to the current version
     { { later = 1 }, "params.later" },
   }
   for _, case in ipairs(bad) do
@@ -282,11 +290,93 @@ describe("notify.system_load", function()
     end
     assert.same({ names = { "notify.system_load" } },
       k:call_ok("notifications.subscribe", { names = { "notify.system_load" } }, { session = 3, auth = kit.USER }))
-    -- The sample as runtime/events.c pushes it: gpuPctUsed null without a GPU.
+    -- The sample as runtime/l_load.c pushes it: gpuPctUsed [] without a GPU.
     local sample = k:call_ok("system_load.current")
     assert.equal(1, k.host.emit("notify.system_load", sample))
     local v = json.decode(k.core.sent[3][1])
     assert.equal("notify.system_load", v.method)
-    assert.same({ epoch = 1764072000, cpuPctUsed = 0, memPctUsed = 43, rootfsPctUsed = 74, gpuPctUsed = json.null }, v.params)
+    assert.same({ epoch = 1764072000, cpuPctUsed = 0, memPctUsed = 43, rootfsPctUsed = 74, gpuPctUsed = {} }, v.params)
+  end)
+
+  it("reaches a session of API version 2026-12-01 with null for no GPU, and the current one with []", function()
+    local k = kit.new({ files = { "methods/system_load.lua" } })
+    k.core.files["/proc/meminfo"] = meminfo(16000000, 9120000)
+    k.core.statfs_results["/"] = fs(10000000, 3000000, 2500000)
+    k:call_ok("notifications.subscribe", { names = { "notify.system_load" } },
+      { session = 3, auth = kit.USER, api_version = "2026-12-01" })
+    k:call_ok("notifications.subscribe", { names = { "notify.system_load" } }, { session = 4, auth = kit.USER })
+    local sample = k:call_ok("system_load.current")
+    assert.equal(2, k.host.emit("notify.system_load", sample))
+    assert.equal(json.null, json.decode(k.core.sent[3][1]).params.gpuPctUsed)
+    assert.same({}, json.decode(k.core.sent[4][1]).params.gpuPctUsed)
+    -- The shim copies: the sample itself is unchanged for the next subscriber.
+    assert.same({}, sample.gpuPctUsed)
+    gpus_of(k, "5\n")
+    assert.equal(2, k.host.emit("notify.system_load", k:call_ok("system_load.current")))
+    assert.same({ 5 }, json.decode(k.core.sent[3][2]).params.gpuPctUsed)
+    assert.same({ 5 }, json.decode(k.core.sent[4][2]).params.gpuPctUsed)
+  end)
+end)
+
+describe("system_load under API version 2026-12-01", function()
+  local OLD = { api_version = "2026-12-01" }
+  local k
+  before_each(function()
+    k = kit.new({ files = { "methods/system_load.lua" } })
+    k.core.files["/proc/meminfo"] = meminfo(16000000, 9120000)
+    k.core.statfs_results["/"] = fs(10000000, 3000000, 2500000)
+    k.load.samples = {
+      { epoch = 1764072000, cpuPctUsed = 1, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = {} },
+      { epoch = 1764072060, cpuPctUsed = 2, memPctUsed = 22, rootfsPctUsed = 35, gpuPctUsed = { 5, 97 } },
+      { epoch = 1764072120, cpuPctUsed = 3, memPctUsed = 23, rootfsPctUsed = 35, gpuPctUsed = {} },
+    }
+  end)
+  after_each(setup.restore_string_metatable)
+
+  it("system_load.current gives null without a GPU, and the list with one", function()
+    local ok, text = k:rpc_text("system_load.current", {}, OLD)
+    assert.is_true(ok)
+    assert.equal('{"cpuPctUsed":0,"epoch":1764072000,"gpuPctUsed":null,"memPctUsed":43,"rootfsPctUsed":74}', text)
+    gpus_of(k, "5\n97\n")
+    assert.same({ 5, 97 }, k:call_ok("system_load.current", {}, OLD).gpuPctUsed)
+  end)
+
+  it("system_load.historical takes since and until, by name and by position, and gives null", function()
+    local ok, text = k:rpc_text("system_load.historical", { since = 1764072060, ["until"] = 1764072120 }, OLD)
+    assert.is_true(ok)
+    assert.equal('[{"cpuPctUsed":2,"epoch":1764072060,"gpuPctUsed":[5,97],"memPctUsed":22,"rootfsPctUsed":35},'
+      .. '{"cpuPctUsed":3,"epoch":1764072120,"gpuPctUsed":null,"memPctUsed":23,"rootfsPctUsed":35}]', text)
+    local r = k:call_ok("system_load.historical", json.array({ 1764072000, 1764072000, 1 }), OLD)
+    assert.same({ { epoch = 1764072000, cpuPctUsed = 1, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = json.null } }, r)
+  end)
+
+  it("system_load.historical refuses the current version's names, naming them", function()
+    local ok, err = k:call("system_load.historical", { from = 1 }, OLD)
+    assert.same({ false, -32602, "params.from", "is not a parameter of this method" },
+      { ok, err.code, err.data.path, err.data.reason })
+  end)
+
+  it("an error that names a renamed param names the older one", function()
+    local ok, err = k:call("system_load.historical", { since = 1764072120, ["until"] = 1764072060 }, OLD)
+    assert.is_false(ok)
+    assert.same({ code = -32602, message = "Invalid params",
+                  data = { path = "params.until", reason = "is 1764072060, before since (1764072120)" } }, err)
+    assert.equal(0, k.load.calls)
+  end)
+
+  it("the document shows the older params, result and examples", function()
+    local doc = k.host.discover("2026-12-01")
+    assert.equal("2026-12-01", doc.info["x-api-version"])
+    for _, m in ipairs(doc.methods) do
+      if m.name == "system_load.historical" then
+        assert.same({ "since", "until", "limit" }, { m.params[1].name, m.params[2].name, m.params[3].name })
+        assert.same({ { name = "since", value = 1764071880 } }, m.examples[1].params)
+        assert.equal(json.null, m.examples[1].result.value[1].gpuPctUsed)
+      elseif m.name == "system_load.current" then
+        assert.same({ "array", "null" }, { m.result.schema.properties.gpuPctUsed.oneOf[1].type,
+                                           m.result.schema.properties.gpuPctUsed.oneOf[2].type })
+      end
+    end
+    assert.same(doc, k:call_ok("rpc.discover", {}, OLD))
   end)
 end)

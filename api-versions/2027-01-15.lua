@@ -1,0 +1,127 @@
+-- API version 2027-01-15: what changed from 2026-12-01, and how clients of 2026-12-01 keep
+-- seeing what they were written for (docs/compatibility.md).
+--
+-- `before` is the older contract, frozen: the schemas and examples of 2026-12-01 for what this
+-- version changed. The functions translate between the two: `request` takes a 2026-12-01
+-- request up to this version, `result`, `error` and `notification` take this version's
+-- answers down to 2026-12-01. They never change the tables they are given (a notification's
+-- params are shared by every subscriber), and run under the calling client's budgets.
+
+local Percent = T.integer({ min = 0, max = 100 })
+
+-- A load sample as 2026-12-01 has it: gpuPctUsed is null without a GPU.
+local Load = T.object({
+  epoch = T.integer({ min = 0 }):describe("When the sample was taken, in Unix seconds"),
+  cpuPctUsed = Percent:describe("CPU busy share over the latest sampling window of /proc/stat"),
+  memPctUsed = Percent:describe("Memory in use: 100 - MemAvailable / MemTotal * 100, rounded"),
+  rootfsPctUsed = Percent:describe("Used share of the root file system, as df shows it"),
+  gpuPctUsed = T.nullable(T.array(Percent))
+    :describe("Utilisation of each NVIDIA GPU, or null when there is none"),
+})
+
+local function copy(t)
+  local out = {}
+  for k, v in pairs(t) do
+    out[k] = v
+  end
+  return out
+end
+
+-- A sample of this version as 2026-12-01 has it: [] becomes null.
+local function load_down(sample)
+  local out = copy(sample)
+  if type(out.gpuPctUsed) == "table" and #out.gpuPctUsed == 0 then
+    out.gpuPctUsed = json.null
+  end
+  return out
+end
+
+local NO_GPU = { epoch = 1764072000, cpuPctUsed = 3, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = json.null }
+
+return {
+  version = "2027-01-15",
+  summary = "system_load.historical takes from/to; gpuPctUsed is always a list; mounts.get",
+  changes = {
+    { method = "system_load.historical", kind = "renamed_param",
+      description = "The params since and until are now from and to (until is a reserved word in "
+        .. "Lua, and since is also the name of a method's version field)." },
+    { method = "system_load.current", kind = "result_changed",
+      description = "gpuPctUsed is [] on an instance without a GPU; it was null. A client no longer "
+        .. "needs a special case for null." },
+    { method = "system_load.historical", kind = "result_changed",
+      description = "gpuPctUsed of each sample is [] without a GPU; it was null." },
+    { notification = "notify.system_load", kind = "notification_changed",
+      description = "gpuPctUsed is [] without a GPU; it was null." },
+    { method = "mounts.get", kind = "added",
+      description = "One mount by its mountpoint, the Mount object mounts.list gives." },
+  },
+
+  before = {
+    ["system_load.current"] = {
+      result = Load,
+      examples = {
+        { name = "an instance with two GPUs", params = {},
+          result = { epoch = 1764072000, cpuPctUsed = 12, memPctUsed = 43, rootfsPctUsed = 67, gpuPctUsed = { 5, 97 } } },
+        { name = "an instance without a GPU", params = {}, result = NO_GPU },
+      },
+    },
+    ["system_load.historical"] = {
+      param_order = { "since", "until", "limit" },
+      params = T.object({
+        since = T.integer({ min = 0 }):optional():describe("The earliest epoch to return, in Unix seconds (inclusive)"),
+        ["until"] = T.integer({ min = 0 }):optional():describe("The latest epoch to return, in Unix seconds (inclusive)"),
+        limit = T.integer({ min = 1, max = 10080 }):optional()
+          :describe("At most this many samples, the newest in the range (default and most: 10080)"),
+      }),
+      result = T.array(Load),
+      examples = {
+        { name = "the last three minutes", params = { since = 1764071880 },
+          result = {
+            { epoch = 1764071880, cpuPctUsed = 4, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = json.null },
+            { epoch = 1764071940, cpuPctUsed = 97, memPctUsed = 22, rootfsPctUsed = 35, gpuPctUsed = json.null },
+            NO_GPU,
+          } },
+        { name = "the newest sample of an instance with a GPU", params = { limit = 1 },
+          result = { { epoch = 1764072000, cpuPctUsed = 12, memPctUsed = 43, rootfsPctUsed = 67, gpuPctUsed = { 5 } } } },
+      },
+    },
+    ["notify.system_load"] = {
+      params = Load,
+      examples = { { name = "an instance without a GPU", params = NO_GPU } },
+    },
+  },
+
+  request = {
+    ["system_load.historical"] = function(params)
+      return { from = params.since, to = params["until"], limit = params.limit }
+    end,
+  },
+
+  result = {
+    ["system_load.current"] = load_down,
+    ["system_load.historical"] = function(samples)
+      local out = json.array()
+      for i, s in ipairs(samples) do
+        out[i] = load_down(s)
+      end
+      return out
+    end,
+  },
+
+  -- The one error that names a renamed param: "params.to ... before from" is, for a client of
+  -- 2026-12-01, "params.until ... before since".
+  error = {
+    ["system_load.historical"] = function(err)
+      local data = err.data
+      if err.code ~= -32602 or type(data) ~= "table" or data.path ~= "params.to" then
+        return err
+      end
+      local reason = type(data.reason) == "string" and data.reason:gsub("before from", "before since") or data.reason
+      return { code = err.code, message = err.message, data = { path = "params.until", reason = reason } }
+    end,
+  },
+
+  notification = {
+    ["notify.system_load"] = load_down,
+  },
+}
