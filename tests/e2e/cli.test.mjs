@@ -81,8 +81,8 @@ describe('CLI without an agent', () => {
     const doc = JSON.parse(r.stdout);
     assert.equal(doc.openrpc, '1.3.2');
     assert.deepEqual(doc.methods.map((m) => m.name).sort(), ['agent.info', 'authenticate.login', 'authenticate.logout', 'authenticate.me', 'authenticate.token',
-      'jobs.cancel', 'jobs.get', 'jobs.list', 'mounts.list', 'mounts.mount_cephfs', 'mounts.mount_device', 'mounts.unmount', 'notifications.list', 'notifications.subscribe',
-      'notifications.unsubscribe', 'rpc.discover', 'system_load.current', 'system_load.historical']);
+      'jobs.cancel', 'jobs.get', 'jobs.list', 'mounts.get', 'mounts.list', 'mounts.mount_cephfs', 'mounts.mount_device', 'mounts.unmount', 'notifications.list',
+      'notifications.subscribe', 'notifications.unsubscribe', 'rpc.discover', 'rpc.hello', 'system_load.current', 'system_load.historical']);
     assert.deepEqual(doc['x-notifications'].map((n) => n.name),
       ['notify.jobs.done', 'notify.jobs.progress', 'notify.mounts.changed', 'notify.mounts.mounted', 'notify.mounts.unmounted',
         'notify.system_load']);
@@ -163,7 +163,7 @@ describe('CLI against a running agent', () => {
     const r = await agentCli('call', 'agent.info', '--socket', agent.sock);
     assert.equal(r.code, 0, r.stderr);
     const info = JSON.parse(r.stdout);
-    assert.equal(info.current_api_version, '2026-12-01');
+    assert.equal(info.current_api_version, '2027-01-15');
     assert.equal(r.stderr, '');
   });
 

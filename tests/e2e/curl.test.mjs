@@ -56,7 +56,7 @@ describe('curl', () => {
     assert.equal(r.status, 200);
     const info = JSON.parse(r.body);
     assert.equal(info.id, 1);
-    assert.equal(info.result.current_api_version, '2026-12-01');
+    assert.equal(info.result.current_api_version, '2027-01-15');
     const { name, password } = ACCOUNTS.admin;
     r = await curl('--cacert', cacert, '-u', `${name}:${password}`, '-X', 'POST', `${base}/auth`);
     assert.equal(r.status, 200, r.body);

@@ -34,9 +34,8 @@ describe('system_load.current', () => {
     for (const k of ['cpuPctUsed', 'memPctUsed', 'rootfsPctUsed']) {
       assert.ok(load[k] >= 0 && load[k] <= 100, `${k} = ${load[k]}`);
     }
-    if (load.gpuPctUsed !== null) {
-      assert.ok(Array.isArray(load.gpuPctUsed) && load.gpuPctUsed.every((g) => Number.isInteger(g) && g >= 0 && g <= 100));
-    }
+    // Since API version 2027-01-15 a list, empty without a GPU (null for 2026-12-01 clients).
+    assert.ok(Array.isArray(load.gpuPctUsed) && load.gpuPctUsed.every((g) => Number.isInteger(g) && g >= 0 && g <= 100));
   });
 
   it('the percentages are sent as integers in the JSON text', async () => {
@@ -105,8 +104,10 @@ describe('system_load history and the console load line', () => {
     sections: { console: { device: consoleFile, status_line: 'false' }, system_load: { interval: '1s', console_line: 'true', ...extra } },
   });
 
-  async function historical(agent, params = {}) {
-    const r = await rpc(agent, { jsonrpc: '2.0', id: 1, method: 'system_load.historical', params }, { socketPath: agent.sock });
+  // The samples, as a client of API version `version` (default: the current one) gets them.
+  async function historical(agent, params = {}, version) {
+    const headers = version ? { 'Exosphere-Agent-Version': version } : {};
+    const r = await rpc(agent, { jsonrpc: '2.0', id: 1, method: 'system_load.historical', params }, { socketPath: agent.sock, headers });
     assert.equal(r.status, 200);
     const v = r.json();
     assert.equal(v.error, undefined, r.body);
@@ -131,24 +132,34 @@ describe('system_load history and the console load line', () => {
       for (let i = 1; i < epochs.length; i++) assert.ok(epochs[i] > epochs[i - 1], `epochs ${epochs}`);
       const now = Math.floor(Date.now() / 1000);
       assert.ok(Math.abs(epochs.at(-1) - now) <= 3, `newest epoch ${epochs.at(-1)}, now ${now}`);
-      const samples = await historical(agent);
+      // The console line has 2026-12-01's shape (gpuPctUsed null without a GPU): a client of
+      // that version gets exactly the console's samples; the current version a list.
+      const samples = await historical(agent, {}, '2026-12-01');
       const byEpoch = new Map(samples.map((s) => [s.epoch, s]));
+      const current = new Map((await historical(agent)).map((s) => [s.epoch, s]));
       for (const l of lines) {
         const v = JSON.parse(l);
         assert.deepEqual(byEpoch.get(v.epoch), v, `historical lacks the console sample ${l}`);
+        assert.deepEqual(current.get(v.epoch), { ...v, gpuPctUsed: v.gpuPctUsed ?? [] }, l);
       }
       // The file is the monitor's: root's, private.
       const st = statSync(history);
       assert.equal(st.uid, 0);
       assert.equal(st.mode & 0o777, 0o600);
       assert.match(readFileSync(history, 'utf8'), /^(\d+ \d+ \d+ \d+ (-|\d+(,\d+)*)\n)+$/);
-      // since, until and limit.
+      // from, to and limit; since and until for 2026-12-01, whose error names its own params.
       const [a, b] = [epochs[0], epochs[1]];
-      assert.deepEqual((await historical(agent, { since: a, until: b })).map((s) => s.epoch), [a, b]);
+      assert.deepEqual((await historical(agent, { from: a, to: b })).map((s) => s.epoch), [a, b]);
+      assert.deepEqual((await historical(agent, { since: a, until: b }, '2026-12-01')).map((s) => s.epoch), [a, b]);
       assert.equal((await historical(agent, { limit: 1 })).length, 1);
-      const bad = await rpc(agent, { jsonrpc: '2.0', id: 1, method: 'system_load.historical', params: { since: b, until: a } }, { socketPath: agent.sock });
-      assert.equal(bad.json().error.code, -32602);
-      assert.equal(bad.json().error.data.path, 'params.until');
+      const ask = (params, version) => rpc(agent, { jsonrpc: '2.0', id: 1, method: 'system_load.historical', params },
+        { socketPath: agent.sock, headers: version ? { 'Exosphere-Agent-Version': version } : {} });
+      let bad = await ask({ from: b, to: a });
+      assert.deepEqual(bad.json().error, { code: -32602, message: 'Invalid params', data: { path: 'params.to', reason: `is ${a}, before from (${b})` } });
+      bad = await ask({ since: b, until: a }, '2026-12-01');
+      assert.deepEqual(bad.json().error, { code: -32602, message: 'Invalid params', data: { path: 'params.until', reason: `is ${a}, before since (${b})` } });
+      bad = await ask({ since: a });
+      assert.equal(bad.json().error.data.path, 'params.since');
     } finally {
       await agent.close();
       rmSync(dir, { recursive: true, force: true });
@@ -169,7 +180,9 @@ describe('system_load history and the console load line', () => {
       await waitForLog(agent, /load-history: skipped 2 damaged lines of 602/);
       const seeded = await waitFor(async () => { const s = await historical(agent); return s.length >= 601 && s; }, 5000 * slow, 'the seeded history');
       assert.deepEqual(seeded[0], { epoch: t0, cpuPctUsed: 0, memPctUsed: 50, rootfsPctUsed: 40, gpuPctUsed: [7, 8] });
-      assert.deepEqual(seeded[599], { epoch: t0 + 599, cpuPctUsed: 599 % 101, memPctUsed: 50, rootfsPctUsed: 40, gpuPctUsed: null });
+      assert.deepEqual(seeded[599], { epoch: t0 + 599, cpuPctUsed: 599 % 101, memPctUsed: 50, rootfsPctUsed: 40, gpuPctUsed: [] });
+      const old = await historical(agent, { since: t0 + 599, until: t0 + 599 }, '2026-12-01');
+      assert.deepEqual(old, [{ epoch: t0 + 599, cpuPctUsed: 599 % 101, memPctUsed: 50, rootfsPctUsed: 40, gpuPctUsed: null }]);
       await waitFor(() => loadLines(consoleFile).length >= 2, 5000 * slow, 'new samples');
       const before = (await historical(agent)).map((s) => s.epoch);
 

@@ -25,7 +25,7 @@ describe('Unix socket', () => {
     const b = await rpc(agent, [{ jsonrpc: '2.0', id: 'a', method: 'agent.info' }, { jsonrpc: '2.0', id: 'b', method: 'nope' }],
       { socketPath: agent.sock });
     const [x, y] = b.json();
-    assert.equal(x.result.current_api_version, '2026-12-01');
+    assert.equal(x.result.current_api_version, '2027-01-15');
     assert.equal(y.error.code, -32601);
   });
 

@@ -104,6 +104,7 @@ static void test_defaults(void)
     CHECK(c.cors_max_age_ms == 600000);
     REQUIRE(c.method_dirs.n == 1);
     CHECK_STR(c.method_dirs.items[0], EXO_DEFAULT_METHODS_DIR);
+    CHECK_STR(c.api_versions_dir, EXO_DEFAULT_API_VERSIONS_DIR);
     CHECK(c.cpu_sample_interval_ms == 2000);
     CHECK_STR(c.user, "exosphere-guest-agent");
     CHECK_STR(c.pam_service, "exosphere-guest-agent");
@@ -285,6 +286,10 @@ static void test_mounts(void)
               "agent.conf:2: [mounts] mount_timeout: 31m is out of range 1s..30m");
     CHECK_STR(parse_err("[mounts]\nmkfs_timeout = 9s\n"),
               "agent.conf:2: [mounts] mkfs_timeout: 9s is out of range 10s..2h");
+    CHECK_STR(parse_err("[methods]\napi_versions_dir = api-versions\n"),
+              "agent.conf:2: [methods] api_versions_dir: expected an absolute path or \"\" to "
+              "disable, got "
+              "'api-versions'");
     CHECK_STR(parse_err("[mounts]\nsecret_dir = cephfs\n"),
               "agent.conf:2: [mounts] secret_dir: expected an absolute path, got 'cephfs'");
 }
