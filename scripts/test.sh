@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # README command 2: installs what is missing, builds, and runs every test:
 #   format check, a Release build (-Werror), C unit tests + busted specs + fuzz corpus replay (ctest), end-to-end tests
-#   against the real daemon with real clients (curl, openssl, Node), browser tests (Chromium
+#   against the real daemon with real clients (curl, openssl, Node), the client contract tests
+#   (recorded exchanges of every API version, @open-rpc/test-coverage, a generated TypeScript
+#   client), browser tests (Chromium
 #   headless, directly and through nginx as Exosphere's proxy), then the same C tests and
 #   end-to-end tests again on an AddressSanitizer + UndefinedBehaviorSanitizer build, and the
 #   unit tests under valgrind.
@@ -63,6 +65,12 @@ scripts/deps.sh test || { echo "cannot install dependencies"; echo "0 passed, 1 
 # The browser tests have their own package (playwright-core), so the e2e stage needs no browser.
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) >>"$logs/npm.log" 2>&1 ||
     { cat "$logs/npm.log"; echo "0 passed, 1 failed"; exit 1; }
+# The client contract tools (@open-rpc/test-coverage) and the typed TypeScript client
+# (typescript, json-schema-to-typescript) have packages of their own too.
+for p in tests/contract tests/client-ts; do
+    (cd "$p" && npm ci --no-audit --no-fund --loglevel=error) >>"$logs/npm.log" 2>&1 ||
+        { cat "$logs/npm.log"; echo "0 passed, 1 failed"; exit 1; }
+done
 
 note "format (clang-format --dry-run)"
 if clang-format --dry-run --Werror runtime/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c tests/tools/*.c \
@@ -97,6 +105,21 @@ if cmake -S . -B build -DEXO_WERROR=ON -DEXO_TESTS=ON -DCMAKE_BUILD_TYPE=RelWith
     grep -E '^not ok|^# (pass|fail)' "$logs/e2e.log" | head -40
     [ $rc -eq 0 ] || grep -B2 -A30 '^not ok' "$logs/e2e.log" | head -120
     count_node e2e "$logs/e2e.log" $rc
+    note "client contract: recorded exchanges of every API version, the OpenRPC reference tools, examples extraction"
+    (cd tests/contract && EXO_AGENT_BIN=$top/build/exosphere-guest-agent \
+        node --test --test-reporter=tap lib.test.mjs extract-examples.test.mjs replay.test.mjs reference.test.mjs) \
+        >"$logs/contract.log" 2>&1
+    rc=$?
+    grep -E '^ *not ok|^# (pass|fail)' "$logs/contract.log" | head -40
+    [ $rc -eq 0 ] || grep -B2 -A30 '^ *not ok' "$logs/contract.log" | head -120
+    count_node contract "$logs/contract.log" $rc
+    note "typed client: TypeScript generated from each version's OpenRPC document, compiled (tsc --strict), run against the agent"
+    EXO_AGENT_BIN=$top/build/exosphere-guest-agent \
+        node --test --test-reporter=tap tests/client-ts/client.test.mjs >"$logs/client-ts.log" 2>&1
+    rc=$?
+    grep -E '^ *not ok|^# (pass|fail)' "$logs/client-ts.log" | head -40
+    [ $rc -eq 0 ] || grep -B2 -A30 '^ *not ok' "$logs/client-ts.log" | head -120
+    count_node client-ts "$logs/client-ts.log" $rc
     note "browser: Chromium headless, directly (CORS) and through nginx as Exosphere's proxy"
     EXO_AGENT_BIN=$top/build/exosphere-guest-agent \
         node --test --test-reporter=tap --test-concurrency=1 tests/browser/ >"$logs/browser.log" 2>&1

@@ -18,7 +18,7 @@ import { mkdirSync, writeFileSync, readdirSync, rmSync, existsSync } from 'node:
 import { join } from 'node:path';
 import {
   startContractAgent, agentVersions, documentOf, examplesOf, exampleRequest, send, diskSafety,
-  volatileOf, stableJson, recordingsDir,
+  volatileOf, stableJson, recordingsDir, readRecordings, compare,
 } from './lib/contract.mjs';
 
 function usage(msg) {
@@ -59,16 +59,24 @@ try {
     const why = diskSafety(method.name, exampleRequest(method, example).params);
     if (why) throw new Error(`${method.name} / ${example.name}: refusing to call it here: ${why}`);
   }
-  // The current version is recorded anew: stale files of renamed examples go.
+  // The current version is recorded anew: stale files of renamed examples go. A recording
+  // whose answer still matches (volatile parts by type) is kept as it was, so that the diff of
+  // a re-recording shows only what changed.
+  const before = readRecordings(version);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   let n = 0;
   for (const { method, example, file } of examplesOf(doc)) {
     const req = exampleRequest(method, example);
     const response = await send(agent, version, method, req);
-    const rec = { example: example.name, request: req, response, volatile: volatileOf(method.name) };
+    let rec = { example: example.name, request: req, response, volatile: volatileOf(method.name) };
+    const old = before[file];
+    if (old && stableJson(old.request) === stableJson(req) && stableJson(old.volatile) === stableJson(rec.volatile) &&
+        old.example === rec.example && compare(old.response, response, rec.volatile).length === 0) {
+      rec = old;
+    }
     writeFileSync(join(dir, file), stableJson(rec));
-    console.log(`${file}: ${response.error ? `error ${response.error.code} ${response.error.message}` : 'result'}`);
+    console.log(`${file}: ${response.error ? `error ${response.error.code} ${response.error.message}` : 'result'}${rec === old ? ' (unchanged)' : ''}`);
     n++;
   }
   console.log(`record.mjs: ${n} recordings of ${version} in ${dir}`);
