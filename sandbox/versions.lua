@@ -31,12 +31,12 @@ local FILE_PATTERN = "^(%d%d%d%d%-%d%d%-%d%d)%.lua$"
 M.MAX_VERSIONS = 32
 
 local FILE_FIELDS = {
-  version = true, summary = true, changes = true, before = true,
+  version = true, summary = true, changes = true, before = true, removed = true,
   request = true, result = true, error = true, notification = true,
 }
 local SHIM_KINDS = { "request", "result", "error", "notification" }
 local CHANGE_FIELDS = { method = true, notification = true, kind = true, description = true }
-M.CHANGE_KINDS = { "added", "renamed_param", "param_changed", "result_changed", "error_changed",
+M.CHANGE_KINDS = { "added", "removed", "renamed_param", "param_changed", "result_changed", "error_changed",
   "notification_changed", "deprecated", "behaviour" }
 local BEFORE_METHOD = { params = true, param_order = true, result = true, examples = true,
   summary = true, description = true }
@@ -138,7 +138,20 @@ local function check_file(v, t, oldest)
   if type(f.before) ~= "table" then
     error("before must be a table by method or notification name", 0)
   end
-  if oldest and (next(f.before) or next(f.request) or next(f.result) or next(f.error) or next(f.notification)) then
+  -- Methods and notifications this version removed: they stay for the older versions.
+  f.removed = {}
+  local removed = t.removed or {}
+  if type(removed) ~= "table" or not schema.is_array_like(removed) then
+    error("removed must be an array of method or notification names", 0)
+  end
+  for i, name in ipairs(removed) do
+    if type(name) ~= "string" then
+      error(("removed[%d] must be a name"):format(i), 0)
+    end
+    f.removed[#f.removed + 1] = name
+  end
+  if oldest and (next(f.before) or next(f.request) or next(f.result) or next(f.error) or next(f.notification)
+      or #f.removed > 0) then
     error("the oldest version has nothing older to describe: before and the shims must be empty", 0)
   end
   return f
@@ -189,7 +202,7 @@ function M.load(dir, join, list_dir, env_of, log)
         -- Its methods need no shim; older clients would need its shims, so they go too.
         log("error", ("API version %s is served without its file, and no older one: %s"):format(v, value))
         set.files[v] = { version = v, summary = "", changes = {}, before = {}, request = {}, result = {},
-                         error = {}, notification = {} }
+                         error = {}, notification = {}, removed = {} }
         first = i
       end
     end
@@ -203,6 +216,7 @@ function M.load(dir, join, list_dir, env_of, log)
   -- The oldest served version has nothing older: its shims would never run.
   local oldest = set.files[set.list[1]]
   oldest.request, oldest.result, oldest.error, oldest.notification, oldest.before = {}, {}, {}, {}, {}
+  oldest.removed = {}
   return set
 end
 
@@ -210,7 +224,7 @@ end
 -- the methods as they are under the newest version any of them names.
 function M.single(v)
   return { list = { v }, skipped = {}, files = { [v] = { version = v, summary = "", changes = {}, before = {},
-    request = {}, result = {}, error = {}, notification = {} } } }
+    request = {}, result = {}, error = {}, notification = {}, removed = {} } } }
 end
 
 --------------------------------------------------------------------------------------------
@@ -279,6 +293,13 @@ end
 -- or notification has are left alone (that method is not installed).
 function M.bind(set, registry, log)
   set.current = set.list[#set.list]
+  -- name -> the first version without it.
+  set.removed_in = {}
+  for _, v in ipairs(set.list) do
+    for _, name in ipairs(set.files[v].removed) do
+      set.removed_in[name] = set.removed_in[name] or v
+    end
+  end
   set.index = {}
   for i, v in ipairs(set.list) do
     set.index[v] = i
@@ -339,9 +360,10 @@ function M.bind(set, registry, log)
   return true
 end
 
--- Whether method or notification declaration d exists in version v.
-local function exists(d, v)
-  return d.since <= v
+-- Whether method or notification declaration d exists in version v (set's).
+local function exists(set, d, v)
+  local gone = set.removed_in[d.name]
+  return d.since <= v and (gone == nil or v < gone)
 end
 
 -- The method `name` as version v sees it, or nil (and the error to answer) when it has none.
@@ -349,11 +371,12 @@ function M.method(set, v, name)
   local d = set.views[v] and set.views[v][name]
   if not d then
     return nil, errors.method_not_found(name)
-  elseif not exists(d, v) then
+  elseif not exists(set, d, v) then
     local e = errors.method_not_found(name)
     e.data.reason = "not_in_api_version"
     e.data.api_version = v
     e.data.since = d.since
+    e.data.removed_in = set.removed_in[name]
     return nil, e
   end
   return d
@@ -363,12 +386,12 @@ end
 function M.names(set, v, registry)
   local ms, ns = {}, {}
   for _, name in ipairs(registry:names()) do
-    if exists(set.views[v][name], v) then
+    if exists(set, set.views[v][name], v) then
       ms[#ms + 1] = name
     end
   end
   for _, name in ipairs(registry:notification_names()) do
-    if exists(set.note_views[v][name], v) then
+    if exists(set, set.note_views[v][name], v) then
       ns[#ns + 1] = name
     end
   end
@@ -377,7 +400,7 @@ end
 
 function M.notification(set, v, name)
   local d = set.note_views[v] and set.note_views[v][name]
-  if d and exists(d, v) then
+  if d and exists(set, d, v) then
     return d
   end
   return nil

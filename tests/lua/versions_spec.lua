@@ -295,6 +295,25 @@ describe("API versions", function()
   end)
 end)
 
+describe("a method removed by a version", function()
+  it("stays for the older versions and is gone from that version on, saying when", function()
+    local v4 = [[return { version = "2027-04-01", summary = "no more demo.old",
+      changes = { { method = "demo.old", kind = "removed", description = "gone" } }, removed = { "demo.old" } }]]
+    local k = new_kit({ files = { ["2026-12-01.lua"] = V1, ["2027-02-01.lua"] = V2, ["2027-03-01.lua"] = V3,
+                                  ["2027-04-01.lua"] = v4 } })
+    assert.equal("old", k:call_ok("demo.old", {}, at("2027-03-01")))
+    assert.equal("old", k:call_ok("demo.old", {}, at("2026-12-01")))
+    local ok, err = k:call("demo.old", {}, { auth = false })
+    assert.same({ false, -32601, "not_in_api_version", "2027-04-01" }, { ok, err.code, err.data.reason, err.data.removed_in })
+    local names = {}
+    for _, m in ipairs(k.host.discover().methods) do
+      names[m.name] = true
+    end
+    assert.is_nil(names["demo.old"])
+    assert.is_true(names["demo.sum"])
+  end)
+end)
+
 describe("rpc.hello", function()
   it("sets a WebSocket session's version when it is the first call", function()
     local k = new_kit()

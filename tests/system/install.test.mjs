@@ -192,6 +192,8 @@ for (const release of RELEASES) {
         const info = await call(c, 'agent.info');
         assert.equal(typeof info.version, 'string');
         assert.deepEqual(info.methods.skipped, []);
+        // The methods package brings the API version files: both versions are served.
+        assert.deepEqual(info.api_versions, ['2026-12-01', '2027-01-15']);
         assert.equal(await call(c, 'pkgtest.version'), N);
         // The status line on the container's console (the nspawn console log): the port and
         // the certificate's fingerprint, for Exosphere to read from the console log.

@@ -232,6 +232,13 @@ test('volumes and CephFS shares in a systemd container: mount, list, unmount, bu
       const all = await ok(c, 'mounts.list', {});
       assert.ok(all.some((m) => m.mountpoint === '/' && m.kind === 'other'));
       assert.ok(all.every((m) => ['volume', 'share', 'other'].includes(m.kind)));
+      // mounts.get (API version 2027-01-15): the same Mount as the list's, for one mountpoint.
+      for (const m of list) {
+        const one = await ok(c, 'mounts.get', { mountpoint: m.mountpoint });
+        assert.deepEqual({ ...one, free_bytes: 0, used_bytes: 0 }, { ...m, free_bytes: 0, used_bytes: 0 });
+      }
+      const e = await fails(c, 'mounts.get', { mountpoint: '/media/volume/none' });
+      assert.deepEqual([e.code, e.data.reason], [-32003, 'not_mounted']);
     });
 
     await t.test('a mounted or partitioned disk and an unknown volume are refused with their reasons', async () => {
