@@ -176,7 +176,10 @@ function M.load(dir, join, list_dir, env_of, log)
     log("error", ("API versions not loaded: %s has no <YYYY-MM-DD>.lua file"):format(dir))
     return nil
   end
-  if #all > M.MAX_VERSIONS then
+  -- The oldest file of the directory has nothing older to translate to; when older files are
+  -- left out, the oldest served one may well have shims (they are then never used).
+  local trimmed = #all > M.MAX_VERSIONS
+  if trimmed then
     log("warn", ("%s has %d API versions; only the newest %d are served"):format(dir, #all, M.MAX_VERSIONS))
     all = { table.unpack(all, #all - M.MAX_VERSIONS + 1) }
   end
@@ -186,7 +189,7 @@ function M.load(dir, join, list_dir, env_of, log)
     local path = join(dir, v .. ".lua")
     local ok, value = loader.run_file(path, env_of())
     if ok then
-      ok, value = pcall(check_file, v, value, i == 1)
+      ok, value = pcall(check_file, v, value, i == 1 and not trimmed)
       if not ok then
         value = path .. ": " .. tostring(value)
       end

@@ -286,6 +286,21 @@ describe("API versions", function()
     end
   end)
 
+  it("serve at most MAX_VERSIONS versions, the newest, and say so", function()
+    local versions = require("sandbox.versions")
+    local files = {}
+    for i = 1, versions.MAX_VERSIONS + 2 do
+      local v = ("2026-%02d-%02d"):format(1 + (i - 1) // 28, 1 + (i - 1) % 28)
+      files[v .. ".lua"] = ("return { version = %q, summary = \"v%d\" }"):format(v, i)
+    end
+    files["notes.txt"], files["2026-1-1.lua"] = "not a version", "return {}"
+    local k = kit.new({ files = { "methods/agent.lua" }, api_versions_dir = tmp.dir(files) })
+    assert.equal(versions.MAX_VERSIONS, #k.summary.api_versions)
+    assert.equal("2026-01-03", k.summary.api_versions[1])
+    assert.equal("2026-02-06", k.summary.api_versions[versions.MAX_VERSIONS])
+    assert.equal(1, #k:logged("warn", "has 34 API versions; only the newest 32 are served"))
+  end)
+
   it("without version files serve the methods under the newest version any of them names", function()
     local k = kit.new({ files = { tmp.file(METHODS) }, api_versions_dir = tmp.dir({ ["README"] = "x" }) })
     assert.same({ "2027-03-01" }, k.summary.api_versions)
