@@ -428,11 +428,6 @@ function M.discover(v)
   return state.documents[version]
 end
 
--- The API versions served, oldest first (for the runtime: GET /openrpc.json's errors).
-function M.api_versions()
-  return { table.unpack(state.versions.list) }
-end
-
 --------------------------------------------------------------------------------------------
 -- Notifications (sandbox/notify.lua): what the runtime calls outside any call.
 
@@ -718,7 +713,14 @@ local function run_older(d, view, ctx, args, v)
     return false, failure(d, ctx, down)
   end
   if not ok then
-    return false, errors.to_rpc(down) or down
+    -- An error shim gives a plain {code, message, data} (or an agent error): anything else is
+    -- the shim's bug, and the client gets an internal error rather than a malformed answer.
+    local e = errors.to_rpc(down) or down
+    if type(e) ~= "table" or math.type(e.code) ~= "integer" or type(e.message) ~= "string" then
+      core.log("error", ("API version %s: the error shim of %s gave no error object"):format(v, d.name))
+      return false, errors.internal({ reason = "API version shim failed", request_id = ctx.request_id })
+    end
+    return false, { code = e.code, message = truncate(e.message, M.MAX_MESSAGE), data = encodable(d, e.data) }
   end
   down = down == nil and json.null or schema.normalize(view.result, down)
   if ctx.dev then
