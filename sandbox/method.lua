@@ -361,7 +361,7 @@ end
 M.shared = {
   as = function(decl, what) what_of[decl] = what end,
   fail = fail, check_name = check_name, check_text = check_text, check_choice = check_choice,
-  plain_copy = plain_copy, is_array = is_array, where = where,
+  plain_copy = plain_copy, is_array = is_array, where = where, one_of = one_of,
 }
 
 -- Method d as an older API version saw it (sandbox/versions.lua): `before` gives what that

@@ -48,14 +48,7 @@ function M.is_version(v)
   return type(v) == "string" and #v == 10 and v:match(M.VERSION_PATTERN) ~= nil
 end
 
-local function one_of(list, v)
-  for _, x in ipairs(list) do
-    if x == v then
-      return true
-    end
-  end
-  return false
-end
+local one_of = method.shared.one_of
 
 -- The version files of a directory listing, oldest first.
 function M.version_files(names)
