@@ -83,7 +83,18 @@ describe('worker restarts', () => {
       const before_ = agent.workerPid();
       const t0 = Date.now();
       process.kill(before_, 'SIGKILL');
-      // Connect at once: the listening socket stays open in the monitor, so this queues.
+      // kill() returns before the signal has taken effect: a worker still running on the other
+      // core may accept one more connection and then die with it (the client sees ECONNRESET,
+      // as it would with any server killed mid-accept). So wait until the kernel has torn the
+      // worker down (a zombie, or reaped), then connect at once, before a new worker exists:
+      // the listening socket stays open in the monitor, so this connection queues and is served.
+      await waitFor(() => {
+        try {
+          return readFileSync(`/proc/${before_}/stat`, 'utf8').split(') ').at(-1)[0] === 'Z';
+        } catch {
+          return true;
+        }
+      }, 1000, 'the killed worker gone');
       const r = await request(agent, { path: '/healthz' });
       assert.equal(r.status, 200);
       const after_ = await waitFor(() => { const p = agent.workerPid(); return p && p !== before_ && p; }, 2000, 'a new worker');
