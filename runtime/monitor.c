@@ -1074,7 +1074,8 @@ static int pkg_new_id(char out[EXO_PKG_ID_LEN + 1])
     return 0;
 }
 
-/* Creates the operation's directory and its log and status files. Returns 0 or -1 with *err. */
+/* Creates the operation's directory and its log and status files. Returns 0, or -1 with *err
+ * and nothing left behind. */
 static int pkg_files(const char *dir, int *log_fd, int *status_fd, const char **err)
 {
     *log_fd = *status_fd = -1;
@@ -1093,6 +1094,7 @@ static int pkg_files(const char *dir, int *log_fd, int *status_fd, const char **
         *err = strerror(errno);
         if (*log_fd >= 0) close(*log_fd);
         *log_fd = -1;
+        pkg_remove_path(dir); /* no operation ran: nothing to keep */
         return -1;
     }
     return 0;
