@@ -177,8 +177,24 @@ for (const variant of VARIANTS) {
         for (let i = 0; i < 100 && (await c.run(`systemctl is-active ${UNIT}`, { allowFail: true })).stdout.trim() !== 'active'; i++) await sleep(100);
         const token = await c.login('tester', PASSWORD);
         const tReady = Date.now();
+        // A subtest; when it fails, the agent's log of its time goes with it.
+        const step = async (name, fn) => {
+          const cursor = (await c.run('journalctl -n 0 --show-cursor --no-pager | sed -n "s/^-- cursor: //p"')).stdout.trim();
+          return t.test(name, async (st) => {
+            try {
+              await fn(st);
+            } catch (e) {
+              const since = cursor ? `--after-cursor=${q(cursor)}` : '';
+              const log = await c.run(`journalctl -u ${UNIT} --no-pager -o cat ${since} | tail -n 40`, { allowFail: true });
+              // One diagnostic a line: the TAP reporter escapes newlines.
+              st.diagnostic("the agent's log during this step:");
+              for (const line of log.stdout.trimEnd().split('\n')) st.diagnostic(`  ${line}`);
+              throw e;
+            }
+          });
+        };
 
-        await t.test('check_updates lists both updates with their origins; security from the archive', async () => {
+        await step('check_updates lists both updates with their origins; security from the archive', async () => {
           // As a user: reading what would change needs no administrator.
           const r = await ok(c, 'packages.check_updates', {}, { token });
           assert.equal(r.backend, variant.backend);
@@ -202,7 +218,7 @@ for (const variant of VARIANTS) {
           assert.equal(await installed(c, 'exo-testpkg'), '1.0 ii');
         });
 
-        await t.test('update exo-testpkg: a job with progress phases, 1.0 → 1.1 installed', async () => {
+        await step('update exo-testpkg: a job with progress phases, 1.0 → 1.1 installed', async () => {
           const before = Date.now();
           const u = await update(c, { packages: ['exo-testpkg'] });
           assert.equal(u.error, undefined, JSON.stringify(u.error));
@@ -237,7 +253,7 @@ for (const variant of VARIANTS) {
           assert.deepEqual(after.updates, [], JSON.stringify(after));
         });
 
-        await t.test('an idempotency key answers the same job again', async () => {
+        await step('an idempotency key answers the same job again', async () => {
           await downgrade(c);
           const params = { packages: ['exo-testpkg'], idempotency_key: `pkg-${process.pid}` };
           const first = await ok(c, 'packages.update', params);
@@ -248,7 +264,7 @@ for (const variant of VARIANTS) {
           assert.equal(await installed(c, 'exo-testpkg'), '1.1 ii');
         });
 
-        await t.test('a held dpkg lock: "waiting for lock", then success once it is released', async () => {
+        await step('a held dpkg lock: "waiting for lock", then success once it is released', async () => {
           await downgrade(c);
           // Held far longer than lock_timeout; released by the test once the job waits.
           holder = await holdDpkgLock(c, 120);
@@ -280,7 +296,7 @@ for (const variant of VARIANTS) {
           assert.equal(await installed(c, 'exo-testpkg'), '1.1 ii');
         });
 
-        await t.test(`a lock held past lock_timeout (${LOCK_TIMEOUT_S} s) fails the job: lock_timeout, Busy, retry_after_s`, async () => {
+        await step(`a lock held past lock_timeout (${LOCK_TIMEOUT_S} s) fails the job: lock_timeout, Busy, retry_after_s`, async () => {
           await downgrade(c);
           holder = await holdDpkgLock(c, 120);
           const started = Date.now();
@@ -301,7 +317,7 @@ for (const variant of VARIANTS) {
           holder = null;
         });
 
-        await t.test('refusals: not allowed, admin only, exactly one of packages and all', async () => {
+        await step('refusals: not allowed, admin only, exactly one of packages and all', async () => {
           let e = refusal(await update(c, { packages: ['exo-testpkg-sec'] }));
           assert.equal(e.code, -32002, JSON.stringify(e));
           assert.equal(e.data.reason, 'not_allowed');
@@ -319,13 +335,13 @@ for (const variant of VARIANTS) {
           assert.equal(await installed(c, 'exo-testpkg-sec'), '2.0 ii');
         });
 
-        await t.test('an allowed package that no repository has: unknown_package (NotFound)', async () => {
+        await step('an allowed package that no repository has: unknown_package (NotFound)', async () => {
           const e = refusal(await update(c, { packages: ['exo-nosuchpkg'] }));
           assert.equal(e.code, -32003, JSON.stringify(e));
           assert.equal(e.data.reason, 'unknown_package');
         });
 
-        await t.test('all: true by an administrator updates everything; reboot_required from /run/reboot-required', async () => {
+        await step('all: true by an administrator updates everything; reboot_required from /run/reboot-required', async () => {
           await c.run('touch /run/reboot-required');
           const u = await update(c, { all: true });
           assert.equal(u.error, undefined, JSON.stringify(u.error));
@@ -341,7 +357,7 @@ for (const variant of VARIANTS) {
           await c.run('rm /run/reboot-required');
         });
 
-        await t.test('the repository unreachable (its port closed): repository_unreachable', async () => {
+        await step('the repository unreachable (its port closed): repository_unreachable', async () => {
           await downgrade(c);
           // No cached .deb either: apt would install 1.1 from /var/cache/apt/archives.
           await c.run('apt-get clean');
