@@ -126,9 +126,13 @@ export function serveHttp(c, root, port = 8080) {
       res.writeHead(200, { 'Content-Length': st.size, 'Content-Type': 'application/octet-stream',
         'Last-Modified': st.mtime.toUTCString() });
       if (req.method === 'HEAD') res.end(); else fs.createReadStream(file).pipe(res);
-    }).listen(${port}, '127.0.0.1', () => console.log('listening'));`;
+    }).listen(${port}, '127.0.0.1', () => console.log('listening'));
+    // It runs in the host's pid namespace, so the container's end does not end it: the end of
+    // its stdin (the test process gone, even by SIGKILL) does.
+    process.stdin.on('end', () => process.exit(0)).resume();`;
   const p = spawn('nsenter', ['--target', String(c.leader), '--net', process.execPath, '-e', script],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
+    { stdio: ['pipe', 'pipe', 'pipe'] });
+  p.stdin.on('error', () => {});
   const requests = [];
   let stderr = '';
   p.stderr.on('data', (d) => { stderr += d; });
