@@ -20,6 +20,7 @@ import { join, resolve, dirname, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startContainer, skipReason, removeOnExit, q } from './lib/container.mjs';
 import { host, buildDeb, makeAptRepo, serveHttp, useRepo, holdDpkgLock } from './lib/debrepo.mjs';
+import { openSession } from './lib/wsclient.mjs';
 
 const top = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RELEASE = 'bookworm';
@@ -218,12 +219,36 @@ for (const variant of VARIANTS) {
           assert.equal(await installed(c, 'exo-testpkg'), '1.0 ii');
         });
 
-        await step('update exo-testpkg: a job with progress phases, 1.0 → 1.1 installed', async () => {
+        await step('update exo-testpkg over a WebSocket session: a job, its progress notifications and phases, 1.0 → 1.1 installed', async () => {
           const before = Date.now();
-          const u = await update(c, { packages: ['exo-testpkg'] });
-          assert.equal(u.error, undefined, JSON.stringify(u.error));
-          const { record, snapshots } = u;
-          t.diagnostic(`update: ${((Date.now() - before) / 1000).toFixed(1)} s, phases ${phasesOf(snapshots).join(' → ')}`);
+          // Started on a session, which receives the job's notifications unasked; followed
+          // with jobs.get as well.
+          const ws = await openSession(c);
+          let record;
+          let snapshots;
+          let notes;
+          let done;
+          try {
+            const r = await ws.request('packages.update', { packages: ['exo-testpkg'] });
+            assert.equal(r.error, undefined, JSON.stringify(r.error));
+            const jobId = r.result.job_id;
+            assert.match(jobId, /^[0-9a-f]{32}$/);
+            ({ record, snapshots } = await follow(c, jobId));
+            done = await ws.waitFor((m) => m.method === 'notify.jobs.done' && m.params.job_id === jobId, 10000);
+            notes = ws.notifications.filter((m) => m.method === 'notify.jobs.progress' && m.params.job_id === jobId);
+          } finally {
+            ws.close();
+          }
+          t.diagnostic(`update: ${((Date.now() - before) / 1000).toFixed(1)} s, phases polled ${phasesOf(snapshots).join(' → ')}, `
+            + `notified ${notes.map((m) => `${m.params.progress.percent}% ${m.params.progress.phase ?? ''}`).join(', ')}`);
+          // The notifications: every progress report, in order, and the final record.
+          const noted = notes.map((m) => ({ at: m.at, progress: m.params.progress, state: m.params.state }));
+          checkProgress(done.params, noted);
+          // Each phase in its order (the .deb is fetched: nothing is in apt's cache yet).
+          assert.deepEqual(phasesOf(noted), ['downloading', 'installing', 'configuring', 'done'], JSON.stringify(noted));
+          assert.ok(noted.every((n) => n.state === 'running'), JSON.stringify(noted));
+          assert.equal(done.params.state, 'succeeded');
+          assert.deepEqual(done.params.result, record.result);
           assert.equal(record.state, 'succeeded', JSON.stringify(record));
           assert.equal(record.method, 'packages.update');
           // Never cancelled: killing dpkg leaves the system broken.
