@@ -1034,9 +1034,10 @@ static const char *op_pkg_start(const exo_priv_msg_t *m)
         err = "cannot build the command line";
     } else if (exo_pkg_dir_ready(m_.pkg_dir, &err) == 0) {
         pkg_prune();
-        if (exo_pkg_new_id(id) < 0) err = "no random bytes for an id";
-        snprintf(dir, sizeof(dir), "%s/%s", m_.pkg_dir, id);
-        if (err == NULL) exo_pkg_create(m_.pkg_dir, id, &log_fd, &status_fd, &err);
+        if (exo_pkg_new_id(id) < 0)
+            err = "no random bytes for an id";
+        else if (exo_pkg_create(m_.pkg_dir, id, &log_fd, &status_fd, &err) == 0)
+            snprintf(dir, sizeof(dir), "%s/%s", m_.pkg_dir, id);
     }
     if (err != NULL) {
         exo_error("packages: cannot start %s: %s", exo_pkg_action_name(a), err);
