@@ -236,14 +236,38 @@ end
 --------------------------------------------------------------------------------------------
 -- apt-get's simulation (-s): what an upgrade would install.
 
+-- Where the last `ch` (one plain character) is in s, or nil. Plain finds: patterns like
+-- "^(.*)%.[^.]+$" or "/([^/]*)$" backtrack over the whole of a long word.
+local function last_index(s, ch)
+  local last, pos = nil, 1
+  while true do
+    local i = s:find(ch, pos, true)
+    if not i then
+      return last
+    end
+    last, pos = i, i + 1
+  end
+end
+
+-- "exo-test-pkg.noarch" -> "exo-test-pkg", or nil without an architecture.
+local function without_arch(name_arch)
+  local last = last_index(name_arch, ".")
+  if not last or last == 1 or last == #name_arch then
+    return nil
+  end
+  return name_arch:sub(1, last - 1)
+end
+
 -- Whether one of apt's release strings names a security archive: the label
 -- ("Debian-Security:12/bookworm-security") or the suite ("Ubuntu:22.04/jammy-security").
 local function apt_security(origin)
-  for part in origin:gmatch("[^,]+") do
-    part = part:match("^%s*(.-)%s*$")
-    local label = (part:match("^([^:]*)") or ""):lower()
-    local suite = (part:match("/([^/]*)$") or part:match(":(.*)$") or ""):lower()
-    if label:find("%-security$") or suite:find("%-security$") or suite == "security" then
+  for _, part in ipairs(agent.split(origin, ",")) do
+    part = table.concat(agent.split(part), " ")
+    local colon = part:find(":", 1, true)
+    local label = part:sub(1, (colon or #part + 1) - 1):lower()
+    local slash = last_index(part, "/")
+    local suite = (slash and part:sub(slash + 1) or colon and part:sub(colon + 1) or ""):lower()
+    if label:sub(-9) == "-security" or suite:sub(-9) == "-security" or suite == "security" then
       return true
     end
   end
@@ -262,15 +286,20 @@ local function apt_inst_line(line)
   if not inner then
     return nil
   end
-  local candidate, origin_arch = inner:match("^(%S+)%s*(.*)$")
-  if not candidate then
+  -- "NEW ORIGIN[, ORIGIN...] [ARCH]": words, the last one the architecture.
+  local words = agent.split(inner)
+  if #words == 0 then
     return nil
   end
-  local origin = origin_arch:gsub("%s*%[[^%]]*%]$", "")
+  local last = #words
+  if last > 1 and words[last]:sub(1, 1) == "[" and words[last]:sub(-1) == "]" then
+    last = last - 1
+  end
+  local origin = table.concat(words, " ", 2, last)
   return {
     name = name:match("^[^:]+"),
     installed = installed or json.null,
-    candidate = candidate,
+    candidate = words[1],
     origin = origin ~= "" and origin or json.null,
     security = apt_security(origin),
   }
@@ -288,11 +317,12 @@ local function dnf_check_line(state, line)
     -- "    exo-test-old.noarch   1.0-1   @exo-test": what the line before replaces.
     return nil
   end
-  local name, version, repo = line:match("^(%S+)%.[^.%s]+%s+(%S+)%s+(%S+)%s*$")
-  if not name or name == "Last" then
+  local f = agent.split(line)
+  local name = #f == 3 and without_arch(f[1])
+  if not name then
     return nil
   end
-  return { name = name, installed = json.null, candidate = version, origin = repo, security = json.null }
+  return { name = name, installed = json.null, candidate = f[2], origin = f[3], security = json.null }
 end
 
 --------------------------------------------------------------------------------------------
@@ -448,22 +478,29 @@ local function dnf_log_line(pr, line)
   elseif pr.dnf_table and DNF_TABLE_SECTIONS[line] then
     pr.dnf_section = DNF_TABLE_SECTIONS[line]
   elseif pr.dnf_table and pr.dnf_section then
-    local old, old_version = line:match("^%s+replacing%s+(%S+)%.[^.%s]+%s+(%S+)%s*$")
-    local name, version = line:match("^ (%S+)%s+%S+%s+(%S+)%s+%S+%s+%S+")
+    -- " NAME ARCH VERSION REPO SIZE" (the size is "6.2 k": two words), or
+    -- "     replacing  OLD.ARCH VERSION"
+    local f = agent.split(line)
+    local old = f[1] == "replacing" and #f == 3 and without_arch(f[2])
+    local row = line:find("^ %S") and #f >= 5
     if old then
-      add_changed(pr, old, old_version, json.null)
-    elseif name and pr.dnf_section == "remove" then
-      add_changed(pr, name, version, json.null)
-    elseif name then
-      add_changed(pr, name, json.null, version)
+      add_changed(pr, old, f[3], json.null)
+    elseif row and pr.dnf_section == "remove" then
+      add_changed(pr, f[1], f[3], json.null)
+    elseif row then
+      add_changed(pr, f[1], json.null, f[3])
     end
   elseif line == "Downloading Packages:" then
     set(pr, "downloading", 5)
   elseif line == "Running transaction" then
     set(pr, "installing", 20)
   else
-    local step, nevra, i, n = line:match("^%s+(%a[%a ]-)%s*: (%S+)%s+(%d+)/(%d+)%s*$")
-    if step and DNF_STEP_PHASES[step] then
+    -- "  Upgrading        : exo-test-pkg-1.1-1.noarch      1/2 ", "  Running scriptlet: ..."
+    local colon = line:find(":", 1, true)
+    local step = colon and colon <= 40 and line:sub(1, colon - 1):match("^%s+(.-)%s*$")
+    local f = step and DNF_STEP_PHASES[step] and agent.split(line:sub(colon + 1)) or {}
+    local nevra, i, n = f[1], (f[2] or ""):match("^(%d+)/(%d+)$")
+    if #f == 2 and i then
       local phase = DNF_STEP_PHASES[step]
       local share = tonumber(i) / math.max(1, tonumber(n))
       set(pr, phase, phase == "installing" and 20 + 40 * share or 60 + 39 * share, nevra)
