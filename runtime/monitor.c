@@ -26,7 +26,6 @@
  * one install or upgrade at a time) and prunes old operations' files. */
 #include "monitor.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -41,7 +40,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -966,138 +964,19 @@ static const char *op_mount(const exo_priv_msg_t *m)
 
 /* ---- package operations ------------------------------------------------------------------ */
 
-/* The packages directory, made (or found) root's alone. Returns 0 or -1 with *err set. */
-static int pkg_dir_ready(const char **err)
-{
-    struct stat st;
-    if (mkdir(m_.pkg_dir, 0700) < 0 && errno != EEXIST) {
-        *err = strerror(errno);
-        return -1;
-    }
-    if (lstat(m_.pkg_dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0) {
-        *err = "state_dir/packages is not a directory of root's";
-        return -1;
-    }
-    if ((st.st_mode & 07777) != 0700 && chmod(m_.pkg_dir, 0700) < 0) {
-        *err = strerror(errno);
-        return -1;
-    }
-    return 0;
-}
-
-static pkgop_t *pkg_find(const char *id)
-{
-    for (size_t i = 0; i < EXO_PKG_IN_FLIGHT; i++)
-        if (m_.pkgops[i].used && strcmp(m_.pkgops[i].id, id) == 0) return &m_.pkgops[i];
-    return NULL;
-}
-
-/* Removes an operation's directory and the files it can hold; 0 or -1. */
-static int pkg_remove(int dfd, const char *name)
-{
-    static const char *const files[] = {"log", "status", "exit", "exit.tmp"};
-    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd >= 0) {
-        for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
-            unlinkat(fd, files[i], 0);
-        close(fd);
-    }
-    return unlinkat(dfd, name, AT_REMOVEDIR);
-}
-
-static void pkg_remove_path(const char *dir)
-{
-    int dfd = open(m_.pkg_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0) return;
-    pkg_remove(dfd, dir + strlen(m_.pkg_dir) + 1);
-    close(dfd);
-}
-
-typedef struct pkg_ended_s {
-    time_t at;
-    char id[EXO_PKG_ID_LEN + 1];
-} pkg_ended_t;
-
-static int pkg_ended_cmp(const void *a, const void *b)
-{
-    time_t x = ((const pkg_ended_t *)a)->at, y = ((const pkg_ended_t *)b)->at;
-    return x < y ? -1 : x > y;
-}
-
-/* Removes the directories of operations that ended longer than [packages] keep ago, then the
- * oldest ended ones beyond EXO_PKG_ENDED_MAX - 1 (room for the one starting), so that a worker
- * starting operation after operation cannot fill the disk. A directory without an exit line
- * that no waiter of this monitor owns (the agent stopped during it) is removed once it is
- * older than timeout + keep: by then its tool was killed at the deadline. */
-#define PKG_SCAN_MAX 1024
+/* Prunes the ended operations' files (exo_pkg_prune), sparing the running ones. A directory
+ * without an exit line that no waiter of this monitor owns (the agent stopped during its
+ * operation) goes once it is older than timeout + keep + an hour: its tool is long dead. */
 static void pkg_prune(void)
 {
-    static pkg_ended_t ended[PKG_SCAN_MAX];
-    size_t n = 0, removed = 0;
-    time_t now = time(NULL);
-    time_t keep = (time_t)(m_.cfg->packages_keep_ms / 1000);
-    time_t orphan = keep + (time_t)(m_.cfg->packages_timeout_ms / 1000) + 3600;
-    DIR *d = opendir(m_.pkg_dir);
-    if (d == NULL) return;
-    int dfd = dirfd(d);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL && n < PKG_SCAN_MAX) {
-        if (!exo_pkg_id_ok(e->d_name, strlen(e->d_name)) || pkg_find(e->d_name)) continue;
-        char exitp[EXO_PKG_ID_LEN + 8];
-        snprintf(exitp, sizeof(exitp), "%s/exit", e->d_name);
-        struct stat st;
-        if (fstatat(dfd, exitp, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-            ended[n].at = st.st_mtime;
-            snprintf(ended[n].id, sizeof(ended[n].id), "%s", e->d_name);
-            n++;
-        } else if (fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-                   now - st.st_mtime > orphan) {
-            removed += pkg_remove(dfd, e->d_name) == 0;
-        }
-    }
-    qsort(ended, n, sizeof(ended[0]), pkg_ended_cmp);
-    for (size_t i = 0; i < n; i++) {
-        if (now - ended[i].at <= keep && n - i < EXO_PKG_ENDED_MAX) break;
-        removed += pkg_remove(dfd, ended[i].id) == 0;
-    }
-    closedir(d);
+    const char *running[EXO_PKG_IN_FLIGHT];
+    size_t n = 0;
+    for (size_t i = 0; i < EXO_PKG_IN_FLIGHT; i++)
+        if (m_.pkgops[i].used) running[n++] = m_.pkgops[i].id;
+    int64_t keep = m_.cfg->packages_keep_ms / 1000;
+    int64_t orphan = keep + m_.cfg->packages_timeout_ms / 1000 + 3600;
+    size_t removed = exo_pkg_prune(m_.pkg_dir, (int64_t)time(NULL), keep, orphan, running, n);
     if (removed) exo_info("packages: removed the files of %zu ended operations", removed);
-}
-
-/* 16 random bytes as 32 lowercase hex digits. */
-static int pkg_new_id(char out[EXO_PKG_ID_LEN + 1])
-{
-    unsigned char raw[EXO_PKG_ID_LEN / 2];
-    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) return -1;
-    for (size_t i = 0; i < sizeof(raw); i++)
-        snprintf(out + 2 * i, 3, "%02x", raw[i]);
-    return 0;
-}
-
-/* Creates the operation's directory and its log and status files. Returns 0, or -1 with *err
- * and nothing left behind. */
-static int pkg_files(const char *dir, int *log_fd, int *status_fd, const char **err)
-{
-    *log_fd = *status_fd = -1;
-    if (mkdir(dir, 0700) < 0) {
-        *err = strerror(errno);
-        return -1;
-    }
-    char path[4320];
-    snprintf(path, sizeof(path), "%s/log", dir);
-    *log_fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
-    snprintf(path, sizeof(path), "%s/status", dir);
-    if (*log_fd >= 0)
-        *status_fd =
-            open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (*status_fd < 0) {
-        *err = strerror(errno);
-        if (*log_fd >= 0) close(*log_fd);
-        *log_fd = -1;
-        pkg_remove_path(dir); /* no operation ran: nothing to keep */
-        return -1;
-    }
-    return 0;
 }
 
 /* The names of a request for the log, bounded: they are of [A-Za-z0-9._+-] only (checked). */
@@ -1153,11 +1032,12 @@ static const char *op_pkg_start(const exo_priv_msg_t *m)
     if (n < 0 || exo_pkg_cmd_build(&cmd, b, a, m_.cfg->packages_lock_timeout_ms / 1000, names,
                                    (size_t)n) < 0) {
         err = "cannot build the command line";
-    } else if (pkg_dir_ready(&err) == 0) {
+    } else if (exo_pkg_dir_ready(m_.pkg_dir, &err) == 0) {
         pkg_prune();
-        if (pkg_new_id(id) < 0) err = "no random bytes for an id";
-        snprintf(dir, sizeof(dir), "%s/%s", m_.pkg_dir, id);
-        if (err == NULL) pkg_files(dir, &log_fd, &status_fd, &err);
+        if (exo_pkg_new_id(id) < 0)
+            err = "no random bytes for an id";
+        else if (exo_pkg_create(m_.pkg_dir, id, &log_fd, &status_fd, &err) == 0)
+            snprintf(dir, sizeof(dir), "%s/%s", m_.pkg_dir, id);
     }
     if (err != NULL) {
         exo_error("packages: cannot start %s: %s", exo_pkg_action_name(a), err);
@@ -1187,7 +1067,7 @@ static const char *op_pkg_start(const exo_priv_msg_t *m)
     if (pid < 0) {
         int e = errno;
         exo_error("packages: cannot fork for %s: %s", exo_pkg_action_name(a), strerror(e));
-        pkg_remove_path(dir);
+        exo_pkg_remove(m_.pkg_dir, id);
         answer_status(m->op, m->seq, "failed", strerror(e));
         return NULL;
     }
@@ -1208,72 +1088,31 @@ static const char *op_pkg_start(const exo_priv_msg_t *m)
     return NULL;
 }
 
-/* Reads at most EXO_PKG_POLL_MAX bytes of dir/name from off into buf; sets *size to the file's
- * size and returns the bytes to hand out (exo_pkg_poll_cut). A missing file is empty. */
-static size_t pkg_slice(int dfd, const char *name, uint64_t off, int done, char *buf,
-                        uint64_t *size)
-{
-    *size = 0;
-    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0) return 0;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return 0;
-    }
-    *size = (uint64_t)st.st_size;
-    size_t got = 0;
-    if (off < *size) {
-        uint64_t want = *size - off < EXO_PKG_POLL_MAX ? *size - off : EXO_PKG_POLL_MAX;
-        while (got < want) {
-            ssize_t r = pread(fd, buf + got, (size_t)want - got, (off_t)(off + got));
-            if (r < 0 && errno == EINTR) continue;
-            if (r <= 0) break;
-            got += (size_t)r;
-        }
-    }
-    close(fd);
-    return exo_pkg_poll_cut(buf, got, done && off + got >= *size);
-}
-
-/* PKG_POLL: id, log offset, status offset. The exit line is read first: once it exists the
- * log and status are complete, so a "done" answer never misses their last bytes. */
+/* PKG_POLL: id, log offset, status offset -> the state and the slices (exo_pkg_poll_read). */
 static const char *op_pkg_poll(const exo_priv_msg_t *m)
 {
     uint64_t lo = 0, so = 0;
     const char *why = exo_pkgop_check_poll(m->f, m->n, &lo, &so);
     if (why) return why;
-    char dir[4300];
-    snprintf(dir, sizeof(dir), "%s/%.*s", m_.pkg_dir, EXO_PKG_ID_LEN, m->f[0].p);
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0) {
+    char id[EXO_PKG_ID_LEN + 1];
+    memcpy(id, m->f[0].p, EXO_PKG_ID_LEN);
+    id[EXO_PKG_ID_LEN] = '\0';
+    static exo_pkg_poll_t p;
+    if (exo_pkg_poll_read(m_.pkg_dir, id, lo, so, &p) < 0) {
         answer_status(m->op, m->seq, "not_found",
                       "no such package operation (never started, or its files were removed "
                       "after [packages] keep)");
         return NULL;
     }
-    char exit_line[EXO_PKG_EXIT_MAX] = "";
-    size_t el = 0;
-    int efd = openat(dfd, "exit", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (efd >= 0) {
-        ssize_t r = read(efd, exit_line, sizeof(exit_line) - 1);
-        el = r > 0 ? (size_t)r : 0;
-        while (el && (exit_line[el - 1] == '\n' || exit_line[el - 1] == '\0'))
-            el--;
-        close(efd);
-    }
-    int done = efd >= 0;
-    static char logb[EXO_PKG_POLL_MAX], statb[EXO_PKG_POLL_MAX];
-    uint64_t log_size, status_size;
-    size_t ll = pkg_slice(dfd, "log", lo, done, logb, &log_size);
-    size_t sl = pkg_slice(dfd, "status", so, done, statb, &status_size);
-    close(dfd);
     char lsz[24], ssz[24];
-    snprintf(lsz, sizeof(lsz), "%llu", (unsigned long long)log_size);
-    snprintf(ssz, sizeof(ssz), "%llu", (unsigned long long)status_size);
-    exo_priv_field_t f[7] = {{"ok", 2},         {done ? "done" : "running", done ? 4 : 7},
-                             {exit_line, el},   {logb, ll},
-                             {statb, sl},       {lsz, strlen(lsz)},
+    snprintf(lsz, sizeof(lsz), "%llu", (unsigned long long)p.log_size);
+    snprintf(ssz, sizeof(ssz), "%llu", (unsigned long long)p.status_size);
+    exo_priv_field_t f[7] = {{"ok", 2},
+                             {p.done ? "done" : "running", p.done ? 4 : 7},
+                             {p.exit, strlen(p.exit)},
+                             {p.log, p.log_len},
+                             {p.status, p.status_len},
+                             {lsz, strlen(lsz)},
                              {ssz, strlen(ssz)}};
     answer(m->op, m->seq, f, 7);
     return NULL;
@@ -1283,20 +1122,13 @@ static const char *op_pkg_poll(const exo_priv_msg_t *m)
  * writes one so that polls see the operation end. */
 static void pkg_reaped(pkgop_t *p, int status)
 {
-    char dir[4300], path[4320];
+    char dir[4300];
     snprintf(dir, sizeof(dir), "%s/%s", m_.pkg_dir, p->id);
-    snprintf(path, sizeof(path), "%s/exit", dir);
     char line[EXO_PKG_EXIT_MAX] = "";
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd >= 0) {
-        ssize_t r = read(fd, line, sizeof(line) - 1);
-        line[r > 0 ? r : 0] = '\0';
-        line[strcspn(line, "\n")] = '\0';
-        close(fd);
-    } else {
+    if (exo_pkg_read_exit(m_.pkg_dir, p->id, line, sizeof(line)) <= 0) {
         snprintf(line, sizeof(line), "%s", p->killed ? "timeout" : "lost");
         int rc = exo_pkg_write_exit(dir, line);
-        if (rc < 0) exo_error("packages: cannot write %s: %s", path, strerror(-rc));
+        if (rc < 0) exo_error("packages: cannot write %s/exit: %s", dir, strerror(-rc));
         if (!p->killed)
             exo_error("packages: the waiter of operation %s ended (status %d) without an exit "
                       "line",

@@ -134,6 +134,44 @@ typedef struct exo_pkg_run_s {
  * exit line. Never returns. */
 void exo_pkgop_waiter(const exo_pkg_run_t *r) __attribute__((noreturn));
 
+/* ---- the operations' files (the monitor's side; pkgop_run.c) ------------------------- */
+
+/* state_dir/packages, made (or found) root's alone (0700). Returns 0 or -1 with *err. */
+int exo_pkg_dir_ready(const char *pkg_dir, const char **err);
+/* A new operation id: 16 random bytes (getrandom) as lowercase hex. Returns 0 or -1. */
+int exo_pkg_new_id(char out[EXO_PKG_ID_LEN + 1]);
+/* Creates pkg_dir/id/ (0700) with its log and status files (0600, empty, open for appending,
+ * close-on-exec). Returns 0, or -1 with *err and nothing left behind. */
+int exo_pkg_create(const char *pkg_dir, const char *id, int *log_fd, int *status_fd,
+                   const char **err);
+/* Removes pkg_dir/id with the files an operation leaves there. Returns 0 or -1. */
+int exo_pkg_remove(const char *pkg_dir, const char *id);
+/* Removes the directories of ended operations (those with an exit line) whose line is older
+ * than keep_s, then the oldest ones until fewer than EXO_PKG_ENDED_MAX remain (room for the
+ * one starting), so that operation after operation cannot fill the disk; and directories
+ * without an exit line older than orphan_s. The n_running ids in running are never touched.
+ * At most 1024 directories are looked at per call. Returns how many were removed. */
+size_t exo_pkg_prune(const char *pkg_dir, int64_t now, int64_t keep_s, int64_t orphan_s,
+                     const char *const *running, size_t n_running);
+/* Reads pkg_dir/id/exit (without its newline) into line. Returns 1, or 0 when there is none
+ * (yet). */
+int exo_pkg_read_exit(const char *pkg_dir, const char *id, char *line, size_t cap);
+
+/* What a poll answers. */
+typedef struct exo_pkg_poll_s {
+    int done;                    /* the exit line exists: log and status are complete */
+    char exit[EXO_PKG_EXIT_MAX]; /* "" while running */
+    char log[EXO_PKG_POLL_MAX], status[EXO_PKG_POLL_MAX];
+    size_t log_len, status_len;     /* the slices (exo_pkg_poll_cut) */
+    uint64_t log_size, status_size; /* the files' sizes */
+} exo_pkg_poll_t;
+
+/* Reads operation id's state and the slices of its log and status from the offsets. The exit
+ * line is read first: once it exists the files are complete, so a "done" answer never misses
+ * their last bytes. Returns 0, or -ENOENT when there is no such operation. */
+int exo_pkg_poll_read(const char *pkg_dir, const char *id, uint64_t log_off, uint64_t status_off,
+                      exo_pkg_poll_t *out);
+
 /* ---- the worker's binding (l_packages.c) ---------------------------------------------- */
 
 struct lua_State;

@@ -1,18 +1,24 @@
-/* The waiter of a package operation (pkgop.h), in the child the monitor forks per operation.
- * It starts the tool and waits for it, so that the monitor's poll() loop never does; it alone
- * knows the tool's pid, kills the tool's process group at the deadline, and writes the exit
- * line that tells a poll the operation has ended. */
+/* The package operations' work (pkgop.h): their files in state_dir/packages, which the monitor
+ * creates, reads for polls and prunes; and the waiter, in the child the monitor forks per
+ * operation. The waiter starts the tool and waits for it, so that the monitor's poll() loop
+ * never does; it alone knows the tool's pid, kills the tool's process group at the deadline,
+ * and writes the exit line that tells a poll the operation has ended. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "pkgop.h"
+#include "statefile.h"
 
 #define TOOL_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -123,4 +129,224 @@ void exo_pkgop_waiter(const exo_pkg_run_t *r)
     int rc = exo_pkg_write_exit(r->dir, line);
     if (rc < 0) exo_error("packages: cannot write %s/exit: %s", r->dir, strerror(-rc));
     _exit(rc < 0 ? 1 : 0);
+}
+
+/* ---- the operations' files ------------------------------------------------------------ */
+
+#define FILE_FLAGS (O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
+#define READ_FLAGS (O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+#define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+#define SCAN_MAX 1024 /* directories looked at per prune */
+
+int exo_pkg_dir_ready(const char *pkg_dir, const char **err)
+{
+    struct stat st;
+    if (mkdir(pkg_dir, 0700) < 0 && errno != EEXIST) {
+        *err = strerror(errno);
+        return -1;
+    }
+    if (lstat(pkg_dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
+        *err = "state_dir/packages is not a directory of the agent's (root's)";
+        return -1;
+    }
+    if ((st.st_mode & 07777) != 0700 && chmod(pkg_dir, 0700) < 0) {
+        *err = strerror(errno);
+        return -1;
+    }
+    return 0;
+}
+
+int exo_pkg_new_id(char out[EXO_PKG_ID_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char raw[EXO_PKG_ID_LEN / 2];
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) return -1;
+    for (size_t i = 0; i < sizeof(raw); i++) {
+        out[2 * i] = hex[raw[i] >> 4];
+        out[2 * i + 1] = hex[raw[i] & 15];
+    }
+    out[EXO_PKG_ID_LEN] = '\0';
+    return 0;
+}
+
+/* Removes name (an operation's directory) under the open directory dfd. */
+static int remove_at(int dfd, const char *name)
+{
+    static const char *const files[] = {"log", "status", "exit", "exit.tmp"};
+    int fd = openat(dfd, name, DIR_FLAGS);
+    if (fd >= 0) {
+        for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+            unlinkat(fd, files[i], 0);
+        close(fd);
+    }
+    return unlinkat(dfd, name, AT_REMOVEDIR);
+}
+
+int exo_pkg_remove(const char *pkg_dir, const char *id)
+{
+    int dfd = open(pkg_dir, DIR_FLAGS);
+    if (dfd < 0) return -1;
+    int rc = remove_at(dfd, id);
+    close(dfd);
+    return rc;
+}
+
+int exo_pkg_create(const char *pkg_dir, const char *id, int *log_fd, int *status_fd,
+                   const char **err)
+{
+    *log_fd = *status_fd = -1;
+    int dfd = open(pkg_dir, DIR_FLAGS);
+    if (dfd < 0 || mkdirat(dfd, id, 0700) < 0) {
+        *err = strerror(errno);
+        if (dfd >= 0) close(dfd);
+        return -1;
+    }
+    int fd = openat(dfd, id, DIR_FLAGS);
+    if (fd >= 0) {
+        *log_fd = openat(fd, "log", FILE_FLAGS, 0600);
+        if (*log_fd >= 0) *status_fd = openat(fd, "status", FILE_FLAGS, 0600);
+        close(fd);
+    }
+    if (*status_fd < 0) {
+        *err = strerror(errno);
+        if (*log_fd >= 0) close(*log_fd);
+        *log_fd = -1;
+        remove_at(dfd, id); /* no operation ran: nothing to keep */
+        close(dfd);
+        return -1;
+    }
+    close(dfd);
+    return 0;
+}
+
+typedef struct ended_s {
+    int64_t at;
+    char id[EXO_PKG_ID_LEN + 1];
+} ended_t;
+
+static int ended_cmp(const void *a, const void *b)
+{
+    int64_t x = ((const ended_t *)a)->at, y = ((const ended_t *)b)->at;
+    return x < y ? -1 : x > y;
+}
+
+static int is_running(const char *id, const char *const *running, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(running[i], id) == 0) return 1;
+    return 0;
+}
+
+size_t exo_pkg_prune(const char *pkg_dir, int64_t now, int64_t keep_s, int64_t orphan_s,
+                     const char *const *running, size_t n_running)
+{
+    ended_t *ended = calloc(SCAN_MAX, sizeof(*ended));
+    DIR *d = ended ? opendir(pkg_dir) : NULL;
+    if (d == NULL) {
+        free(ended);
+        return 0;
+    }
+    size_t n = 0, seen = 0, removed = 0;
+    int dfd = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && seen < SCAN_MAX) {
+        if (!exo_pkg_id_ok(e->d_name, strlen(e->d_name)) ||
+            is_running(e->d_name, running, n_running))
+            continue;
+        seen++;
+        char exitp[EXO_PKG_ID_LEN + 8];
+        snprintf(exitp, sizeof(exitp), "%s/exit", e->d_name);
+        struct stat st;
+        if (fstatat(dfd, exitp, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            ended[n].at = (int64_t)st.st_mtime;
+            memcpy(ended[n].id, e->d_name, sizeof(ended[n].id));
+            n++;
+        } else if (fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                   now - (int64_t)st.st_mtime > orphan_s) {
+            removed += remove_at(dfd, e->d_name) == 0;
+        }
+    }
+    /* Oldest first: those past keep, and the oldest while too many remain. */
+    qsort(ended, n, sizeof(ended[0]), ended_cmp);
+    for (size_t i = 0; i < n; i++) {
+        if (now - ended[i].at <= keep_s && n - i < EXO_PKG_ENDED_MAX) break;
+        removed += remove_at(dfd, ended[i].id) == 0;
+    }
+    closedir(d);
+    free(ended);
+    return removed;
+}
+
+/* Reads at most cap - 1 bytes of name under dfd into line, without a trailing newline.
+ * Returns 1, or 0 when there is no such file. */
+static int read_line_at(int dfd, const char *name, char *line, size_t cap)
+{
+    line[0] = '\0';
+    int fd = openat(dfd, name, READ_FLAGS);
+    if (fd < 0) return 0;
+    ssize_t r = read(fd, line, cap - 1);
+    close(fd);
+    size_t n = r > 0 ? (size_t)r : 0;
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\0'))
+        n--;
+    line[n] = '\0';
+    line[strcspn(line, "\n")] = '\0';
+    return 1;
+}
+
+int exo_pkg_read_exit(const char *pkg_dir, const char *id, char *line, size_t cap)
+{
+    char path[EXO_STATEFILE_PATH_MAX];
+    line[0] = '\0';
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", pkg_dir, id) >= sizeof(path)) return 0;
+    int dfd = open(path, DIR_FLAGS);
+    if (dfd < 0) return 0;
+    int rc = read_line_at(dfd, "exit", line, cap);
+    close(dfd);
+    return rc;
+}
+
+/* Reads at most EXO_PKG_POLL_MAX bytes of name under dfd from off into buf; sets *size to the
+ * file's size and returns the bytes to hand out (exo_pkg_poll_cut). A missing file is empty. */
+static size_t slice_at(int dfd, const char *name, uint64_t off, int done, char *buf, uint64_t *size)
+{
+    struct stat st;
+    *size = 0;
+    int fd = openat(dfd, name, READ_FLAGS);
+    if (fd < 0) return 0;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return 0;
+    }
+    *size = (uint64_t)st.st_size;
+    size_t got = 0;
+    if (off < *size) {
+        size_t want = *size - off < EXO_PKG_POLL_MAX ? (size_t)(*size - off) : EXO_PKG_POLL_MAX;
+        while (got < want) {
+            ssize_t r = pread(fd, buf + got, want - got, (off_t)(off + got));
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            got += (size_t)r;
+        }
+    }
+    close(fd);
+    return exo_pkg_poll_cut(buf, got, done && off + got >= *size);
+}
+
+int exo_pkg_poll_read(const char *pkg_dir, const char *id, uint64_t log_off, uint64_t status_off,
+                      exo_pkg_poll_t *out)
+{
+    char path[EXO_STATEFILE_PATH_MAX];
+    memset(out, 0, sizeof(*out));
+    if (!exo_pkg_id_ok(id, strlen(id)) ||
+        (size_t)snprintf(path, sizeof(path), "%s/%s", pkg_dir, id) >= sizeof(path))
+        return -ENOENT;
+    int dfd = open(path, DIR_FLAGS);
+    if (dfd < 0) return -ENOENT;
+    out->done = read_line_at(dfd, "exit", out->exit, sizeof(out->exit));
+    out->log_len = slice_at(dfd, "log", log_off, out->done, out->log, &out->log_size);
+    out->status_len =
+        slice_at(dfd, "status", status_off, out->done, out->status, &out->status_size);
+    close(dfd);
+    return 0;
 }

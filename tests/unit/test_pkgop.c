@@ -11,6 +11,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -418,6 +419,149 @@ static void test_write_exit(void)
     CHECK(exo_pkg_write_exit("/nonexistent/dir", "exit 0") < 0);
 }
 
+/* ---- the operations' files ---------------------------------------------------------- */
+
+static char pkg_[96];
+
+static void put(const char *id, const char *name, const char *text, time_t mtime)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", pkg_, id);
+    mkdir(path, 0700);
+    snprintf(path, sizeof(path), "%s/%s/%s", pkg_, id, name);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+    struct timespec t[2] = {{mtime, 0}, {mtime, 0}};
+    utimensat(AT_FDCWD, path, t, 0);
+}
+
+static int there(const char *id)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", pkg_, id);
+    return access(path, F_OK) == 0;
+}
+
+static void test_files(void)
+{
+    const char *err = NULL;
+    snprintf(pkg_, sizeof(pkg_), "%s/packages", dir_);
+    REQUIRE(exo_pkg_dir_ready(pkg_, &err) == 0);
+    struct stat st;
+    REQUIRE(stat(pkg_, &st) == 0);
+    CHECK((st.st_mode & 07777) == 0700);
+    chmod(pkg_, 0755);
+    CHECK(exo_pkg_dir_ready(pkg_, &err) == 0 && stat(pkg_, &st) == 0 &&
+          (st.st_mode & 07777) == 0700);
+
+    char id[EXO_PKG_ID_LEN + 1], id2[EXO_PKG_ID_LEN + 1];
+    REQUIRE(exo_pkg_new_id(id) == 0 && exo_pkg_new_id(id2) == 0);
+    CHECK(exo_pkg_id_ok(id, strlen(id)) && strcmp(id, id2) != 0);
+
+    int lfd, sfd;
+    REQUIRE(exo_pkg_create(pkg_, id, &lfd, &sfd, &err) == 0);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", pkg_, id);
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 07777) == 0700);
+    snprintf(path, sizeof(path), "%s/%s/log", pkg_, id);
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 07777) == 0600 && st.st_size == 0);
+    CHECK((fcntl(lfd, F_GETFD) & FD_CLOEXEC) && (fcntl(lfd, F_GETFL) & O_APPEND));
+    /* The same id again: refused, and the first one's files are untouched. */
+    int l2, s2;
+    CHECK(exo_pkg_create(pkg_, id, &l2, &s2, &err) == -1 && l2 == -1 && s2 == -1);
+    CHECK(there(id));
+
+    /* Running: whole lines only, and no exit line. */
+    exo_pkg_poll_t p;
+    CHECK(write(lfd, "one\ntwo\npart", 12) == 12);
+    CHECK(write(sfd, "pmstatus:a:10:x\n", 16) == 16);
+    REQUIRE(exo_pkg_poll_read(pkg_, id, 0, 0, &p) == 0);
+    CHECK(!p.done && p.exit[0] == '\0');
+    CHECK(p.log_len == 8 && memcmp(p.log, "one\ntwo\n", 8) == 0 && p.log_size == 12);
+    CHECK(p.status_len == 16 && p.status_size == 16);
+    REQUIRE(exo_pkg_poll_read(pkg_, id, 8, 16, &p) == 0);
+    CHECK(p.log_len == 0 && p.status_len == 0);
+    /* Ended: the rest, however it ends, and the exit line. */
+    char opdir[256];
+    snprintf(opdir, sizeof(opdir), "%s/%s", pkg_, id);
+    REQUIRE(exo_pkg_write_exit(opdir, "exit 100") == 0);
+    REQUIRE(exo_pkg_poll_read(pkg_, id, 8, 0, &p) == 0);
+    CHECK(p.done);
+    CHECK_STR(p.exit, "exit 100");
+    CHECK(p.log_len == 4 && memcmp(p.log, "part", 4) == 0);
+    char line[EXO_PKG_EXIT_MAX];
+    CHECK(exo_pkg_read_exit(pkg_, id, line, sizeof(line)) == 1);
+    CHECK_STR(line, "exit 100");
+    CHECK(exo_pkg_read_exit(pkg_, "0123456789abcdef0123456789abcdef", line, sizeof(line)) == 0);
+    /* A big log comes in slices of at most EXO_PKG_POLL_MAX, cut after a newline. */
+    char big[EXO_PKG_POLL_MAX + 100];
+    memset(big, 'b', sizeof(big));
+    big[1000] = big[EXO_PKG_POLL_MAX + 50] = '\n';
+    CHECK(write(lfd, big, sizeof(big)) == (ssize_t)sizeof(big));
+    REQUIRE(exo_pkg_poll_read(pkg_, id, 12, 0, &p) == 0);
+    CHECK(p.log_len == 1001);
+    REQUIRE(exo_pkg_poll_read(pkg_, id, 12 + 1001, 0, &p) == 0);
+    CHECK(p.log_len == sizeof(big) - 1001); /* the rest, up to the end of the ended log */
+    CHECK(exo_pkg_poll_read(pkg_, "0123456789abcdef0123456789abcdef", 0, 0, &p) == -ENOENT);
+    CHECK(exo_pkg_poll_read(pkg_, "../../etc", 0, 0, &p) == -ENOENT);
+    close(lfd);
+    close(sfd);
+    CHECK(exo_pkg_remove(pkg_, id) == 0 && !there(id));
+}
+
+static void test_prune(void)
+{
+    time_t now = time(NULL);
+    const char *ended_old = "a0000000000000000000000000000000";
+    const char *ended_new = "a1111111111111111111111111111111";
+    const char *orphan_old = "b0000000000000000000000000000000";
+    const char *orphan_new = "b1111111111111111111111111111111";
+    const char *running = "c0000000000000000000000000000000";
+    put(ended_old, "exit", "exit 0\n", now - 7200);
+    put(ended_new, "exit", "exit 0\n", now - 60);
+    put(orphan_old, "log", "x\n", now - 20000);
+    put(orphan_new, "log", "x\n", now - 60);
+    put(running, "log", "x\n", now - 20000);
+    put(running, "exit", "exit 0\n", now - 20000);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", pkg_, orphan_old);
+    struct timespec t[2] = {{now - 20000, 0}, {now - 20000, 0}};
+    utimensat(AT_FDCWD, path, t, 0);
+    /* Not an operation's name: never touched. */
+    snprintf(path, sizeof(path), "%s/not-an-id", pkg_);
+    mkdir(path, 0700);
+
+    const char *run[] = {running};
+    CHECK(exo_pkg_prune(pkg_, now, 3600, 10000, run, 1) == 2);
+    CHECK(!there(ended_old) && !there(orphan_old));
+    CHECK(there(ended_new) && there(orphan_new) && there(running) && there("not-an-id"));
+    rmdir(path);
+
+    /* Too many ended ones: the oldest go until EXO_PKG_ENDED_MAX - 1 remain, whatever keep. */
+    char id[EXO_PKG_ID_LEN + 1];
+    for (int i = 0; i < EXO_PKG_ENDED_MAX + 10; i++) {
+        snprintf(id, sizeof(id), "d%031d", i);
+        put(id, "exit", "exit 0\n", now - 1000 + i);
+    }
+    /* ended_new (now - 60) is among the newest; the d...0 to d...11 are the oldest. */
+    size_t removed = exo_pkg_prune(pkg_, now, 3600, 10000, run, 1);
+    CHECK(removed == 12);
+    snprintf(id, sizeof(id), "d%031d", 11);
+    CHECK(!there(id));
+    snprintf(id, sizeof(id), "d%031d", 12);
+    CHECK(there(id));
+    CHECK(there(ended_new));
+    CHECK(exo_pkg_prune(pkg_, now, 3600, 10000, run, 1) == 0);
+    /* With nothing running and a keep of 0 s, everything ended goes. */
+    CHECK(exo_pkg_prune(pkg_, now + 1, 0, 10000, NULL, 0) == EXO_PKG_ENDED_MAX);
+    CHECK(!there(running) && there(orphan_new));
+    exo_pkg_remove(pkg_, orphan_new);
+    CHECK(rmdir(pkg_) == 0);
+}
+
 int main(void)
 {
     if (exo_config_defaults(&cfg_) < 0) return 1;
@@ -432,6 +576,8 @@ int main(void)
     RUN(test_poll_cut);
     RUN(test_waiter);
     RUN(test_write_exit);
+    RUN(test_files);
+    RUN(test_prune);
     clean_dir();
     rmdir(dir_);
     exo_config_free(&cfg_);

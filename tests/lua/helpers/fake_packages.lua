@@ -155,8 +155,8 @@ function M.calls_of(fn)
 end
 
 -- Until the pkgc branch (sandbox/agent.lua's agent.packages, sandbox/capabilities.lua's
--- packages.read and packages.write) is merged, a spec calls this before kit.new to give the
--- sandbox what that branch adds, in the same shape (mounts_api's model): the capability
+-- packages.read and packages.write) is merged, setup.lua calls this to give the sandbox what
+-- that branch adds, in the same shape (mounts_api's model): the capability
 -- names, and agent.packages checking the capability at the method's line and whether the
 -- call can wait, then calling exo.packages. It changes nothing once the real ones exist.
 function M.stand_in_for_sandbox()

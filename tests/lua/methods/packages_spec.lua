@@ -3,7 +3,6 @@
 -- was recorded). Every fixture is used (the last test checks).
 local setup = require("tests.lua.helpers.setup")
 local fake = setup.packages
-fake.stand_in_for_sandbox()
 local kit = require("tests.lua.helpers.kit")
 local json = kit.json
 
@@ -581,6 +580,39 @@ describe("packages", function()
       assert.equal("succeeded", r.state)
       assert.same({}, r.result.changed)
     end)
+  end)
+
+  describe("on lines of the longest length read (2048 bytes)", function()
+    -- Lines shaped to make the parsers' patterns backtrack most: the pattern guard must
+    -- never refuse one (it would fail the call with data.limit = "pattern").
+    local shapes = {
+      ("x"):rep(3000), (" "):rep(3000), ("a.b "):rep(800), ("a "):rep(1500), ("a.b c "):rep(600),
+      "Inst a [b] (c " .. ("[d] "):rep(800), "Inst " .. ("a "):rep(1500), "  Upgrading : " .. ("a "):rep(1500),
+      "Unpacking a (" .. ("b "):rep(1500), "Waiting for cache lock: It is held by process 1 (" .. ("p "):rep(1500),
+      "pmstatus:a:" .. ("1"):rep(3000), "dlstatus:" .. (":"):rep(3000), " " .. ("a "):rep(1500),
+      "     replacing  " .. ("a.b "):rep(800), "E: Unable to locate package " .. ("a"):rep(3000),
+      ("Inst a [1] (2 %s[all])"):format(("[d] "):rep(500)), ("Inst a [1] (2 %s[all])"):format(("x, "):rep(600)),
+      ("Inst a [1] (2 x%sy [all])"):format((" "):rep(2000)), ("Inst a (2 %s)"):format((" "):rep(2000)),
+      ("Inst a [1] (2 %s/%s [all])"):format(("S:"):rep(500), ("-security"):rep(100)),
+    }
+    local text = table.concat(shapes, "\n") .. "\n"
+
+    for _, backend in ipairs({ "apt", "dnf" }) do
+      it("are parsed or skipped with " .. backend, function()
+        fake.config.backend = backend
+        fake.runs.refresh = { log = text, status = text, exit = "exit 0" }
+        fake.runs.list = { log = text, exit = "exit 0" }
+        fake.runs.install = { log = text, status = text, exit = "exit 0" }
+        local ok, r = k:rpc("packages.check_updates", {})
+        assert.is_true(ok, json.encode(r))
+        local started
+        ok, started = k:rpc("packages.update", { packages = { "exo-test-pkg" } })
+        assert.is_true(ok, json.encode(started))
+        k:run_jobs()
+        r = k:call_ok("jobs.get", { job_id = started.job_id })
+        assert.equal("succeeded", r.state, json.encode(r.error))
+      end)
+    end
   end)
 
   it("use every recorded fixture", function()
