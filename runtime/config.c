@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "cors.h"
+#include "pkgop.h"
 #include "url.h"
 
 #define CFG_MAX_LINE 4096
@@ -48,6 +49,7 @@ typedef enum {
     CT_IP_LIST,      /* list of numeric IPv4 or IPv6 addresses, each with an optional /prefix */
     CT_URL,          /* http:// URL (exo_url_parse), or "" kept as the empty string (disabled) */
     CT_ORIGIN_LIST,  /* list of exact web origins (exo_cors_origin_check) */
+    CT_PKG_LIST,     /* list of package names (exo_pkg_name_ok) */
 } cfg_type_t;
 
 /* One configuration key. For numbers min and max bound the value, for paths and account names
@@ -127,7 +129,7 @@ static const cfg_key_t keys[] = {
         "Let an operator method replace a shipped method of the same name."),
     KEY("methods", "operator_capabilities", CT_NAME_LIST, operator_capabilities, 0, 32, "",
         "Capabilities operator methods may use (system.read, process.run, mounts.read, "
-        "mounts.write)."),
+        "mounts.write, packages.read, packages.write)."),
     KEY("methods", "memory_limit", CT_SIZE, memory_limit, 4 * MIB, 4095 * MIB, "128M",
         "Memory ceiling of the Lua VM that runs methods."),
     KEY("methods", "call_memory_limit", CT_SIZE, call_memory_limit, 256 * KIB, 4095 * MIB, "32M",
@@ -201,6 +203,16 @@ static const cfg_key_t keys[] = {
     KEY("mounts", "secret_dir", CT_PATH, mounts_secret_dir, 0, 1024,
         "\"/var/lib/exosphere-guest-agent/cephfs\"",
         "Root-only directory of the CephFS secret and keyring files (0700, files 0600)."),
+    KEY("packages", "allow", CT_PKG_LIST, packages_allow, 0, 256, "",
+        "Packages that packages.update {packages} may name (exact names)."),
+    KEY("packages", "allow_all", CT_BOOL, packages_allow_all, 0, 1, "true",
+        "Whether packages.update {all = true} (an admin method) is allowed."),
+    KEY("packages", "lock_timeout", CT_DURATION, packages_lock_timeout_ms, 10 * SEC, HOUR, "5m",
+        "How long apt waits for the dpkg and apt locks before it fails."),
+    KEY("packages", "timeout", CT_DURATION, packages_timeout_ms, MIN, 6 * HOUR, "1h",
+        "A package operation's deadline: the tool's process group is killed after it."),
+    KEY("packages", "keep", CT_DURATION, packages_keep_ms, MIN, 30 * 24 * HOUR, "24h",
+        "How long an ended package operation's files stay in state_dir/packages."),
     KEY("websocket", "ping_interval", CT_DURATION, ws_ping_interval_ms, 100, 10 * MIN, "25s",
         "The agent pings each WebSocket session this often (proxies close idle ones at 60s)."),
     KEY("websocket", "pong_timeout", CT_DURATION, ws_pong_timeout_ms, 100, 10 * MIN, "10s",
@@ -307,7 +319,7 @@ static void list_free(exo_strlist_t *l)
 static bool is_list(cfg_type_t t)
 {
     return t == CT_ADDR_LIST || t == CT_PATH_LIST || t == CT_NAME_LIST || t == CT_ACCOUNT_LIST ||
-           t == CT_IP_LIST || t == CT_ORIGIN_LIST;
+           t == CT_IP_LIST || t == CT_ORIGIN_LIST || t == CT_PKG_LIST;
 }
 
 static bool is_string(cfg_type_t t)
@@ -686,6 +698,9 @@ static int check_list_item(cfg_ctx_t *cx, const cfg_key_t *k, const char *item)
     case CT_ORIGIN_LIST:
         why = exo_cors_origin_check(item);
         break;
+    case CT_PKG_LIST:
+        if (exo_pkg_name_ok(item, strlen(item))) return 0;
+        return fail(cx, "'%s' is not a package name of " EXO_PKG_NAME_RULE, shown);
     default:
         why = check_listen(item, &loopback);
         break;
@@ -1010,8 +1025,8 @@ int exo_config_validate(const exo_config_t *c, char *err, size_t errlen)
         return fail(&cx, "must be set when %s is, since each needs the other",
                     cert ? "tls_certificate" : "tls_private_key");
     }
-    /* Account names, proxies and origins may also come from outside the parser; a NULL name
-     * is "". */
+    /* Account names, proxies, origins and package names may also come from outside the parser; a
+     * NULL name is "". */
     for (size_t i = 0; i < N_KEYS; i++) {
         const void *field = (const char *)c + keys[i].offset;
         cx.key = &keys[i];
@@ -1021,7 +1036,7 @@ int exo_config_validate(const exo_config_t *c, char *err, size_t errlen)
                         show(shown, sizeof(shown), v, strlen(v)));
         }
         if (keys[i].type != CT_ACCOUNT_LIST && keys[i].type != CT_IP_LIST &&
-            keys[i].type != CT_ORIGIN_LIST)
+            keys[i].type != CT_ORIGIN_LIST && keys[i].type != CT_PKG_LIST)
             continue;
         const exo_strlist_t *l = field;
         for (size_t j = 0; j < l->n; j++) {

@@ -98,6 +98,12 @@ typedef struct exo_config_s {
     uint32_t mounts_mount_timeout_ms; /* duration: probe, mount and unmount deadline */
     uint32_t mounts_mkfs_timeout_ms;  /* duration: mkfs deadline */
     char *mounts_secret_dir;          /* absolute path: CephFS secrets, root 0700 */
+    /* [packages] */
+    exo_strlist_t packages_allow;      /* names packages.update may name; empty: none */
+    int packages_allow_all;            /* bool: packages.update {all = true} is allowed */
+    uint32_t packages_lock_timeout_ms; /* duration: apt waits this long for the dpkg locks */
+    uint32_t packages_timeout_ms;      /* duration: a package operation's deadline */
+    uint32_t packages_keep_ms;         /* duration: an ended operation's files are kept */
     /* [websocket] */
     uint32_t ws_ping_interval_ms; /* duration: the agent pings each session this often */
     uint32_t ws_pong_timeout_ms;  /* duration: a ping unanswered this long closes the session */

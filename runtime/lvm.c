@@ -14,6 +14,7 @@
 #include "log.h"
 #include "metadata.h"
 #include "mountop.h"
+#include "pkgop.h"
 
 /* How often (in VM instructions) the hook of a running call counts its budget and checks
  * the clock: a few microseconds of Lua, so preemption and deadlines are precise, while the
@@ -53,8 +54,9 @@ enum { CALL_RUNNING, CALL_WAITING, CALL_PREEMPTED, CALL_ENDED, CALL_CANCELLED };
 enum { KILL_NONE, KILL_DEADLINE, KILL_MEMORY, KILL_INSTRUCTIONS };
 
 /* Capabilities a method may be granted; bindings check them (see exo_call_require). */
-static const char *const cap_names[] = {"system.read", "process.run", "metadata.read",
-                                        "mounts.read", "mounts.write"};
+static const char *const cap_names[] = {"system.read",   "process.run",  "metadata.read",
+                                        "mounts.read",   "mounts.write", "packages.read",
+                                        "packages.write"};
 
 struct exo_call_s {
     exo_lvm_t *vm;
@@ -289,6 +291,7 @@ int exo_lvm_new(const exo_runtime_info_t *rt, exo_lvm_t **out, char *err, size_t
     exo_jobs_preload(L);
     exo_metadata_preload(L);
     exo_mounts_preload(L);
+    exo_packages_preload(L);
     vm->loading = 1;
     int rc = load_host(vm, err, errlen);
     vm->loading = 0;

@@ -18,7 +18,12 @@
  * process group: the tools it runs (mkfs.ext4, systemd-mount, ...) may take minutes. The child
  * writes one answer message to its pipe, which the monitor checks and relays to the worker;
  * the number in flight is capped ([mounts] max_in_flight), and at the deadline the child's
- * whole process group is killed. */
+ * whole process group is killed.
+ *
+ * A package operation (pkgop.h) is not a request: it may run for an hour. Its start is
+ * answered at once, a waiter process runs the tool and writes its files in
+ * state_dir/packages/<id>/, and polls read them; the monitor only tracks the waiters (at most
+ * one install or upgrade at a time) and prunes old operations' files. */
 #include "monitor.h"
 
 #include <errno.h>
@@ -49,6 +54,7 @@
 #include "mountop.h"
 #include "notify.h"
 #include "pam.h"
+#include "pkgop.h"
 #include "privsep.h"
 #include "server.h"
 #include "token.h"
@@ -59,6 +65,7 @@
 #define BACKOFF_SLOTS 1024     /* user names whose failures are remembered */
 #define OUT_NOT_ALLOWED 100    /* a child's outcome beyond exo_pam_outcome_t */
 #define MOUNTOP_GRACE_MS 10000 /* past a mount operation's own deadline, before it is killed */
+#define PKGOP_GRACE_MS 60000   /* past a package operation's deadline, before its waiter is */
 
 typedef struct child_answer_s {
     int outcome;
@@ -89,6 +96,18 @@ typedef struct mountjob_s {
     size_t got;
     uint8_t ans[EXO_PRIV_MAX_MESSAGE + 1];
 } mountjob_t;
+
+/* A package operation whose waiter runs (pkgop.h). The waiter enforces the deadline itself;
+ * the monitor kills the waiter only if it is still there a grace period later. */
+typedef struct pkgop_s {
+    int used;
+    pid_t pid; /* the waiter, also its process group */
+    exo_pkg_action_t action;
+    int changes; /* install or upgrade_all: one at a time */
+    int killed;  /* the monitor killed the waiter at its deadline */
+    uint64_t deadline;
+    char id[EXO_PKG_ID_LEN + 1];
+} pkgop_t;
 
 typedef struct backoff_s {
     char user[33];
@@ -128,6 +147,8 @@ static struct {
     exo_job_store_t job_store; /* the job records, as saved in jobs_path */
     char jobs_path[4200];      /* state_dir/jobs */
     int jobs_file_failing;     /* a warning was logged; the next one waits for a success */
+    pkgop_t pkgops[EXO_PKG_IN_FLIGHT];
+    char pkg_dir[4200]; /* state_dir/packages */
     uint8_t buf[EXO_PRIV_MAX_MESSAGE + 1];
 } m_;
 
@@ -941,6 +962,182 @@ static const char *op_mount(const exo_priv_msg_t *m)
     return NULL;
 }
 
+/* ---- package operations ------------------------------------------------------------------ */
+
+/* Prunes the ended operations' files (exo_pkg_prune), sparing the running ones. A directory
+ * without an exit line that no waiter of this monitor owns (the agent stopped during its
+ * operation) goes once it is older than timeout + keep + an hour: its tool is long dead. */
+static void pkg_prune(void)
+{
+    const char *running[EXO_PKG_IN_FLIGHT];
+    size_t n = 0;
+    for (size_t i = 0; i < EXO_PKG_IN_FLIGHT; i++)
+        if (m_.pkgops[i].used) running[n++] = m_.pkgops[i].id;
+    int64_t keep = m_.cfg->packages_keep_ms / 1000;
+    int64_t orphan = keep + m_.cfg->packages_timeout_ms / 1000 + 3600;
+    size_t removed = exo_pkg_prune(m_.pkg_dir, (int64_t)time(NULL), keep, orphan, running, n);
+    if (removed) exo_info("packages: removed the files of %zu ended operations", removed);
+}
+
+/* The names of a request for the log, bounded: they are of [A-Za-z0-9._+-] only (checked). */
+static void pkg_names_text(const exo_priv_field_t *names, int n, char *out, size_t cap)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        if (used + names[i].len + 6 >= cap) {
+            snprintf(out + used, cap - used, " ...");
+            return;
+        }
+        used += (size_t)snprintf(out + used, cap - used, " %.*s", (int)names[i].len, names[i].p);
+    }
+}
+
+/* PKG_START: the fields are checked (a request no honest worker sends kills it); the state of
+ * the machine (another change running, no backend) is answered as an error code. The answer
+ * comes at once; the operation goes on in a waiter process (pkgop_run.c). */
+static const char *op_pkg_start(const exo_priv_msg_t *m)
+{
+    const char *why = exo_pkgop_check_start(m_.cfg, m->f, m->n);
+    if (why) return why;
+    exo_pkg_action_t a = (exo_pkg_action_t)exo_pkg_action_parse(m->f[0].p, m->f[0].len);
+    exo_pkg_backend_t b = exo_pkg_backend();
+    if (b == EXO_PKG_NONE) {
+        answer_status(m->op, m->seq, "no_backend",
+                      "no package manager: neither /usr/bin/apt-get nor /usr/bin/dnf exists");
+        return NULL;
+    }
+    pkgop_t *slot = NULL;
+    for (size_t i = 0; i < EXO_PKG_IN_FLIGHT; i++) {
+        pkgop_t *p = &m_.pkgops[i];
+        if (p->used && p->changes && exo_pkg_action_changes(a)) {
+            char busy[128];
+            snprintf(busy, sizeof(busy), "another package %s is running (operation %s)",
+                     exo_pkg_action_name(p->action), p->id);
+            answer_status(m->op, m->seq, "busy", busy);
+            return NULL;
+        }
+        if (!p->used && slot == NULL) slot = p;
+    }
+    if (slot == NULL) {
+        answer_status(m->op, m->seq, "busy", "too many package operations are running");
+        return NULL;
+    }
+    static exo_pkg_cmd_t cmd;
+    exo_priv_field_t names[EXO_PKG_NAMES_MAX];
+    int n = exo_pkg_names_split(m->f[1].p, m->f[1].len, names, EXO_PKG_NAMES_MAX);
+    const char *err = NULL;
+    char id[EXO_PKG_ID_LEN + 1], dir[4300];
+    int log_fd = -1, status_fd = -1;
+    if (n < 0 || exo_pkg_cmd_build(&cmd, b, a, m_.cfg->packages_lock_timeout_ms / 1000, names,
+                                   (size_t)n) < 0) {
+        err = "cannot build the command line";
+    } else if (exo_pkg_dir_ready(m_.pkg_dir, &err) == 0) {
+        pkg_prune();
+        if (exo_pkg_new_id(id) < 0)
+            err = "no random bytes for an id";
+        else if (exo_pkg_create(m_.pkg_dir, id, &log_fd, &status_fd, &err) == 0)
+            snprintf(dir, sizeof(dir), "%s/%s", m_.pkg_dir, id);
+    }
+    if (err != NULL) {
+        exo_error("packages: cannot start %s: %s", exo_pkg_action_name(a), err);
+        answer_status(m->op, m->seq, "failed", err);
+        return NULL;
+    }
+    exo_pkg_run_t run = {.cmd = &cmd,
+                         .dir = dir,
+                         .log_fd = log_fd,
+                         .status_fd = cmd.status_fd ? status_fd : -1,
+                         .timeout_ms = m_.cfg->packages_timeout_ms};
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Its own process group; the tool gets another (pkgop_run.c). */
+        setpgid(0, 0);
+        close(m_.sigfd);
+        if (m_.wfd >= 0) close(m_.wfd);
+        close_login_fds();
+        for (size_t i = 0; i < m_.prep.n_fds; i++)
+            if (m_.prep.fds[i].fd >= 0) close(m_.prep.fds[i].fd);
+        OPENSSL_cleanse(m_.key, sizeof(m_.key));
+        if (run.status_fd < 0) close(status_fd);
+        exo_pkgop_waiter(&run);
+    }
+    close(log_fd);
+    close(status_fd);
+    if (pid < 0) {
+        int e = errno;
+        exo_error("packages: cannot fork for %s: %s", exo_pkg_action_name(a), strerror(e));
+        exo_pkg_remove(m_.pkg_dir, id);
+        answer_status(m->op, m->seq, "failed", strerror(e));
+        return NULL;
+    }
+    setpgid(pid, pid);
+    memset(slot, 0, sizeof(*slot));
+    slot->used = 1;
+    slot->pid = pid;
+    slot->action = a;
+    slot->changes = exo_pkg_action_changes(a);
+    slot->deadline = now_ms() + m_.cfg->packages_timeout_ms + PKGOP_GRACE_MS;
+    memcpy(slot->id, id, sizeof(slot->id));
+    char text[512];
+    pkg_names_text(names, n, text, sizeof(text));
+    exo_info("packages: started %s%s (operation %s, %s)", exo_pkg_action_name(a), text, id,
+             exo_pkg_backend_name(b));
+    exo_priv_field_t f[3] = {{"ok", 2}, {id, EXO_PKG_ID_LEN}, {exo_pkg_backend_name(b), 3}};
+    answer(m->op, m->seq, f, 3);
+    return NULL;
+}
+
+/* PKG_POLL: id, log offset, status offset -> the state and the slices (exo_pkg_poll_read). */
+static const char *op_pkg_poll(const exo_priv_msg_t *m)
+{
+    uint64_t lo = 0, so = 0;
+    const char *why = exo_pkgop_check_poll(m->f, m->n, &lo, &so);
+    if (why) return why;
+    char id[EXO_PKG_ID_LEN + 1];
+    memcpy(id, m->f[0].p, EXO_PKG_ID_LEN);
+    id[EXO_PKG_ID_LEN] = '\0';
+    static exo_pkg_poll_t p;
+    if (exo_pkg_poll_read(m_.pkg_dir, id, lo, so, &p) < 0) {
+        answer_status(m->op, m->seq, "not_found",
+                      "no such package operation (never started, or its files were removed "
+                      "after [packages] keep)");
+        return NULL;
+    }
+    char lsz[24], ssz[24];
+    snprintf(lsz, sizeof(lsz), "%llu", (unsigned long long)p.log_size);
+    snprintf(ssz, sizeof(ssz), "%llu", (unsigned long long)p.status_size);
+    exo_priv_field_t f[7] = {{"ok", 2},
+                             {p.done ? "done" : "running", p.done ? 4 : 7},
+                             {p.exit, strlen(p.exit)},
+                             {p.log, p.log_len},
+                             {p.status, p.status_len},
+                             {lsz, strlen(lsz)},
+                             {ssz, strlen(ssz)}};
+    answer(m->op, m->seq, f, 7);
+    return NULL;
+}
+
+/* A waiter ended: it wrote the exit line, or (killed at the deadline, or broken) the monitor
+ * writes one so that polls see the operation end. */
+static void pkg_reaped(pkgop_t *p, int status)
+{
+    char dir[4300];
+    snprintf(dir, sizeof(dir), "%s/%s", m_.pkg_dir, p->id);
+    char line[EXO_PKG_EXIT_MAX] = "";
+    if (exo_pkg_read_exit(m_.pkg_dir, p->id, line, sizeof(line)) <= 0) {
+        snprintf(line, sizeof(line), "%s", p->killed ? "timeout" : "lost");
+        int rc = exo_pkg_write_exit(dir, line);
+        if (rc < 0) exo_error("packages: cannot write %s/exit: %s", dir, strerror(-rc));
+        if (!p->killed)
+            exo_error("packages: the waiter of operation %s ended (status %d) without an exit "
+                      "line",
+                      p->id, status);
+    }
+    exo_info("packages: %s (operation %s) ended: %s", exo_pkg_action_name(p->action), p->id, line);
+    memset(p, 0, sizeof(*p));
+}
+
 /* The permit table: every operation the worker may ask for. */
 static const struct {
     uint32_t op;
@@ -958,6 +1155,8 @@ static const struct {
     {EXO_OP_MOUNT_CEPHFS, op_mount},
     {EXO_OP_JOB_PUT, op_job_put},
     {EXO_OP_JOB_LIST, op_job_list},
+    {EXO_OP_PKG_START, op_pkg_start},
+    {EXO_OP_PKG_POLL, op_pkg_poll},
 };
 
 static void worker_readable(void)
@@ -1019,6 +1218,8 @@ static void reap(void)
             if (j->fd >= 0) mountjob_read(j);
             mountjob_free_if_done(j);
         }
+        for (size_t i = 0; i < EXO_PKG_IN_FLIGHT; i++)
+            if (m_.pkgops[i].used && m_.pkgops[i].pid == pid) pkg_reaped(&m_.pkgops[i], status);
     }
 }
 
@@ -1077,6 +1278,13 @@ static void check_deadlines(uint64_t now)
             answer_status(j->op, j->seq, "timeout", "the operation did not finish in time");
         mountjob_free_if_done(j);
     }
+    for (size_t i = 0; i < EXO_PKG_IN_FLIGHT; i++) {
+        pkgop_t *p = &m_.pkgops[i];
+        if (!p->used || p->killed || now < p->deadline) continue;
+        exo_warn("packages: the waiter of operation %s outlived its deadline; killed it", p->id);
+        kill(-p->pid, SIGKILL);
+        p->killed = 1;
+    }
     if (m_.stopping && m_.worker > 0 && now >= m_.stop_deadline) {
         exo_error("monitor: the worker did not stop in time; killing it");
         kill(m_.worker, SIGKILL);
@@ -1094,6 +1302,9 @@ static int next_timeout(uint64_t now)
     for (size_t i = 0; i < m_.n_jobs; i++)
         if (m_.jobs[i].used && m_.jobs[i].fd >= 0 && m_.jobs[i].deadline < next)
             next = m_.jobs[i].deadline;
+    for (size_t i = 0; i < EXO_PKG_IN_FLIGHT; i++)
+        if (m_.pkgops[i].used && !m_.pkgops[i].killed && m_.pkgops[i].deadline < next)
+            next = m_.pkgops[i].deadline;
     if (m_.stopping && m_.worker > 0 && m_.stop_deadline < next) next = m_.stop_deadline;
     if (!m_.stopping && m_.worker == 0 && m_.restart_at && m_.restart_at < next)
         next = m_.restart_at;
@@ -1209,6 +1420,9 @@ int exo_monitor_run(exo_config_t *cfg, int dev)
     console_device();
     if (load_history_start() < 0) goto out;
     if (jobs_start() < 0) goto out;
+    snprintf(m_.pkg_dir, sizeof(m_.pkg_dir), "%s/packages", cfg->state_dir);
+    /* Found before the worker is forked, so that both report the same backend. */
+    exo_info("monitor: package backend: %s", exo_pkg_backend_name(exo_pkg_backend()));
     m_.n_logins = cfg->max_logins_in_flight;
     m_.logins = calloc(m_.n_logins, sizeof(*m_.logins));
     m_.backoff = calloc(BACKOFF_SLOTS, sizeof(*m_.backoff));
@@ -1255,6 +1469,11 @@ out:
         }
         if (j->fd >= 0) close(j->fd);
     }
+    /* Package operations are left to end on their own: killing dpkg halfway breaks the system.
+     * (Under systemd, stopping the service still kills its whole control group.) */
+    for (size_t i = 0; i < EXO_PKG_IN_FLIGHT; i++)
+        if (m_.pkgops[i].used)
+            exo_warn("packages: operation %s is still running; left to finish", m_.pkgops[i].id);
     if (m_.worker > 0) {
         kill(m_.worker, SIGKILL);
         waitpid(m_.worker, NULL, 0);

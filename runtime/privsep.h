@@ -18,7 +18,7 @@
 #define EXO_PRIV_MAX_MESSAGE 8192 /* bytes of one message, either way */
 #define EXO_PRIV_MAX_FIELDS 12
 
-/* The operations. New ones (packages come next) go here and in the monitor's permit table;
+/* The operations. New ones go here and in the monitor's permit table;
  * numbers are never reused. */
 enum {
     EXO_OP_LOGIN = 1,  /* user, password, source, transport -> status, ... (monitor.c) */
@@ -38,6 +38,9 @@ enum {
     EXO_OP_JOB_PUT = 11,
     /* "" or the last id of the previous page -> status, more ("0"/"1"), record lines */
     EXO_OP_JOB_LIST = 12,
+    /* The package operations (pkgop.h, which also describes their answers). */
+    EXO_OP_PKG_START = 13, /* action, 0..64 package names -> status, id, backend */
+    EXO_OP_PKG_POLL = 14,  /* id, log offset, status offset -> status, state, exit, ... */
 };
 #define EXO_OP_ANSWER 0x80000000u
 

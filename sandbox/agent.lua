@@ -271,6 +271,60 @@ function M.mounts_api()
   return api
 end
 
+-- The actions that change the system; the others only read.
+local PKG_CHANGES = { install = true, upgrade_all = true }
+
+-- agent.packages: the monitor's package operations (runtime/l_packages.c, runtime/pkgop.h).
+-- config and poll, and start of refresh and list, need "packages.read"; start of install and
+-- upgrade_all needs "packages.write". start and poll yield (start only until the operation has
+-- started: it runs on in the monitor, and poll reads its log and status from offsets);
+-- expected failures return nil, code, message. Operations are never cancelled.
+function M.packages_api()
+  local function mod()
+    return optional_module("exo.packages", "packages")
+  end
+  local api = {}
+
+  function api.config()
+    need("packages.read")
+    return mod().config()
+  end
+
+  -- action: "refresh" | "list" | "install" | "upgrade_all"; names: nil or an array of package
+  -- names (list: only these; install: these, each on [packages] allow).
+  function api.start(action, names)
+    if type(action) ~= "string" then
+      raise("agent.packages.start: action must be a string, got %s", type(action))
+    end
+    need(PKG_CHANGES[action] and "packages.write" or "packages.read")
+    if names ~= nil then
+      if type(names) ~= "table" then
+        raise("agent.packages.start: names must be an array of strings or nil, got %s", type(names))
+      end
+      for i = 1, #names do
+        if type(names[i]) ~= "string" then
+          raise("agent.packages.start: names[%d] must be a string, got %s", i, type(names[i]))
+        end
+      end
+    end
+    can_wait("packages.start")
+    return mod().start(action, names)
+  end
+
+  function api.poll(id, log_offset, status_offset)
+    need("packages.read")
+    if type(id) ~= "string" then
+      raise("agent.packages.poll: id must be a string, got %s", type(id))
+    elseif math.type(log_offset) ~= "integer" or math.type(status_offset) ~= "integer" then
+      raise("agent.packages.poll: log_offset and status_offset must be integers")
+    end
+    can_wait("packages.poll")
+    return mod().poll(id, log_offset, status_offset)
+  end
+
+  return api
+end
+
 -- Builds the API. `host_info()` returns what the host knows beyond core.info(): the API
 -- versions and the load summary ({methods = n, skipped = {...}}).
 function M.build(host_info)
@@ -384,6 +438,7 @@ function M.build(host_info)
   end
 
   api.mounts = M.mounts_api()
+  api.packages = M.packages_api()
 
   function api.log(level, message)
     local err = M.level_error(level)

@@ -19,6 +19,8 @@ M.KNOWN = {
   ["metadata.read"] = "read the OpenStack metadata document from the configured URL (agent.metadata)",
   ["mounts.read"] = "the mount configuration and device probes through the monitor (agent.mounts.config, probe)",
   ["mounts.write"] = "format, mount and unmount volumes and shares through the monitor (agent.mounts.mkfs, mount, unmount, cephfs_mount)",
+  ["packages.read"] = "the package settings, refreshing the package lists and listing updates through the monitor, and reading an operation's progress (agent.packages.config, start of refresh and list, poll)",
+  ["packages.write"] = "install package updates through the monitor (agent.packages.start of install and upgrade_all)",
 }
 
 -- The configuration key that grants capabilities to operator methods, as messages name it.

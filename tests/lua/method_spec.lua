@@ -71,7 +71,7 @@ describe("method declarations", function()
       { { handler = "echo" }, "method 'demo.echo': handler must be a function(ctx, params), got string" },
       { { result = { type = "object" } }, "method 'demo.echo': result must be a schema made with T" },
       { { params = T.string() }, "method 'demo.echo': params must be a T.object schema" },
-      { { capabilities = { "Mounts" } }, "method 'demo.echo': capabilities[1]: unknown capability \"Mounts\" (known: metadata.read, mounts.read, mounts.write, process.run, system.read)" },
+      { { capabilities = { "Mounts" } }, "method 'demo.echo': capabilities[1]: unknown capability \"Mounts\" (known: metadata.read, mounts.read, mounts.write, packages.read, packages.write, process.run, system.read)" },
       { { capabilities = { 1 } }, "method 'demo.echo': capabilities[1] must be a name" },
       { { errors = { "NotFound" } }, "method 'demo.echo': errors[1] must be an error kind like errors.NotFound" },
       { { param_order = { "knd" } }, "method 'demo.echo': param_order[1]: \"knd\" is not a parameter" },

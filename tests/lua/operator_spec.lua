@@ -30,7 +30,7 @@ describe("operator methods", function()
     assert.same({}, k.summary.skipped)
     assert.equal("site.a", k:call_ok("site.a"))
     assert.equal("site.b", k:call_ok("site.b"))
-    assert.equal(18, k.summary.methods) -- 16 shipped (the host's 8 included) and 2 here
+    assert.equal(20, k.summary.methods) -- 18 shipped (the host's 8 included) and 2 here
   end)
 
   describe("that take a shipped method's name", function()
@@ -110,7 +110,7 @@ describe("operator methods", function()
     it("a grant the agent does not know stops the start", function()
       local host = require("sandbox.host")
       assert.has_error(function() host.init({ operator_capabilities = { "mounts.raed" } }) end,
-        'host.init: operator_capabilities[1]: unknown capability "mounts.raed" (known: metadata.read, mounts.read, mounts.write, process.run, system.read)')
+        'host.init: operator_capabilities[1]: unknown capability "mounts.raed" (known: metadata.read, mounts.read, mounts.write, packages.read, packages.write, process.run, system.read)')
     end)
   end)
 
@@ -189,7 +189,7 @@ describe("host.check_files", function()
       file .. ":2: method 'site.a': stability must be one of experimental, stable, deprecated (got \"beta\")",
       file .. ":4: method 'site.b': examples[1] does not match its schema: examples[1].result expected an integer, got a string",
       file .. ":7: method 'site.c': examples[1] does not match its schema: examples[1].params.n expected an integer, got a string",
-      file .. ":10: method 'site.d': capabilities[1]: unknown capability \"disks.write\" (known: metadata.read, mounts.read, mounts.write, process.run, system.read)",
+      file .. ":10: method 'site.d': capabilities[1]: unknown capability \"disks.write\" (known: metadata.read, mounts.read, mounts.write, packages.read, packages.write, process.run, system.read)",
     }, r.errors)
   end)
 

@@ -345,6 +345,49 @@ static void test_jobs(void)
               "agent.conf:2: [jobs] max_records: 15 is out of range 16..10000");
 }
 
+/* [packages]: defaults, a value of each key, and a bad value of each; the allow list takes
+ * package names (exo_pkg_name_ok), not the dotted names of other lists. */
+static void test_packages(void)
+{
+    exo_config_t c;
+    REQUIRE(parse_into(&c, "") == 0);
+    CHECK(c.packages_allow.n == 0);
+    CHECK(c.packages_allow_all == 1);
+    CHECK(c.packages_lock_timeout_ms == 300000);
+    CHECK(c.packages_timeout_ms == 3600000);
+    CHECK(c.packages_keep_ms == 86400000);
+    exo_config_free(&c);
+    REQUIRE(parse_into(&c, "[packages]\nallow = nginx, libstdc++6, \"python3.11\", "
+                           "NetworkManager, g_x-1\nallow_all = no\nlock_timeout = 10s\ntimeout = "
+                           "6h\nkeep = 1m\n") == 0);
+    REQUIRE(c.packages_allow.n == 5);
+    CHECK_STR(c.packages_allow.items[0], "nginx");
+    CHECK_STR(c.packages_allow.items[1], "libstdc++6");
+    CHECK_STR(c.packages_allow.items[2], "python3.11");
+    CHECK_STR(c.packages_allow.items[3], "NetworkManager");
+    CHECK(c.packages_allow_all == 0);
+    CHECK(c.packages_lock_timeout_ms == 10000);
+    CHECK(c.packages_timeout_ms == 6 * 3600000);
+    CHECK(c.packages_keep_ms == 60000);
+    exo_config_free(&c);
+    CHECK_STR(parse_err("[packages]\nallow = nginx, -rf\n"),
+              "agent.conf:2: [packages] allow: '-rf' is not a package name of 1 to 128 letters, "
+              "digits, '.', '_', '+' or '-', not starting with '-' or '.'");
+    CHECK(strstr(parse_err("[packages]\nallow = .hidden\n"), "'.hidden' is not a package") != NULL);
+    CHECK(strstr(parse_err("[packages]\nallow = \"a b\"\n"), "'a b' is not a package") != NULL);
+    char text[300];
+    snprintf(text, sizeof(text), "[packages]\nallow = %0129d\n", 0);
+    CHECK(strstr(parse_err(text), "is not a package name") != NULL);
+    CHECK(strstr(parse_err("[packages]\nallow_all = sometimes\n"), "[packages] allow_all:") !=
+          NULL);
+    CHECK_STR(parse_err("[packages]\nlock_timeout = 9s\n"),
+              "agent.conf:2: [packages] lock_timeout: 9s is out of range 10s..1h");
+    CHECK_STR(parse_err("[packages]\ntimeout = 7h\n"),
+              "agent.conf:2: [packages] timeout: 7h is out of range 1m..6h");
+    CHECK(strstr(parse_err("[packages]\nkeep = 59s\n"), "[packages] keep: 59s is out of range") !=
+          NULL);
+}
+
 /* [console]: the status line switch and the device, whose "" means "choose by family". */
 static void test_console(void)
 {
@@ -666,7 +709,7 @@ static void test_structure_errors(void)
     CHECK_STR(parse_err("# x\n[serve]\n"),
               "agent.conf:2: unknown section [serve]; the sections "
               "are [server], [methods], [auth], [console], [system_load], [metadata], [mounts], "
-              "[websocket], [jobs], [log]");
+              "[packages], [websocket], [jobs], [log]");
     CHECK_STR(parse_err("[server\n"),
               "agent.conf:1: a section header must end with ']', got '[server'");
     CHECK_STR(parse_err("[server] # main\n"),
@@ -1472,6 +1515,7 @@ int main(void)
     RUN(test_mounts);
     RUN(test_websocket);
     RUN(test_jobs);
+    RUN(test_packages);
     RUN(test_console);
     RUN(test_system_load);
     RUN(test_metadata);

@@ -181,6 +181,68 @@ return {
     end,
   }),
   method({
+    name = "e2e.packages",
+    summary = "Calls one agent.packages function (null for nil), or runs an operation to its end",
+    description = "fn = run starts args[1] with the names args[2] and polls every 100 ms until "
+      .. "the operation is done, checking that each slice of a running operation is whole lines",
+    since = "2026-12-01",
+    stability = "experimental",
+    permission = "public",
+    capabilities = { "packages.read", "packages.write" },
+    params = T.object({
+      fn = T.enum({ "config", "start", "poll", "run" }),
+      args = T.array(T.any()),
+    }),
+    result = T.any(),
+    examples = {
+      { name = "the settings", params = { fn = "config", args = {} },
+        result = { ok = { backend = "apt", allow = {}, allow_all = true, lock_timeout_s = 300, timeout_s = 3600 } } },
+    },
+    handler = function(ctx, params)
+      local args, n = {}, #params.args
+      for i = 1, n do
+        if params.args[i] ~= json.null then
+          args[i] = params.args[i]
+        end
+      end
+      if params.fn ~= "run" then
+        local r, code, message = agent.packages[params.fn](table.unpack(args, 1, n))
+        if r == nil then
+          return { code = code, message = message }
+        end
+        return { ok = r }
+      end
+      local op, code, message = agent.packages.start(args[1], args[2])
+      if op == nil then
+        return { code = code, message = message }
+      end
+      local log, status, polls, partial = {}, {}, 0, false
+      local lo, so = 0, 0
+      while true do
+        local p, pcode, pmessage = agent.packages.poll(op.id, lo, so)
+        if p == nil then
+          return { code = pcode, message = pmessage, id = op.id }
+        end
+        polls = polls + 1
+        if p.state == "running" and ((#p.log > 0 and p.log:sub(-1) ~= "\n")
+            or (#p.status > 0 and p.status:sub(-1) ~= "\n")) then
+          partial = true
+        end
+        log[#log + 1], status[#status + 1] = p.log, p.status
+        lo, so = lo + #p.log, so + #p.status
+        if p.state == "done" and lo >= p.log_size and so >= p.status_size then
+          local text = table.concat(log)
+          return { id = op.id, backend = op.backend, exit = p.exit, log_size = p.log_size,
+                   log_read = #text, status_read = #table.concat(status), polls = polls,
+                   partial_lines = partial, log_head = text:sub(1, 2000) }
+        end
+        if p.state == "running" then
+          agent.sleep(100)
+        end
+      end
+    end,
+  }),
+  method({
     name = "e2e.fail",
     summary = "Fails with a Lua error (a bug) or with an agent error",
     since = "2026-12-01",

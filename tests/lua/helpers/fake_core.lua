@@ -85,6 +85,9 @@ local function yield_with(...)
   return coroutine.yield()
 end
 
+-- For the fakes of other modules (fake_packages.lua), which check and wait the same way.
+M.need, M.yield_with = need, yield_with
+
 function M.set_capabilities(list)
   local call = current_call("set_capabilities")
   if call.capabilities ~= nil then

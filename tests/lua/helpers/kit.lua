@@ -45,6 +45,7 @@ function M.new(opts)
   opts = opts or {}
   setup.core.reset()
   setup.load.reset()
+  setup.packages.reset()
   local host = require("sandbox.host")
   local summary = host.init({
     dev = opts.dev ~= false,

@@ -5,7 +5,7 @@
 --     note on stderr so that nobody mistakes a stand-in run for the real thing;
 --   * exo.core is always the fake in fake_core.lua (reset before each test), and so are
 --     exo.metadata and exo.mounts, whose fakes live there too; exo.load is the fake in
---     fake_load.lua (reset with it by kit.new).
+--     fake_load.lua and exo.packages the one in fake_packages.lua (both reset by kit.new).
 
 local M = {}
 
@@ -33,8 +33,12 @@ package.loaded["exo.metadata"] = M.core.metadata
 package.loaded["exo.mounts"] = M.core.mounts
 package.loaded["exo.events"] = M.core.events
 package.loaded["exo.jobs"] = M.core.jobs
+M.packages = require("tests.lua.helpers.fake_packages")
+package.loaded["exo.packages"] = M.packages.module
 M.load = require("tests.lua.helpers.fake_load")
 package.loaded["exo.load"] = M.load
+-- Until the pkgc branch's agent.packages and capabilities are merged (a no-op after that).
+M.packages.stand_in_for_sandbox()
 
 -- Coroutines created while a call runs get the call's instruction-budget hook, as threads
 -- created in the runtime inherit its hook (fake_core.lua, hook_new_thread). Installed once,

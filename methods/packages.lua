@@ -1,0 +1,808 @@
+-- packages.*: the instance's package updates (issue 9), through the monitor's package
+-- operations (agent.packages; docs/methods.md "Packages").
+--
+-- The worker never runs a package manager itself. It asks the monitor to start one of four
+-- fixed operations (refresh, list, install, upgrade_all), which runs apt-get (or dnf) as root
+-- with its output appended to files, and then reads those files back in slices with
+-- agent.packages.poll. Everything here is reading that output: apt-get's simulation lines
+-- ("Inst NAME [OLD] (NEW ORIGIN [ARCH])"), its status fd (APT::Status-Fd), its log lines and
+-- error messages, and dnf's check-update and transaction output. The parsers are local
+-- functions that take one line at a time; tests/lua/fixtures/packages/ holds recorded output
+-- of both tools for every case they handle.
+
+local POLL_MS = 250
+-- A line longer than this is cut there (the rest up to its newline is dropped), so that
+-- output without newlines cannot grow the worker's buffer. Real lines are far shorter, but
+-- for the one dpkg writes while it reads its database ("(Reading database ... 5%\r..."),
+-- which is split at the \r anyway.
+local MAX_LINE = 2048
+-- The most updates check_updates answers with, and changed packages a job reports: bounds on
+-- the answer and the job record (a full upgrade of a large system is a few hundred).
+local MAX_UPDATES = 5000
+local MAX_CHANGED = 2000
+-- The log lines a "failed" error carries (each cut to TAIL_LINE_MAX bytes): enough to see
+-- the tool's own error, small enough for the job record (sandbox/jobs.lua keeps 6 KiB).
+local TAIL_LINES = 10
+local TAIL_LINE_MAX = 200
+-- What a lock_timeout error suggests: the holder is usually unattended-upgrades at boot,
+-- which takes minutes.
+local RETRY_AFTER_S = 60
+-- check_updates refreshes for at most this share of the time its call has left, so that the
+-- list still fits in the call's deadline; a refresh that takes longer goes on in the
+-- monitor, and the list reads the package lists as they are (refreshed = false).
+local REFRESH_SHARE = 0.6
+-- The part of the call's time the list needs at least, after the refresh.
+local LIST_RESERVE_MS = 3000
+
+local NAME_PATTERN = "^[A-Za-z0-9_+][A-Za-z0-9._+-]*$"
+
+--------------------------------------------------------------------------------------------
+-- Schemas.
+
+local Name = T.string({ min_len = 1, max_len = 128, pattern = NAME_PATTERN })
+  :describe("A package name: letters, digits and . _ + -, not starting with . or -")
+local Names = T.array(Name, { min_items = 1, max_items = 64 })
+
+local Update = T.object({
+  name = T.string():describe("The package (binary package name; without the architecture)"),
+  installed = T.nullable(T.string()):describe("The installed version; null for a package the "
+    .. "upgrade would newly install, and with dnf, whose check-update does not say"),
+  candidate = T.string():describe("The version the upgrade would install"),
+  origin = T.nullable(T.string()):describe("Where the candidate comes from: apt's release "
+    .. "(\"Debian-Security:12/bookworm-security\"), dnf's repository id; null when unknown"),
+  security = T.nullable(T.boolean()):describe("Whether the origin is a security archive "
+    .. "(Debian-Security, a -security suite); null when the backend cannot tell (dnf)"),
+})
+
+local Backend = T.enum({ "apt", "dnf" })
+
+local CheckResult = T.object({
+  backend = Backend:describe("The package manager the agent drives"),
+  updates = T.array(Update):describe("Available updates, sorted by name"),
+  refreshed = T.boolean():describe("Whether the package lists were refreshed from the "
+    .. "repositories first; false when the refresh failed or did not finish in the call's "
+    .. "time (the list then comes from the lists of the last refresh)"),
+})
+
+local JobRef = T.object({ job_id = T.string() })
+  :describe("The job that installs the updates: follow it with jobs.get or notify.jobs.*")
+
+--------------------------------------------------------------------------------------------
+-- Errors: each has a stable data.reason (docs/methods.md "Package errors").
+
+local function fail(kind, reason, message, data)
+  data = data or {}
+  data.reason = reason
+  error(kind(message, data))
+end
+
+-- agent.packages' codes (start, poll) as errors.
+local function monitor_failed(code, message)
+  if code == "invalid" then
+    error(errors.InvalidParams("params", message or "refused by the monitor's checks"))
+  elseif code == "busy" then
+    fail(errors.Busy, "busy", message or "another package operation is running",
+      { retry_after_s = RETRY_AFTER_S })
+  elseif code == "no_backend" then
+    fail(errors.Unsupported, "no_backend", message or "this instance has neither apt-get nor dnf")
+  elseif code == "not_found" then
+    fail(errors.Failed, "failed", "the package operation's files are gone: " .. tostring(message))
+  end
+  fail(errors.Failed, "failed", message or code or "the monitor refused the package operation")
+end
+
+-- What a reason found in the output raises, in the order they win when several are found:
+-- an interrupted dpkg or a lock explains the failures that follow from them.
+local REASON_ORDER = { "dpkg_interrupted", "lock_timeout", "disk_full", "unknown_package",
+                       "repository_unreachable" }
+
+-- Plain substrings of apt-get's and dnf's output and the reason each one means.
+local MARKERS = {
+  { "dpkg was interrupted, you must manually run", "dpkg_interrupted" },
+  { "Unable to acquire the dpkg frontend lock", "lock_timeout" },
+  { "Unable to lock the administration directory", "lock_timeout" },
+  { "Unable to lock directory", "lock_timeout" },
+  { "Could not get lock", "lock_timeout" },
+  { "No space left on device", "disk_full" },
+  { "You don't have enough free space in", "disk_full" },
+  { "Disk Requirements:", "disk_full" },
+  { "more space needed on the", "disk_full" },
+  { "Temporary failure resolving", "repository_unreachable" },
+  { "Failed to fetch", "repository_unreachable" },
+  { "Could not connect to", "repository_unreachable" },
+  { "Cannot initiate the connection", "repository_unreachable" },
+  { "Unable to fetch some archives", "repository_unreachable" },
+  { "Curl error", "repository_unreachable" },
+  { "Errors during downloading metadata for repository", "repository_unreachable" },
+  { "Failed to download metadata for repo", "repository_unreachable" },
+}
+
+-- "... It is held by process 21 (perl)...": "process 21 (perl)", or nil.
+local function lock_holder(line)
+  local i = line:find("It is held by process ", 1, true)
+  return i and line:match("^It is held by (process %d+ %([^)]*%))", i) or nil
+end
+
+-- Collects what a run's output says went wrong: the reasons found, the first package named
+-- unknown, what holds a lock, and the last lines.
+local function new_problems()
+  return { found = {}, tail = {} }
+end
+
+local function cut(line)
+  return #line > TAIL_LINE_MAX and line:sub(1, TAIL_LINE_MAX) or line
+end
+
+local function note_problem(p, line)
+  if line:find("^E: ") or line:find("^W: ") or line:find("^Err:") or line:find("^Error") then
+    p.errors_seen = true
+  end
+  for _, m in ipairs(MARKERS) do
+    if line:find(m[1], 1, true) then
+      p.found[m[2]] = p.found[m[2]] or cut(line)
+    end
+  end
+  -- apt: "E: Unable to locate package NAME"; dnf: "No match for argument: NAME"
+  local unknown = line:match("^E: Unable to locate package (%S+)") or line:match("^No match for argument: (%S+)")
+  if unknown then
+    p.found.unknown_package = p.found.unknown_package or cut(line)
+    p.unknown = p.unknown or unknown
+  end
+  p.holder = lock_holder(line) or p.holder
+  p.tail[#p.tail + 1] = cut(line)
+  if #p.tail > TAIL_LINES then
+    table.remove(p.tail, 1)
+  end
+end
+
+-- Raises the error for a run that ended with `exit` (the monitor's exit line) and `p`.
+local function run_failed(backend, exit, p, waiting)
+  local data = { backend = backend, exit = exit }
+  if exit == "timeout" and not waiting then
+    fail(errors.Timeout, "timeout", "the package operation ran past [packages] timeout and was stopped", data)
+  elseif exit == "timeout" then
+    -- dnf waits for its lock without a limit: the monitor's deadline ends the wait.
+    p.found.lock_timeout = p.found.lock_timeout or "the lock was still held at [packages] timeout"
+  end
+  for _, reason in ipairs(REASON_ORDER) do
+    local line = p.found[reason]
+    if line then
+      data.detail = line
+      if reason == "lock_timeout" then
+        data.retry_after_s = RETRY_AFTER_S
+        data.held_by = p.holder
+        fail(errors.Busy, reason, "the package manager's lock is held by another process"
+          .. (p.holder and " (" .. p.holder .. ")" or "") .. "; try again later", data)
+      elseif reason == "unknown_package" then
+        data.package = p.unknown
+        fail(errors.NotFound, reason, ("no package %s is known to %s"):format(tostring(p.unknown), backend), data)
+      elseif reason == "dpkg_interrupted" then
+        fail(errors.Failed, reason, "an earlier dpkg run was interrupted: an administrator must run "
+          .. "'dpkg --configure -a' first", data)
+      elseif reason == "disk_full" then
+        fail(errors.LimitExceeded, reason, "not enough disk space for the packages", data)
+      end
+      fail(errors.Unavailable, reason, "a package repository cannot be reached", data)
+    end
+  end
+  data.log_tail = p.tail
+  fail(errors.Failed, "failed", ("%s failed (%s)"):format(backend == "dnf" and "dnf" or "apt-get", tostring(exit)), data)
+end
+
+--------------------------------------------------------------------------------------------
+-- Reading output line by line across polls: a slice ends anywhere, so the part after its
+-- last newline waits for the next one. "\r" ends a line too (dpkg's progress).
+
+local function new_reader()
+  return { tail = "", dropping = false }
+end
+
+local function feed(r, chunk, on_line)
+  if chunk == nil or chunk == "" then
+    return
+  end
+  local text, start = r.tail .. chunk, 1
+  while true do
+    local i = text:find("[\r\n]", start)
+    if not i then
+      break
+    end
+    if not r.dropping and i > start then
+      on_line(text:sub(start, i - 1))
+    end
+    r.dropping = false
+    start = i + 1
+  end
+  r.tail = text:sub(start)
+  if #r.tail > MAX_LINE then
+    if not r.dropping then
+      on_line(r.tail:sub(1, MAX_LINE))
+    end
+    r.tail, r.dropping = "", true
+  end
+end
+
+-- The last line, when the output did not end with a newline.
+local function flush(r, on_line)
+  if r.tail ~= "" and not r.dropping then
+    on_line(r.tail)
+  end
+  r.tail = ""
+end
+
+--------------------------------------------------------------------------------------------
+-- apt-get's simulation (-s): what an upgrade would install.
+
+-- Where the last `ch` (one plain character) is in s, or nil. Plain finds: patterns like
+-- "^(.*)%.[^.]+$" or "/([^/]*)$" backtrack over the whole of a long word.
+local function last_index(s, ch)
+  local last, pos = nil, 1
+  while true do
+    local i = s:find(ch, pos, true)
+    if not i then
+      return last
+    end
+    last, pos = i, i + 1
+  end
+end
+
+-- "exo-test-pkg.noarch" -> "exo-test-pkg", or nil without an architecture.
+local function without_arch(name_arch)
+  local last = last_index(name_arch, ".")
+  if not last or last == 1 or last == #name_arch then
+    return nil
+  end
+  return name_arch:sub(1, last - 1)
+end
+
+-- Whether one of apt's release strings names a security archive: the label
+-- ("Debian-Security:12/bookworm-security") or the suite ("Ubuntu:22.04/jammy-security").
+local function apt_security(origin)
+  for _, part in ipairs(agent.split(origin, ",")) do
+    part = table.concat(agent.split(part), " ")
+    local colon = part:find(":", 1, true)
+    local label = part:sub(1, (colon or #part + 1) - 1):lower()
+    local slash = last_index(part, "/")
+    local suite = (slash and part:sub(slash + 1) or colon and part:sub(colon + 1) or ""):lower()
+    if label:sub(-9) == "-security" or suite:sub(-9) == "-security" or suite == "security" then
+      return true
+    end
+  end
+  return false
+end
+
+-- "Inst NAME [OLD] (NEW ORIGIN[, ORIGIN...] [ARCH])[ ...]", or without [OLD] for a package
+-- the upgrade installs new. Returns an Update, or nil for any other line.
+local function apt_inst_line(line)
+  local name, rest = line:match("^Inst (%S+) (.*)$")
+  if not name then
+    return nil
+  end
+  local installed, after = rest:match("^%[([^%]]*)%] (.*)$")
+  local inner = (after or rest):match("^%(([^)]*)%)")
+  if not inner then
+    return nil
+  end
+  -- "NEW ORIGIN[, ORIGIN...] [ARCH]": words, the last one the architecture.
+  local words = agent.split(inner)
+  if #words == 0 then
+    return nil
+  end
+  local last = #words
+  if last > 1 and words[last]:sub(1, 1) == "[" and words[last]:sub(-1) == "]" then
+    last = last - 1
+  end
+  local origin = table.concat(words, " ", 2, last)
+  return {
+    name = name:match("^[^:]+"),
+    installed = installed or json.null,
+    candidate = words[1],
+    origin = origin ~= "" and origin or json.null,
+    security = apt_security(origin),
+  }
+end
+
+--------------------------------------------------------------------------------------------
+-- dnf check-update: "NAME.ARCH  VERSION  REPO" lines, then an "Obsoleting Packages" section
+-- whose indented lines are the installed packages being replaced.
+
+local function dnf_check_line(state, line)
+  if line == "Obsoleting Packages" then
+    state.obsoleting = true
+    return nil
+  elseif line:find("^%s") then
+    -- "    exo-test-old.noarch   1.0-1   @exo-test": what the line before replaces.
+    return nil
+  end
+  local f = agent.split(line)
+  local name = #f == 3 and without_arch(f[1])
+  if not name then
+    return nil
+  end
+  return { name = name, installed = json.null, candidate = f[2], origin = f[3], security = json.null }
+end
+
+--------------------------------------------------------------------------------------------
+-- An install's progress and what it changed.
+--
+-- Phases: "waiting for lock", "downloading", "installing", "configuring", "done". Percent:
+-- downloading is 0-20, the package manager's own part 20-99, done 100; never backwards.
+
+-- The phases in their order: the log and the status fd are read separately, a slice of each
+-- per poll, so a line of one may be read after a later line of the other; the phase never
+-- goes back to an earlier rank (installing and configuring alternate, package by package).
+-- Waiting for a lock is said by the tool itself whenever it happens (dnf takes its rpmdb lock
+-- after downloading).
+local PHASE_RANK = { ["waiting for lock"] = 0, downloading = 1, installing = 2, configuring = 2 }
+
+-- `on_phase(pr)` is told of each change of phase as it happens; percent and detail are
+-- reported once per poll (the job's report), so that a long run sends a few notifications a
+-- second at most.
+local function new_progress(on_phase)
+  return { percent = 0, phase = nil, detail = nil, changed = {}, index = {}, problems = new_problems(),
+           on_phase = on_phase }
+end
+
+local function set(pr, phase, percent, detail)
+  if pr.phase and phase ~= "waiting for lock" and PHASE_RANK[phase] < PHASE_RANK[pr.phase] then
+    return
+  end
+  local changed = phase ~= pr.phase
+  pr.phase = phase
+  if changed then
+    pr.detail = nil
+  end
+  if percent and percent > pr.percent then
+    pr.percent = math.min(99, math.floor(percent))
+  end
+  if detail ~= nil then
+    pr.detail = #detail > 200 and detail:sub(1, 200) or detail
+  end
+  if changed and pr.on_phase then
+    pr.on_phase(pr)
+  end
+end
+
+
+local function add_changed(pr, name, from, to)
+  name = name:match("^[^:]+")
+  local c = pr.index[name]
+  if c then
+    -- dpkg names a package twice when it unpacks and then removes an old one (or the
+    -- reverse); the first from and the last to are what changed.
+    if to ~= json.null then
+      c.to = to
+    end
+    return
+  end
+  if #pr.changed >= MAX_CHANGED then
+    pr.changed_truncated = true
+    return
+  end
+  c = { name = name, from = from, to = to }
+  pr.changed[#pr.changed + 1] = c
+  pr.index[name] = c
+end
+
+-- apt's status fd: "dlstatus:N:PCT:DESC", "pmstatus:PKG:PCT:DESC", "pmerror:PKG:PCT:MSG",
+-- "pmconffile:FILE:PCT:...".
+local function apt_status_line(pr, line)
+  local kind, what, pct, desc = line:match("^(%a+):([^:]*):([%d.]+):(.*)$")
+  pct = tonumber(pct)
+  if not kind or not pct then
+    return
+  end
+  if kind == "dlstatus" then
+    set(pr, "downloading", pct * 0.2, desc)
+  elseif kind == "pmstatus" then
+    local phase = "installing"
+    if desc:find("^Preparing to configure") or desc:find("^Configuring") or desc:find("^Installed")
+        or desc:find("^Running post%-installation trigger") then
+      phase = "configuring"
+    end
+    set(pr, phase, 20 + pct * 0.79, what ~= "dpkg-exec" and what or nil)
+  elseif kind == "pmerror" then
+    note_problem(pr.problems, desc)
+  end
+end
+
+-- apt-get's (and dpkg's) log lines.
+local function apt_log_line(pr, line)
+  local waiting = line:match("^Waiting for cache lock: (.*)$")
+  if waiting then
+    -- "Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 21 (perl)..."
+    pr.problems.holder = lock_holder(waiting) or pr.problems.holder
+    set(pr, "waiting for lock", nil, waiting)
+    return
+  end
+  note_problem(pr.problems, line)
+  local name, to, from = line:match("^Unpacking (%S+) %(([^)]*)%) over %(([^)]*)%)")
+  if name then
+    add_changed(pr, name, from, to)
+    return
+  end
+  name, to = line:match("^Unpacking (%S+) %(([^)]*)%)")
+  if name then
+    add_changed(pr, name, json.null, to)
+    return
+  end
+  name, from = line:match("^Removing (%S+) %(([^)]*)%)")
+  if name then
+    add_changed(pr, name, from, json.null)
+  end
+end
+
+-- dnf's transaction output: the table ("Upgrading:", "Installing:", rows " NAME ARCH VERSION
+-- REPO SIZE", "     replacing  OLD.ARCH VERSION"), the steps ("  Upgrading : NEVRA  1/2"),
+-- "Cleanup : NEVRA" (the version replaced), lock waits.
+local DNF_TABLE_SECTIONS = {
+  ["Installing:"] = "install", ["Upgrading:"] = "upgrade", ["Reinstalling:"] = "upgrade",
+  ["Downgrading:"] = "upgrade", ["Installing dependencies:"] = "install",
+  ["Installing weak dependencies:"] = "install", ["Removing:"] = "remove",
+  ["Removing dependent packages:"] = "remove", ["Removing unused dependencies:"] = "remove",
+}
+local DNF_STEP_PHASES = {
+  Preparing = "installing", Installing = "installing", Upgrading = "installing",
+  Reinstalling = "installing", Downgrading = "installing", Erasing = "installing",
+  Cleanup = "installing", Obsoleting = "installing", ["Running scriptlet"] = "configuring",
+  Verifying = "configuring",
+}
+
+-- "exo-test-pkg-1.0-1.noarch" -> "exo-test-pkg", "1.0-1" (name, version-release), or nil.
+local function dnf_split_nevra(nevra)
+  local nevr = without_arch(nevra)
+  local r = nevr and last_index(nevr, "-")
+  local v = r and last_index(nevr:sub(1, r - 1), "-")
+  if not v or v == 1 then
+    return nil
+  end
+  return nevr:sub(1, v - 1), nevr:sub(v + 1)
+end
+
+local function dnf_log_line(pr, line)
+  local pid = line:match("^Waiting for process with pid (%d+) to finish")
+  if pid then
+    set(pr, "waiting for lock", nil, "held by process " .. pid)
+    return
+  end
+  note_problem(pr.problems, line)
+  if line == "Dependencies resolved." then
+    pr.dnf_table = true
+  elseif line:find("^Transaction Summary") then
+    pr.dnf_table, pr.dnf_section = false, nil
+  elseif pr.dnf_table and DNF_TABLE_SECTIONS[line] then
+    pr.dnf_section = DNF_TABLE_SECTIONS[line]
+  elseif pr.dnf_table and pr.dnf_section then
+    -- " NAME ARCH VERSION REPO SIZE" (the size is "6.2 k": two words), or
+    -- "     replacing  OLD.ARCH VERSION"
+    local f = agent.split(line)
+    local old = f[1] == "replacing" and #f == 3 and without_arch(f[2])
+    local row = line:find("^ %S") and #f >= 5
+    if old then
+      add_changed(pr, old, f[3], json.null)
+    elseif row and pr.dnf_section == "remove" then
+      add_changed(pr, f[1], f[3], json.null)
+    elseif row then
+      add_changed(pr, f[1], json.null, f[3])
+    end
+  elseif line == "Downloading Packages:" then
+    set(pr, "downloading", 5)
+  elseif line == "Running transaction" then
+    set(pr, "installing", 20)
+  else
+    -- "  Upgrading        : exo-test-pkg-1.1-1.noarch      1/2 ", "  Running scriptlet: ..."
+    local colon = line:find(":", 1, true)
+    local step = colon and colon <= 40 and line:sub(1, colon - 1):match("^%s+(.-)%s*$")
+    local f = step and DNF_STEP_PHASES[step] and agent.split(line:sub(colon + 1)) or {}
+    local nevra, i, n = f[1], (f[2] or ""):match("^(%d+)/(%d+)$")
+    if #f == 2 and i then
+      local phase = DNF_STEP_PHASES[step]
+      local share = tonumber(i) / math.max(1, tonumber(n))
+      set(pr, phase, phase == "installing" and 20 + 40 * share or 60 + 39 * share, nevra)
+      local name, vr = dnf_split_nevra(nevra)
+      if step == "Cleanup" and name then
+        -- The version an upgrade replaced (one per package; bounded like changed).
+        pr.replaced, pr.replaced_n = pr.replaced or {}, pr.replaced_n or 0
+        if pr.replaced[name] == nil and pr.replaced_n < MAX_CHANGED then
+          pr.replaced[name], pr.replaced_n = vr, pr.replaced_n + 1
+        end
+      end
+    end
+  end
+end
+
+-- Upgrades' old versions, from dnf's Cleanup steps.
+local function dnf_finish(pr)
+  for _, c in ipairs(pr.changed) do
+    if c.from == json.null and pr.replaced and pr.replaced[c.name] then
+      c.from = pr.replaced[c.name]
+    end
+  end
+end
+
+--------------------------------------------------------------------------------------------
+-- Running an operation.
+
+local function backend_of()
+  local cfg = agent.packages.config()
+  if cfg.backend ~= "apt" and cfg.backend ~= "dnf" then
+    fail(errors.Unsupported, "no_backend", "this instance has neither apt-get nor dnf")
+  end
+  return cfg
+end
+
+local function start(action, names)
+  local op, code, msg = agent.packages.start(action, names)
+  if not op then
+    monitor_failed(code, msg)
+  end
+  return op.id
+end
+
+-- Follows operation `id` until it ends, handing each line of its log and status to the
+-- functions; between polls it sleeps, unless the last one was still catching up. Returns the
+-- exit line, or nil when `until_ms` (agent.now_ms time) came first. `after_poll` runs after
+-- each poll that brought something.
+local function follow(id, on_log, on_status, until_ms, after_poll)
+  local log_r, status_r = new_reader(), new_reader()
+  local log_off, status_off = 0, 0
+  while true do
+    local res, code, msg = agent.packages.poll(id, log_off, status_off)
+    if not res then
+      monitor_failed(code, msg)
+    end
+    feed(log_r, res.log, on_log)
+    feed(status_r, res.status, on_status)
+    local got = #(res.log or "") + #(res.status or "")
+    log_off, status_off = log_off + #(res.log or ""), status_off + #(res.status or "")
+    local behind = log_off < res.log_size or status_off < res.status_size
+    if got > 0 and after_poll then
+      after_poll()
+    end
+    if res.state == "done" and not behind then
+      flush(log_r, on_log)
+      flush(status_r, on_status)
+      return res.exit
+    end
+    if not (behind and got > 0) then
+      if until_ms and agent.now_ms() + POLL_MS > until_ms then
+        return nil
+      end
+      agent.sleep(POLL_MS)
+    end
+  end
+end
+
+--------------------------------------------------------------------------------------------
+-- packages.check_updates
+
+-- Refreshes the package lists, waiting at most until `until_ms`: true when it worked.
+local function refresh(ctx, until_ms)
+  local id = start("refresh", nil)
+  local p = new_problems()
+  local exit = follow(id, function(line) note_problem(p, line) end, function() end, until_ms)
+  if exit == nil then
+    ctx.log("info", "the package lists' refresh goes on after this call's time; listing without it")
+    return false
+  end
+  -- apt-get update exits 0 when a repository cannot be reached ("W: Failed to fetch"): the
+  -- lists of that repository are then the old ones.
+  if exit ~= "exit 0" or p.errors_seen then
+    ctx.log("warn", ("the package lists' refresh failed (%s): %s"):format(exit, table.concat(p.tail, " | ")))
+    return false
+  end
+  return true
+end
+
+local function list(ctx, cfg, names, until_ms)
+  local id = start("list", names)
+  local p, updates, seen, dnf_state = new_problems(), {}, {}, {}
+  local truncated = false
+  local function on_line(line)
+    note_problem(p, line)
+    local u
+    if cfg.backend == "apt" then
+      u = apt_inst_line(line)
+    else
+      u = dnf_check_line(dnf_state, line)
+    end
+    if u and not seen[u.name] then
+      seen[u.name] = true
+      if #updates < MAX_UPDATES then
+        updates[#updates + 1] = u
+      else
+        truncated = true
+      end
+    end
+  end
+  local exit = follow(id, on_line, function() end, until_ms)
+  if exit == nil then
+    fail(errors.Timeout, "timeout", "listing the updates took longer than the call may take")
+  end
+  -- dnf check-update: 100 when there are updates, 0 when none.
+  local ok = exit == "exit 0" or (cfg.backend == "dnf" and exit == "exit 100")
+  if not ok then
+    run_failed(cfg.backend, exit, p, false)
+  end
+  if truncated then
+    ctx.log("warn", ("more than %d updates; answered with the first %d"):format(MAX_UPDATES, MAX_UPDATES))
+  end
+  table.sort(updates, function(a, b) return a.name < b.name end)
+  return updates
+end
+
+local check_updates = method({
+  name = "packages.check_updates",
+  summary = "Available package updates",
+  description = "Refreshes the package lists (apt-get update, dnf makecache) and lists what an "
+    .. "upgrade would install: every update, or those of the named packages. The refresh gets "
+    .. "at most 60% of the call's time; when it fails or takes longer, the list comes "
+    .. "from the lists as they were and refreshed is false. security says whether the "
+    .. "candidate comes from a security archive (apt only).",
+  since = "2027-01-15",
+  stability = "experimental",
+  permission = "user",
+  capabilities = { "packages.read" },
+  params = T.object({
+    packages = Names:optional():describe("Only these packages (installed ones; others are left out)"),
+  }),
+  result = CheckResult,
+  errors = { errors.Unsupported, errors.NotFound, errors.Unavailable, errors.Busy, errors.LimitExceeded,
+             errors.Timeout, errors.Failed },
+  examples = {
+    {
+      name = "two updates, one of them a security update",
+      params = {},
+      result = {
+        backend = "apt", refreshed = true,
+        updates = {
+          { name = "openssh-client", installed = "1:9.2p1-2+deb12u6", candidate = "1:9.2p1-2+deb12u10",
+            origin = "Debian:12.15/oldstable", security = false },
+          { name = "tzdata", installed = "2025b-0+deb12u2", candidate = "2026f-0+deb12u1",
+            origin = "Debian-Security:12/oldstable-security", security = true },
+        },
+      },
+    },
+  },
+  handler = function(ctx, params)
+    local cfg = backend_of()
+    local now = agent.now_ms()
+    local left = (ctx.deadline_ms or now + 30000) - now
+    local refreshed = refresh(ctx, now + math.max(0, math.min(left * REFRESH_SHARE, left - LIST_RESERVE_MS)))
+    local updates = list(ctx, cfg, params.packages, ctx.deadline_ms)
+    return { backend = cfg.backend, updates = updates, refreshed = refreshed }
+  end,
+})
+
+--------------------------------------------------------------------------------------------
+-- packages.update
+
+-- Whether the machine asks for a reboot after the update: /run/reboot-required (Debian's
+-- update-notifier convention) exists. null when the agent cannot tell (dnf for now, or a
+-- runtime that does not let methods read that file).
+local function reboot_required(ctx, backend)
+  if backend ~= "apt" then
+    return json.null
+  end
+  local text, err = agent.read_file("/run/reboot-required", 4096)
+  if text then
+    return true
+  elseif tostring(err):find("ENOENT", 1, true) then
+    return false
+  end
+  ctx.log("warn", "cannot tell whether a reboot is required: " .. tostring(err))
+  return json.null
+end
+
+-- The job: starts the operation, follows it, reports progress, and answers what changed.
+local function update_job(ctx, cfg, action, names)
+  return function(job)
+    local reported = {}
+    local function report(pr)
+      if pr.phase and (pr.phase ~= reported.phase or pr.percent ~= reported.percent
+          or pr.detail ~= reported.detail) then
+        job.progress(pr.percent, pr.phase, pr.detail)
+        reported = { phase = pr.phase, percent = pr.percent, detail = pr.detail }
+      end
+    end
+    local pr = new_progress(report)
+    local id = start(action, names)
+    ctx.log("info", ("package operation %s (%s) started"):format(id, action))
+    local on_log = cfg.backend == "apt" and function(line) apt_log_line(pr, line) end
+      or function(line) dnf_log_line(pr, line) end
+    local exit = follow(id, on_log, function(line) apt_status_line(pr, line) end, nil, function() report(pr) end)
+    if exit ~= "exit 0" then
+      run_failed(cfg.backend, exit, pr.problems, pr.phase == "waiting for lock")
+    end
+    if cfg.backend == "dnf" then
+      dnf_finish(pr)
+    end
+    local result = { changed = pr.changed, reboot_required = reboot_required(ctx, cfg.backend) }
+    if pr.changed_truncated then
+      result.changed_truncated = true
+    end
+    job.progress(100, "done")
+    ctx.log("info", ("package operation %s ended: %d package(s) changed"):format(id, #pr.changed))
+    return result
+  end
+end
+
+local function dedupe(names)
+  local out, seen = {}, {}
+  for _, n in ipairs(names) do
+    if not seen[n] then
+      seen[n] = true
+      out[#out + 1] = n
+    end
+  end
+  return out
+end
+
+local update = method({
+  name = "packages.update",
+  summary = "Install package updates (a job)",
+  description = "Upgrades the named packages (each must be on [packages] allow; only installed "
+    .. "packages are upgraded, nothing new is installed by name), or with all = true "
+    .. "everything (an upgrade like apt-get dist-upgrade; administrators only, and only when "
+    .. "[packages] allow_all is on). Answers at once with a job, which reports the phases "
+    .. "waiting for lock, downloading, installing, configuring and done (with the package in "
+    .. "detail), and whose result is {changed: [{name, from, to}], reboot_required}. The job "
+    .. "cannot be cancelled: stopping dpkg halfway would leave the system broken.",
+  since = "2027-01-15",
+  stability = "experimental",
+  permission = "user",
+  idempotent = true,
+  capabilities = { "packages.read", "packages.write", "system.read" },
+  params = T.object({
+    packages = Names:optional():describe("Packages to upgrade, each on [packages] allow"),
+    all = T.boolean():optional():describe("Upgrade everything (administrators only)"),
+  }),
+  result = JobRef,
+  errors = { errors.NotPermitted, errors.Unsupported, errors.Busy, errors.NotFound, errors.Unavailable,
+             errors.LimitExceeded, errors.Timeout, errors.Failed },
+  examples = {
+    -- Only a named package: the contract suite (tests/contract) sends every example to a
+    -- real agent as root on the CI machine, where [packages] allow is empty, so this one is
+    -- refused (not_allowed); an example with all = true would upgrade that machine.
+    { name = "one package", params = { packages = { "exo-test-pkg" }, idempotency_key = "upgrade-exo-test-pkg-1" },
+      result = { job_id = "3f2a0c9e7b5d41e8a6c4b2d0f1e3a5c7" } },
+  },
+  handler = function(ctx, params)
+    if (params.packages == nil) == (params.all ~= true) then
+      error(errors.InvalidParams("params", "give exactly one of packages and all = true"))
+    end
+    local cfg = backend_of()
+    local action, names, summary
+    if params.all then
+      if not (ctx.auth and ctx.auth.admin) then
+        fail(errors.NotPermitted, "admin_only", "only administrators may upgrade every package")
+      elseif not cfg.allow_all then
+        fail(errors.NotPermitted, "disabled", "upgrading every package is disabled ([packages] allow_all)")
+      end
+      action, summary = "upgrade_all", "Upgrade all packages"
+    else
+      local allowed, refused = {}, {}
+      for _, n in ipairs(cfg.allow or {}) do
+        allowed[n] = true
+      end
+      names = dedupe(params.packages)
+      for _, n in ipairs(names) do
+        if not allowed[n] then
+          refused[#refused + 1] = n
+        end
+      end
+      if #refused > 0 then
+        fail(errors.NotPermitted, "not_allowed", ("not on [packages] allow: %s"):format(table.concat(refused, ", ")),
+          { packages = refused })
+      end
+      action = "install"
+      summary = "Upgrade " .. table.concat(names, " ")
+      if #summary > 200 then
+        summary = ("Upgrade %d packages"):format(#names)
+      end
+    end
+    return { job_id = ctx.start_job({ summary = summary, cancellable = false }, update_job(ctx, cfg, action, names)) }
+  end,
+})
+
+return { check_updates, update }

@@ -1,0 +1,181 @@
+/* The monitor's package operations (privsep.h EXO_OP_PKG_START, EXO_OP_PKG_POLL): the checks
+ * of what the worker asks for, the fixed command lines of each action and backend, and the
+ * slicing of an operation's files for a poll.
+ *
+ * A start request has two fields: the action, and the package names joined with "\n" ("" for
+ * none). An operation runs as a job of its own, outside any request: PKG_START creates
+ * state_dir/packages/<id>/ (0700, root) with the files `log` (the tool's stdout and stderr) and
+ * `status` (apt's status fd, fd 3), forks a waiter in its own process group and answers at once.
+ * The waiter (pkgop_run.c) runs the tool in another process group of its own, kills that group
+ * at [packages] timeout, and writes `exit` atomically: one line "exit N", "signal N" or
+ * "timeout" ("lost" when the monitor found the waiter gone without one). PKG_POLL reads the
+ * three files from the offsets the worker gives. Operations are never cancelled: killing dpkg
+ * halfway leaves the system broken.
+ *
+ * Answers (field 0 "ok" or an error code):
+ *   ok START: id (32 lowercase hex), backend ("apt" | "dnf")
+ *   ok POLL:  state ("running" | "done"), exit ("" while running), log, status, log_size,
+ *             status_size (the files' current sizes, decimal)
+ *   error:    message ("busy", "no_backend", "failed" for START; "not_found" for POLL)
+ *
+ * The worker's side is runtime/l_packages.c (module "exo.packages"). exo_pkgop_check_start is
+ * used by both: the binding answers "invalid" for what the monitor would take for a
+ * compromised worker (and kill it for). */
+#ifndef EXO_PKGOP_H
+#define EXO_PKGOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "privsep.h"
+
+#define EXO_PKG_NAMES_MAX 64 /* package names in one request */
+#define EXO_PKG_NAME_MAX 128 /* bytes of one package name */
+/* Bytes of the names field (the names joined with "\n"): a message holds at most 8192 bytes
+ * and 12 fields (privsep.h), so the names travel in one field, and 64 names of 128 bytes would
+ * not fit. Real package names are a few dozen bytes. */
+#define EXO_PKG_NAMES_BYTES 4096
+#define EXO_PKG_ID_LEN 32     /* hex digits of an operation id (16 random bytes) */
+#define EXO_PKG_POLL_MAX 3072 /* bytes of each file in one poll answer */
+#define EXO_PKG_IN_FLIGHT 8   /* operations running at once (the monitor's table) */
+#define EXO_PKG_ENDED_MAX 256 /* ended operations' directories kept, whatever their age */
+#define EXO_PKG_EXIT_MAX 32   /* bytes of an exit line */
+#define EXO_PKG_ARGV_MAX (12 + EXO_PKG_NAMES_MAX)
+#define EXO_PKG_NAME_RULE                                                                          \
+    "1 to 128 letters, digits, '.', '_', '+' or '-', not starting with '-' or '.'"
+
+typedef enum {
+    EXO_PKG_NONE = 0,
+    EXO_PKG_APT,
+    EXO_PKG_DNF,
+} exo_pkg_backend_t;
+
+typedef enum {
+    EXO_PKG_REFRESH = 0, /* apt-get update | dnf makecache */
+    EXO_PKG_LIST,        /* what would be upgraded (a simulation: no lock, no change) */
+    EXO_PKG_INSTALL,     /* upgrade the named packages */
+    EXO_PKG_UPGRADE_ALL, /* upgrade everything */
+    EXO_PKG_ACTIONS
+} exo_pkg_action_t;
+
+/* "apt", "dnf" or "none". */
+const char *exo_pkg_backend_name(exo_pkg_backend_t b);
+/* The backend of this host: apt when /usr/bin/apt-get exists, else dnf when /usr/bin/dnf
+ * does, else none. Found once and kept: the monitor asks before it forks the worker, so both
+ * report the same one. */
+exo_pkg_backend_t exo_pkg_backend(void);
+/* The action named by the len bytes at p, or -1. */
+int exo_pkg_action_parse(const char *p, size_t len);
+const char *exo_pkg_action_name(exo_pkg_action_t a);
+/* 1 for the actions that change the system (install, upgrade_all): one at a time. */
+int exo_pkg_action_changes(exo_pkg_action_t a);
+/* A package name: 1..128 bytes of [A-Za-z0-9._+-], not starting with '-' or '.'. */
+int exo_pkg_name_ok(const char *p, size_t len);
+/* 1 if the name is on [packages] allow. */
+int exo_pkg_allowed(const exo_config_t *cfg, const char *p, size_t len);
+/* An operation id: EXO_PKG_ID_LEN lowercase hex digits. */
+int exo_pkg_id_ok(const char *p, size_t len);
+
+/* Splits the names field (names joined with "\n") into at most max names (pointing into p).
+ * Returns how many, or -1 if there are more than max. "" has none; an empty name ("a\n\nb", a
+ * trailing "\n") is returned as one, for exo_pkg_name_ok to refuse. */
+int exo_pkg_names_split(const char *p, size_t len, exo_priv_field_t *out, size_t max);
+/* Checks a start request's fields (action, names): exactly 2 fields; a known action; the
+ * names field at most EXO_PKG_NAMES_BYTES, 0..64 names, each exo_pkg_name_ok; refresh and
+ * upgrade_all take none, install 1..64, each on [packages] allow; upgrade_all only with
+ * [packages] allow_all. NULL when the worker may send it, else why not. */
+const char *exo_pkgop_check_start(const exo_config_t *cfg, const exo_priv_field_t *f, size_t n);
+/* Checks a poll request's fields (id, log offset, status offset, the offsets decimal of at
+ * most 15 digits) and parses the offsets. NULL or why not. */
+const char *exo_pkgop_check_poll(const exo_priv_field_t *f, size_t n, uint64_t *log_off,
+                                 uint64_t *status_off);
+
+/* A tool's command line: the absolute path to exec and a NULL-terminated argv pointing into
+ * the structure itself (so it must not be copied once built). */
+typedef struct exo_pkg_cmd_s {
+    const char *path;
+    const char *argv[EXO_PKG_ARGV_MAX + 1];
+    size_t argc;
+    int status_fd; /* 1 when the tool writes progress lines to fd 3 */
+    char lock_opt[48];
+    char names[EXO_PKG_NAMES_MAX][EXO_PKG_NAME_MAX + 1];
+} exo_pkg_cmd_t;
+
+/* Builds the fixed command line of action a on backend b with the n names (split from a
+ * request exo_pkgop_check_start passed). Returns 0, or -EINVAL for the none backend or bad
+ * input. */
+int exo_pkg_cmd_build(exo_pkg_cmd_t *c, exo_pkg_backend_t b, exo_pkg_action_t a,
+                      uint32_t lock_timeout_s, const exo_priv_field_t *names, size_t n);
+
+/* How many of the len bytes p read from a file at some offset a poll hands out (len is at most
+ * EXO_PKG_POLL_MAX): all of them when at_end (the operation has ended and they reach the end of
+ * the file); else up to the last newline, so that a reader gets whole lines; else, for a line
+ * longer than a whole slice (len == EXO_PKG_POLL_MAX), the bytes up to the last complete UTF-8
+ * sequence; else none (a line still being written). */
+size_t exo_pkg_poll_cut(const char *p, size_t len, int at_end);
+
+/* Writes the exit line (with its newline) to dir/exit atomically, mode 0600. Returns 0 or a
+ * negative errno. */
+int exo_pkg_write_exit(const char *dir, const char *line);
+
+/* What the waiter needs: the tool, its files and its deadline. */
+typedef struct exo_pkg_run_s {
+    const exo_pkg_cmd_t *cmd;
+    const char *dir; /* state_dir/packages/<id> */
+    int log_fd;      /* opened for appending, 0600 */
+    int status_fd;   /* the same, or -1 when the tool has no status fd */
+    uint64_t timeout_ms;
+} exo_pkg_run_t;
+
+/* The waiter, in the child the monitor forked (its own process group already): runs the tool
+ * in a process group of its own with a fixed environment, stdin from /dev/null, stdout and
+ * stderr to log_fd and fd 3 to status_fd; kills the tool's group at the deadline; writes the
+ * exit line. Never returns. */
+void exo_pkgop_waiter(const exo_pkg_run_t *r) __attribute__((noreturn));
+
+/* ---- the operations' files (the monitor's side; pkgop_run.c) ------------------------- */
+
+/* state_dir/packages, made (or found) root's alone (0700). Returns 0 or -1 with *err. */
+int exo_pkg_dir_ready(const char *pkg_dir, const char **err);
+/* A new operation id: 16 random bytes (getrandom) as lowercase hex. Returns 0 or -1. */
+int exo_pkg_new_id(char out[EXO_PKG_ID_LEN + 1]);
+/* Creates pkg_dir/id/ (0700) with its log and status files (0600, empty, open for appending,
+ * close-on-exec). Returns 0, or -1 with *err and nothing left behind. */
+int exo_pkg_create(const char *pkg_dir, const char *id, int *log_fd, int *status_fd,
+                   const char **err);
+/* Removes pkg_dir/id with the files an operation leaves there. Returns 0 or -1. */
+int exo_pkg_remove(const char *pkg_dir, const char *id);
+/* Removes the directories of ended operations (those with an exit line) whose line is older
+ * than keep_s, then the oldest ones until fewer than EXO_PKG_ENDED_MAX remain (room for the
+ * one starting), so that operation after operation cannot fill the disk; and directories
+ * without an exit line older than orphan_s. The n_running ids in running are never touched.
+ * At most 1024 directories are looked at per call. Returns how many were removed. */
+size_t exo_pkg_prune(const char *pkg_dir, int64_t now, int64_t keep_s, int64_t orphan_s,
+                     const char *const *running, size_t n_running);
+/* Reads pkg_dir/id/exit (without its newline) into line. Returns 1, or 0 when there is none
+ * (yet). */
+int exo_pkg_read_exit(const char *pkg_dir, const char *id, char *line, size_t cap);
+
+/* What a poll answers. */
+typedef struct exo_pkg_poll_s {
+    int done;                    /* the exit line exists: log and status are complete */
+    char exit[EXO_PKG_EXIT_MAX]; /* "" while running */
+    char log[EXO_PKG_POLL_MAX], status[EXO_PKG_POLL_MAX];
+    size_t log_len, status_len;     /* the slices (exo_pkg_poll_cut) */
+    uint64_t log_size, status_size; /* the files' sizes */
+} exo_pkg_poll_t;
+
+/* Reads operation id's state and the slices of its log and status from the offsets. The exit
+ * line is read first: once it exists the files are complete, so a "done" answer never misses
+ * their last bytes. Returns 0, or -ENOENT when there is no such operation. */
+int exo_pkg_poll_read(const char *pkg_dir, const char *id, uint64_t log_off, uint64_t status_off,
+                      exo_pkg_poll_t *out);
+
+/* ---- the worker's binding (l_packages.c) ---------------------------------------------- */
+
+struct lua_State;
+/* Registers the module "exo.packages" in package.preload. */
+void exo_packages_preload(struct lua_State *L);
+
+#endif
