@@ -40,7 +40,7 @@ local NO_GPU = { epoch = 1764072000, cpuPctUsed = 3, memPctUsed = 21, rootfsPctU
 
 return {
   version = "2027-01-15",
-  summary = "system_load.historical takes from/to; gpuPctUsed is always a list; mounts.get",
+  summary = "system_load.historical takes from/to; gpuPctUsed is always a list; mounts.get; packages.*",
   changes = {
     { method = "system_load.historical", kind = "renamed_param",
       description = "The params since and until are now from and to (until is a reserved word in "
@@ -54,6 +54,10 @@ return {
       description = "gpuPctUsed is [] without a GPU; it was null." },
     { method = "mounts.get", kind = "added",
       description = "One mount by its mountpoint, the Mount object mounts.list gives." },
+    { method = "packages.check_updates", kind = "added",
+      description = "The updates apt or dnf would install, with their origin and a security flag." },
+    { method = "packages.update", kind = "added",
+      description = "Updates named packages (on [packages] allow) or all of them, as a job with progress." },
   },
 
   before = {

@@ -21,6 +21,11 @@ local Info = T.object({
   started = T.integer({ min = 0 }):describe("When the agent started, in Unix seconds"),
   uptime = T.integer({ min = 0 }):describe("Seconds since the agent started"),
   methods = MethodsLoaded,
+  -- Optional in the schema: added after 2026-12-01's first release of this result, so a
+  -- client must expect agents that do not send it.
+  packages_backend = T.enum({ "apt", "dnf", "none" }):optional()
+    :describe("The package manager the packages.* methods drive, chosen at start ([packages] "
+      .. "backend); none when there is none or it is disabled. Absent from older agents."),
 })
 
 return method({
@@ -46,6 +51,7 @@ return method({
         started = 1764072000,
         uptime = 42,
         methods = { loaded = 3, skipped = {} },
+        packages_backend = "apt",
       },
     },
   },
@@ -70,6 +76,7 @@ return method({
       started = info.started,
       uptime = info.uptime,
       methods = methods,
+      packages_backend = info.packages_backend,
     }
   end,
 })

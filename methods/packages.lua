@@ -687,7 +687,8 @@ local function reboot_required(ctx, backend)
   local text, err = agent.read_file("/run/reboot-required", 4096)
   if text then
     return true
-  elseif tostring(err):find("ENOENT", 1, true) then
+  elseif tostring(err):find("ENOENT", 1, true) or tostring(err):lower():find("no such file", 1, true) then
+    -- The runtime says "no such file or directory" (libuv's text), the kit's fake "ENOENT: ...".
     return false
   end
   ctx.log("warn", "cannot tell whether a reboot is required: " .. tostring(err))

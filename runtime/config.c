@@ -38,6 +38,7 @@ typedef enum {
     CT_DURATION,     /* milliseconds, written with a required ms, s, m or h suffix */
     CT_MODE,         /* octal permission bits */
     CT_LOGLEVEL,     /* one of the exo_log_level_t names */
+    CT_PKGBACKEND,   /* one of the exo_pkg_choice_t names */
     CT_PATH,         /* absolute path, required */
     CT_PATH_EMPTY,   /* absolute path, or "" kept as the empty string (meaning "disabled") */
     CT_PATH_NONE,    /* absolute path, or "" stored as NULL (meaning "not set") */
@@ -203,6 +204,9 @@ static const cfg_key_t keys[] = {
     KEY("mounts", "secret_dir", CT_PATH, mounts_secret_dir, 0, 1024,
         "\"/var/lib/exosphere-guest-agent/cephfs\"",
         "Root-only directory of the CephFS secret and keyring files (0700, files 0600)."),
+    KEY("packages", "backend", CT_PKGBACKEND, packages_backend, 0, 3, "auto",
+        "Package manager: auto (apt-get if installed, else dnf), apt, dnf, or none (package "
+        "methods answer Unsupported)."),
     KEY("packages", "allow", CT_PKG_LIST, packages_allow, 0, 256, "",
         "Packages that packages.update {packages} may name (exact names)."),
     KEY("packages", "allow_all", CT_BOOL, packages_allow_all, 0, 1, "true",
@@ -236,6 +240,7 @@ static const cfg_key_t keys[] = {
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+static const char *const pkg_backend_names[] = {"auto", "apt", "dnf", "none"};
 
 /* Where a message comes from: the file and line (when there is a file) and the key (when
  * there is one), which together make the message's prefix. */
@@ -747,6 +752,13 @@ static int set_value(cfg_ctx_t *cx, exo_config_t *c, const char *s, size_t len)
         else
             *(exo_log_level_t *)field = (exo_log_level_t)i;
         break;
+    case CT_PKGBACKEND:
+        i = lookup(pkg_backend_names, sizeof(pkg_backend_names) / sizeof(pkg_backend_names[0]), v);
+        if (i < 0)
+            rc = fail(cx, "expected one of auto, apt, dnf, none, got '%s'", shown);
+        else
+            *(int *)field = i;
+        break;
     case CT_PATH:
     case CT_PATH_EMPTY:
     case CT_PATH_NONE:
@@ -1144,6 +1156,8 @@ void exo_config_dump(const exo_config_t *c, FILE *out)
             fputs(*(const int *)field ? "true" : "false", out);
         } else if (k->type == CT_LOGLEVEL) {
             fputs(exo_log_level_name(*(const exo_log_level_t *)field), out);
+        } else if (k->type == CT_PKGBACKEND) {
+            fputs(pkg_backend_names[*(const int *)field & 3], out);
         } else {
             uint64_t v = k->type == CT_MODE ? *(const unsigned *)field : *(const uint32_t *)field;
             format_num(num, sizeof(num), k->type, v);

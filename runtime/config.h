@@ -21,6 +21,13 @@
 #endif
 
 typedef enum { EXO_LOG_DEBUG = 0, EXO_LOG_INFO, EXO_LOG_WARN, EXO_LOG_ERROR } exo_log_level_t;
+/* [packages] backend: found on the host (auto), named, or none (package methods disabled). */
+typedef enum {
+    EXO_PKG_CHOICE_AUTO = 0,
+    EXO_PKG_CHOICE_APT,
+    EXO_PKG_CHOICE_DNF,
+    EXO_PKG_CHOICE_NONE
+} exo_pkg_choice_t;
 
 /* A list of owned, NUL-terminated strings; `items` is NULL when n is 0. */
 typedef struct exo_strlist_s {
@@ -99,6 +106,7 @@ typedef struct exo_config_s {
     uint32_t mounts_mkfs_timeout_ms;  /* duration: mkfs deadline */
     char *mounts_secret_dir;          /* absolute path: CephFS secrets, root 0700 */
     /* [packages] */
+    int packages_backend;              /* EXO_PKG_CHOICE_*: auto, apt, dnf or none */
     exo_strlist_t packages_allow;      /* names packages.update may name; empty: none */
     int packages_allow_all;            /* bool: packages.update {all = true} is allowed */
     uint32_t packages_lock_timeout_ms; /* duration: apt waits this long for the dpkg locks */

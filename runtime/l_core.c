@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pkgop.h"
 #include "log.h"
 #include "lvm.h"
 #include "mountwatch.h"
@@ -90,6 +91,11 @@ static int l_info(lua_State *L)
     lua_setfield(L, -2, "started");
     lua_pushinteger(L, (lua_Integer)((uv_now(rt->loop) - rt->started_ms) / 1000u));
     lua_setfield(L, -2, "uptime");
+    /* The package manager the monitor drives (pkgop.h): part of what the agent is. */
+    if (rt->config) {
+        lua_pushstring(L, exo_pkg_backend_name(exo_pkg_backend(rt->config)));
+        lua_setfield(L, -2, "packages_backend");
+    }
     return 1;
 }
 
@@ -275,15 +281,16 @@ static void on_open(uv_fs_t *req)
         return;
     }
     op->fd = (uv_file)req->result;
-    /* Methods read only /proc, /sys and udev's device database. The check is on where the
-     * open actually led, so a magic link such as /proc/1/root cannot carry a read out to the
-     * rest of the system. */
+    /* Methods read only /proc, /sys, udev's device database and Debian's reboot flag. The
+     * check is on where the open actually led, so a magic link such as /proc/1/root cannot
+     * carry a read out to the rest of the system. */
     char link[64], target[4096];
     snprintf(link, sizeof(link), "/proc/self/fd/%d", op->fd);
     ssize_t n = readlink(link, target, sizeof(target) - 1);
     if (n < 0 ||
         (target[n] = '\0', strncmp(target, "/proc/", 6) != 0 && strncmp(target, "/sys/", 5) != 0 &&
-                               strncmp(target, "/run/udev/data/", 15) != 0)) {
+                               strncmp(target, "/run/udev/data/", 15) != 0 &&
+                               strcmp(target, "/run/reboot-required") != 0)) {
         op->err = UV_EACCES;
         read_close(op);
         return;

@@ -155,7 +155,7 @@ static int l_config(lua_State *L)
     const exo_config_t *cfg = config_of(L);
     exo_call_require(L, "packages.read");
     lua_createtable(L, 0, 5);
-    lua_pushstring(L, exo_pkg_backend_name(exo_pkg_backend()));
+    lua_pushstring(L, exo_pkg_backend_name(exo_pkg_backend(cfg)));
     lua_setfield(L, -2, "backend");
     lua_createtable(L, (int)cfg->packages_allow.n, 0);
     for (size_t i = 0; i < cfg->packages_allow.n; i++) {

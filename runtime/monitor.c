@@ -1001,10 +1001,12 @@ static const char *op_pkg_start(const exo_priv_msg_t *m)
     const char *why = exo_pkgop_check_start(m_.cfg, m->f, m->n);
     if (why) return why;
     exo_pkg_action_t a = (exo_pkg_action_t)exo_pkg_action_parse(m->f[0].p, m->f[0].len);
-    exo_pkg_backend_t b = exo_pkg_backend();
+    exo_pkg_backend_t b = exo_pkg_backend(m_.cfg);
     if (b == EXO_PKG_NONE) {
         answer_status(m->op, m->seq, "no_backend",
-                      "no package manager: neither /usr/bin/apt-get nor /usr/bin/dnf exists");
+                      m_.cfg->packages_backend == EXO_PKG_CHOICE_NONE
+                          ? "package operations are disabled ([packages] backend = none)"
+                          : "no package manager: neither /usr/bin/apt-get nor /usr/bin/dnf exists");
         return NULL;
     }
     pkgop_t *slot = NULL;
@@ -1422,7 +1424,7 @@ int exo_monitor_run(exo_config_t *cfg, int dev)
     if (jobs_start() < 0) goto out;
     snprintf(m_.pkg_dir, sizeof(m_.pkg_dir), "%s/packages", cfg->state_dir);
     /* Found before the worker is forked, so that both report the same backend. */
-    exo_info("monitor: package backend: %s", exo_pkg_backend_name(exo_pkg_backend()));
+    exo_info("monitor: package backend: %s", exo_pkg_backend_name(exo_pkg_backend(cfg)));
     m_.n_logins = cfg->max_logins_in_flight;
     m_.logins = calloc(m_.n_logins, sizeof(*m_.logins));
     m_.backoff = calloc(BACKOFF_SLOTS, sizeof(*m_.backoff));

@@ -21,10 +21,20 @@ const char *exo_pkg_backend_name(exo_pkg_backend_t b)
     return b == EXO_PKG_APT ? "apt" : b == EXO_PKG_DNF ? "dnf" : "none";
 }
 
-exo_pkg_backend_t exo_pkg_backend(void)
+exo_pkg_backend_t exo_pkg_backend(const exo_config_t *cfg)
 {
     static int found = 0;
     static exo_pkg_backend_t b = EXO_PKG_NONE;
+    switch (cfg->packages_backend) {
+    case EXO_PKG_CHOICE_APT:
+        return EXO_PKG_APT;
+    case EXO_PKG_CHOICE_DNF:
+        return EXO_PKG_DNF;
+    case EXO_PKG_CHOICE_NONE:
+        return EXO_PKG_NONE;
+    default:
+        break;
+    }
     if (!found) {
         b = access(APT_GET, X_OK) == 0 ? EXO_PKG_APT
             : access(DNF, X_OK) == 0   ? EXO_PKG_DNF

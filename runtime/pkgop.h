@@ -61,10 +61,10 @@ typedef enum {
 
 /* "apt", "dnf" or "none". */
 const char *exo_pkg_backend_name(exo_pkg_backend_t b);
-/* The backend of this host: apt when /usr/bin/apt-get exists, else dnf when /usr/bin/dnf
- * does, else none. Found once and kept: the monitor asks before it forks the worker, so both
- * report the same one. */
-exo_pkg_backend_t exo_pkg_backend(void);
+/* The backend of this host: as [packages] backend names it, or with "auto" apt when
+ * /usr/bin/apt-get exists, else dnf when /usr/bin/dnf does, else none. Found once and kept:
+ * the monitor asks before it forks the worker, so both report the same one. */
+exo_pkg_backend_t exo_pkg_backend(const exo_config_t *cfg);
 /* The action named by the len bytes at p, or -1. */
 int exo_pkg_action_parse(const char *p, size_t len);
 const char *exo_pkg_action_name(exo_pkg_action_t a);

@@ -48,6 +48,10 @@ function M.readable(path)
   if path:match("^/run/udev/data/[bc]%d+:%d+$") then
     return true
   end
+  -- Debian's flag that an update needs a reboot (packages.update reports it).
+  if path == "/run/reboot-required" then
+    return true
+  end
   local top = path:match("^/(%a+)/")
   if top ~= "proc" and top ~= "sys" then
     return false
@@ -405,6 +409,7 @@ function M.build(host_info)
       api_versions = { table.unpack(h.api_versions) },
       current_api_version = h.current_api_version,
       methods = { loaded = h.methods, skipped = copy_skipped(h.skipped) },
+      packages_backend = c.packages_backend,
     }
   end
 

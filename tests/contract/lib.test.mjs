@@ -15,7 +15,9 @@ it('compares by deep equality, volatile paths by JSON type only, and names each 
     { path: 'result[0].gpu', recorded: null, actual: [] },
   ]);
   assert.deepEqual(compare(rec, { result: [rec.result[0]], id: 1 }, vol), [{ path: 'result.length', recorded: 2, actual: 1 }]);
-  assert.deepEqual(compare({ a: 1 }, { b: 1 }), [{ path: 'a', recorded: 1, actual: undefined }, { path: 'b', recorded: undefined, actual: 1 }]);
+  // A recorded field that is gone is a difference; a new field is an addition, allowed.
+  assert.deepEqual(compare({ a: 1 }, { b: 1 }), [{ path: 'a', recorded: 1, actual: undefined }]);
+  assert.deepEqual(compare({ r: { a: 1 } }, { r: { a: 1, added: [1] } }), []);
   // A volatile path covers exactly that path: not its parent, not a sibling, not a prefix.
   assert.deepEqual(compare({ result: { x: 1, xy: 2 } }, { result: { x: 5, xy: 3 } }, ['result.x']),
     [{ path: 'result.xy', recorded: 2, actual: 3 }]);

@@ -28,7 +28,8 @@ describe('package operations (monitor)', { skip: (!root && 'needs root (the moni
   before(async () => {
     agent = await startAgent({
       methodDirs: [shippedMethods, testMethods],
-      sections: { packages: { allow: 'bash, "libstdc++6"', allow_all: 'false', lock_timeout: '30s', timeout: '10m', keep: '1h' } },
+      // apt itself (the harness's default is none), for simulations only: this is the CI machine.
+      sections: { packages: { backend: 'apt', allow: 'bash, "libstdc++6"', allow_all: 'false', lock_timeout: '30s', timeout: '10m', keep: '1h' } },
     });
     pkgDir = join(agent.dir, 'state', 'packages');
   });

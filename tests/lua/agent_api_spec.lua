@@ -31,9 +31,17 @@ describe("the agent API", function()
       for _, path in ipairs({ "/etc/shadow", "/proc/../etc/shadow", "/sys/./../etc/passwd", "/proc",
                               "/proc/self/root/etc/shadow", "/proc/1/cwd/x", "/proc/self/environ",
                               "/proc/self/fd/3", "/proc/self/task/1/root/etc/passwd", "/proc//meminfo",
-                              "proc/meminfo" }) do
+                              "proc/meminfo", "/run/reboot-required.pkgs", "/run/reboot-required/x",
+                              "/run/udev/data/n3", "/run/udev/data/b8:1/x" }) do
         assert.same({ nil, "not permitted: " .. path }, { api.read_file(path) }, path)
       end
+    end)
+
+    it("allows udev's device entries and Debian's reboot flag, and nothing else of /run", function()
+      assert.is_true(require("sandbox.agent").readable("/run/udev/data/b8:16"))
+      assert.is_true(require("sandbox.agent").readable("/run/reboot-required"))
+      assert.is_false(require("sandbox.agent").readable("/run/reboot-required.pkgs"))
+      assert.is_false(require("sandbox.agent").readable("/run/user/0/x"))
     end)
 
     it("passes on the runtime's error", function()
@@ -102,6 +110,7 @@ describe("the agent API", function()
       version = "0.1.0", lua_api_level = 2, started = 1764070000, uptime = 2000,
       api_versions = { "2026-12-01" }, current_api_version = "2026-12-01",
       methods = { loaded = 3, skipped = { { file = "/x.lua", error = "/x.lua:1: oops" } } },
+      packages_backend = "apt",
     }, info)
     info.methods.skipped[1].file = "changed"
     assert.equal("/x.lua", api.info().methods.skipped[1].file)

@@ -401,7 +401,7 @@ end)
 describe("the shipped API versions", function()
   it("name only shipped methods and notifications, and every version loads", function()
     local files = {}
-    for _, f in ipairs({ "agent", "mounts", "system_load" }) do
+    for _, f in ipairs({ "agent", "mounts", "packages", "system_load" }) do
       files[#files + 1] = "methods/" .. f .. ".lua"
     end
     local k = kit.new({ files = files })

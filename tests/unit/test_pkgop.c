@@ -69,12 +69,21 @@ static void test_actions_and_ids(void)
     CHECK_STR(exo_pkg_backend_name(EXO_PKG_APT), "apt");
     CHECK_STR(exo_pkg_backend_name(EXO_PKG_DNF), "dnf");
     CHECK_STR(exo_pkg_backend_name(EXO_PKG_NONE), "none");
-    /* The backend is this host's, and stays the same. */
-    exo_pkg_backend_t b = exo_pkg_backend();
+    /* With "auto" the backend is this host's, and stays the same; a named one is taken as
+     * named, "none" disables package operations. */
+    exo_config_t bc = {0};
+    bc.packages_backend = EXO_PKG_CHOICE_AUTO;
+    exo_pkg_backend_t b = exo_pkg_backend(&bc);
     CHECK(b == (access("/usr/bin/apt-get", X_OK) == 0 ? EXO_PKG_APT
                 : access("/usr/bin/dnf", X_OK) == 0   ? EXO_PKG_DNF
                                                       : EXO_PKG_NONE));
-    CHECK(exo_pkg_backend() == b);
+    CHECK(exo_pkg_backend(&bc) == b);
+    bc.packages_backend = EXO_PKG_CHOICE_DNF;
+    CHECK(exo_pkg_backend(&bc) == EXO_PKG_DNF);
+    bc.packages_backend = EXO_PKG_CHOICE_APT;
+    CHECK(exo_pkg_backend(&bc) == EXO_PKG_APT);
+    bc.packages_backend = EXO_PKG_CHOICE_NONE;
+    CHECK(exo_pkg_backend(&bc) == EXO_PKG_NONE);
 
     CHECK(exo_pkg_id_ok(S("0123456789abcdef0123456789abcdef")));
     CHECK(!exo_pkg_id_ok(S("0123456789ABCDEF0123456789abcdef")));

@@ -99,6 +99,9 @@ export async function startAgent(opts = {}) {
   sections.system_load = { console_line: 'false', ...((opts.sections || {}).system_load || {}) };
   // Tests reach only loopback: no metadata service unless a test starts its own.
   sections.metadata = { url: '""', ...((opts.sections || {}).metadata || {}) };
+  // No package manager unless a test asks for one: this machine's packages are no part of a
+  // test (packages.check_updates would run apt-get update, which also reaches the network).
+  sections.packages = { backend: 'none', ...((opts.sections || {}).packages || {}) };
   writeFileSync(config, renderConfig({ server, methods, ...sections }));
   const args = ['serve', '--config', config, ...(opts.args || [])];
   const started = process.hrtime.bigint();

@@ -196,7 +196,7 @@ return {
     result = T.any(),
     examples = {
       { name = "the settings", params = { fn = "config", args = {} },
-        result = { ok = { backend = "apt", allow = {}, allow_all = true, lock_timeout_s = 300, timeout_s = 3600 } } },
+        result = { ok = { backend = "none", allow = {}, allow_all = true, lock_timeout_s = 300, timeout_s = 3600 } } },
     },
     handler = function(ctx, params)
       local args, n = {}, #params.args

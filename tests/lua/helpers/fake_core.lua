@@ -27,6 +27,7 @@ local DEFAULTS = {
   started = 1764070000,
   cpu = 0,
   host_name = "test-instance",
+  packages_backend = "apt",
   version = "0.1.0",
   lua_api_level = 2,
 }
@@ -117,6 +118,7 @@ function M.info()
     lua_api_level = M.lua_api_level,
     started = M.started,
     uptime = M.unix_time - M.started,
+    packages_backend = M.packages_backend,
   }
 end
 
