@@ -576,14 +576,38 @@ end
 --------------------------------------------------------------------------------------------
 -- packages.check_updates
 
+-- Refreshes are shared: apt-get update fetches every repository's index, and any user may call
+-- check_updates as often as they like. A call joins the refresh an earlier call started while
+-- it still runs, and a refresh that succeeded less than REFRESH_FRESH_MS ago counts for the
+-- calls after it. (Per worker: a new worker refreshes again.)
+local REFRESH_FRESH_MS = 60000
+local shared_refresh = { id = nil, ok_at = nil }
+
 -- Refreshes the package lists, waiting at most until `until_ms`: true when it worked.
 local function refresh(ctx, until_ms)
-  local id = start("refresh", nil)
+  if shared_refresh.ok_at and agent.now_ms() - shared_refresh.ok_at < REFRESH_FRESH_MS then
+    return true
+  end
+  local id = shared_refresh.id
+  if not id then
+    id = start("refresh", nil)
+    shared_refresh.id = id
+  end
   local p = new_problems()
-  local exit = follow(id, function(line) note_problem(p, line) end, function() end, until_ms)
+  local done, exit = pcall(follow, id, function(line) note_problem(p, line) end, function() end, until_ms)
+  if not done then
+    -- The operation cannot be followed (its files are gone): the next call starts another.
+    if shared_refresh.id == id then
+      shared_refresh.id = nil
+    end
+    error(exit, 0)
+  end
   if exit == nil then
     ctx.log("info", "the package lists' refresh goes on after this call's time; listing without it")
     return false
+  end
+  if shared_refresh.id == id then
+    shared_refresh.id = nil
   end
   -- apt-get update exits 0 when a repository cannot be reached ("W: Failed to fetch"): the
   -- lists of that repository are then the old ones.
@@ -591,6 +615,7 @@ local function refresh(ctx, until_ms)
     ctx.log("warn", ("the package lists' refresh failed (%s): %s"):format(exit, table.concat(p.tail, " | ")))
     return false
   end
+  shared_refresh.ok_at = agent.now_ms()
   return true
 end
 

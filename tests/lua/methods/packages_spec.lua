@@ -175,6 +175,49 @@ describe("packages", function()
       assert.is_true(#k:logged("warn", "refresh failed") >= 4)
     end)
 
+    it("shares refreshes: a refresh that worked counts for a minute, a failed one for nothing", function()
+      fake.runs.list = run("apt/list-all")
+      local function refreshes()
+        local n = 0
+        for _, c in ipairs(fake.calls) do
+          if c[1] == "start" and c[2] == "refresh" then
+            n = n + 1
+          end
+        end
+        return n
+      end
+      for _ = 1, 3 do
+        local ok, r = k:rpc("packages.check_updates", {})
+        assert.is_true(ok and r.refreshed, json.encode(r))
+      end
+      assert.equal(1, refreshes())
+      k.core.clock_ms = k.core.clock_ms + 61000
+      assert.is_true(select(2, k:rpc("packages.check_updates", {})).refreshed)
+      assert.equal(2, refreshes())
+      -- A failed refresh is not remembered: the next call tries again.
+      k.core.clock_ms = k.core.clock_ms + 61000
+      fake.runs.refresh = run("apt/refresh-unreachable")
+      assert.is_false(select(2, k:rpc("packages.check_updates", {})).refreshed)
+      assert.is_false(select(2, k:rpc("packages.check_updates", {})).refreshed)
+      assert.equal(4, refreshes())
+    end)
+
+    it("a call joins the refresh that an earlier call left running", function()
+      fake.runs.refresh = run("apt/refresh", { polls = 100 })
+      fake.runs.list = run("apt/list-all")
+      local t0 = k.core.now_ms()
+      local ok, r = k:rpc("packages.check_updates", {}, { deadline_ms = t0 + 5000 })
+      assert.is_true(ok, json.encode(r))
+      assert.is_false(r.refreshed)
+      ok, r = k:rpc("packages.check_updates", {}, { deadline_ms = k.core.now_ms() + 60000 })
+      assert.is_true(ok and r.refreshed, json.encode(r))
+      local starts = 0
+      for _, c in ipairs(fake.calls) do
+        starts = starts + ((c[1] == "start" and c[2] == "refresh") and 1 or 0)
+      end
+      assert.equal(1, starts)
+    end)
+
     it("stops waiting for a refresh at 60% of the call's time and lists without it", function()
       fake.runs.refresh = run("apt/refresh", { polls = 1000 })
       fake.runs.list = run("apt/list-all")
