@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "lvm.h"
-#include "monclient.h"
+#include "l_monreq.h"
 #include "mountop.h"
 #include "privsep.h"
 
@@ -40,14 +40,6 @@ static exo_call_t *check_call(lua_State *L, const char *capability)
     exo_call_require(L, capability);
     if (!lua_isyieldable(L)) luaL_error(L, "exo.mounts cannot wait here");
     return c;
-}
-
-static int fail_here(lua_State *L, const char *code, const char *message)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, code);
-    lua_pushstring(L, message);
-    return 3;
 }
 
 static void push_field(lua_State *L, const exo_priv_field_t *f)
@@ -201,8 +193,9 @@ static int push_ok(lua_State *L, uint32_t op, const exo_priv_msg_t *m)
 }
 
 /* nil, code, message[, holders, truncated] */
-static int push_error(lua_State *L, const exo_priv_msg_t *m)
+static int push_error(lua_State *L, uint32_t op, const exo_priv_msg_t *m)
 {
+    (void)op;
     lua_pushnil(L);
     lua_pushlstring(L, m->f[0].p, m->f[0].len < 32 ? m->f[0].len : 32);
     if (m->n > 1)
@@ -216,52 +209,6 @@ static int push_error(lua_State *L, const exo_priv_msg_t *m)
     if (exo_priv_field_copy(&m->f[3], num, sizeof(num)) == 0) truncated = strtoll(num, NULL, 10);
     lua_pushinteger(L, truncated);
     return 5;
-}
-
-typedef struct pending_s {
-    exo_call_t *call;
-    uint32_t op;
-} pending_t;
-
-static void on_answer(void *data, int status, const exo_priv_msg_t *m)
-{
-    pending_t *p = data;
-    exo_call_t *call = p->call;
-    uint32_t op = p->op;
-    free(p);
-    if (!exo_call_waiting(call)) {
-        exo_call_abandon(call);
-        return;
-    }
-    lua_State *co = exo_call_thread(call);
-    int n;
-    if (status < 0 || m->n < 1) {
-        n = fail_here(co, "unavailable", status < 0 ? strerror(-status) : "an empty answer");
-    } else if (exo_priv_field_is(&m->f[0], "ok")) {
-        n = push_ok(co, op, m);
-        if (n < 0) n = fail_here(co, "failed", "the monitor's answer was malformed");
-    } else {
-        n = push_error(co, m);
-    }
-    exo_call_resume(call, n);
-}
-
-/* Sends the request and yields, or returns the results of a failure to send. */
-static int request(lua_State *L, exo_call_t *c, uint32_t op, const exo_priv_field_t *f, size_t n)
-{
-    if (!exo_mon_available()) return fail_here(L, "unavailable", exo_mon_unavailable_reason());
-    pending_t *p = malloc(sizeof(*p));
-    if (p == NULL) return fail_here(L, "failed", "out of memory");
-    p->call = c;
-    p->op = op;
-    /* The answer never comes inside exo_mon_request, so waiting may start after it. */
-    int rc = exo_mon_request(op, f, n, on_answer, p);
-    if (rc < 0) {
-        free(p);
-        return fail_here(L, "unavailable", strerror(-rc));
-    }
-    exo_call_wait(c);
-    return lua_yield(L, 0);
 }
 
 static int l_config(lua_State *L)
@@ -293,9 +240,9 @@ static int l_probe(lua_State *L)
     size_t dl;
     const char *dev = check_device(L, 1, &dl);
     exo_call_t *c = check_call(L, "mounts.read");
-    if (!exo_mnt_device_ok(dev, dl)) return fail_here(L, "invalid", DEVICE_RULE);
+    if (!exo_mnt_device_ok(dev, dl)) return exo_monreq_fail(L, "invalid", DEVICE_RULE);
     exo_priv_field_t f[1] = {{dev, dl}};
-    return request(L, c, EXO_OP_MOUNT_PROBE, f, 1);
+    return exo_monreq(L, c, EXO_OP_MOUNT_PROBE, f, 1, push_ok, push_error);
 }
 
 static int l_mkfs(lua_State *L)
@@ -305,13 +252,14 @@ static int l_mkfs(lua_State *L)
     const char *label = luaL_checklstring(L, 2, &ll);
     const char *uuid = luaL_optlstring(L, 3, "", &ul);
     exo_call_t *c = check_call(L, "mounts.write");
-    if (!exo_mnt_device_ok(dev, dl)) return fail_here(L, "invalid", DEVICE_RULE);
+    if (!exo_mnt_device_ok(dev, dl)) return exo_monreq_fail(L, "invalid", DEVICE_RULE);
     if (!exo_mnt_label_ok(label, ll))
-        return fail_here(L, "invalid", "label must be 1 to 16 letters, digits, '_', '.' or '-'");
+        return exo_monreq_fail(L, "invalid",
+                               "label must be 1 to 16 letters, digits, '_', '.' or '-'");
     if (ul && !exo_mnt_uuid_ok(uuid, ul))
-        return fail_here(L, "invalid", "uuid must be a canonical 36-character UUID");
+        return exo_monreq_fail(L, "invalid", "uuid must be a canonical 36-character UUID");
     exo_priv_field_t f[3] = {{dev, dl}, {label, ll}, {uuid, ul}};
-    return request(L, c, EXO_OP_MOUNT_MKFS, f, 3);
+    return exo_monreq(L, c, EXO_OP_MOUNT_MKFS, f, 3, push_ok, push_error);
 }
 
 static int mountpoint_invalid(lua_State *L, int share_only)
@@ -323,7 +271,7 @@ static int mountpoint_invalid(lua_State *L, int share_only)
              "letters, digits, '_', '.', '@', '+' or '-' and not starting with '.' or '-'",
              share_only ? "" : cfg->mounts_volume_prefix, share_only ? "" : " or ",
              cfg->mounts_share_prefix);
-    return fail_here(L, "invalid", msg);
+    return exo_monreq_fail(L, "invalid", msg);
 }
 
 static int l_mount(lua_State *L)
@@ -334,10 +282,10 @@ static int l_mount(lua_State *L)
     luaL_checktype(L, 3, LUA_TBOOLEAN);
     int ro = lua_toboolean(L, 3);
     exo_call_t *c = check_call(L, "mounts.write");
-    if (!exo_mnt_device_ok(dev, dl)) return fail_here(L, "invalid", DEVICE_RULE);
+    if (!exo_mnt_device_ok(dev, dl)) return exo_monreq_fail(L, "invalid", DEVICE_RULE);
     if (!exo_mnt_mountpoint_ok(config_of(L), where, ml, 0)) return mountpoint_invalid(L, 0);
     exo_priv_field_t f[3] = {{dev, dl}, {where, ml}, {ro ? "1" : "0", 1}};
-    return request(L, c, EXO_OP_MOUNT_MOUNT, f, 3);
+    return exo_monreq(L, c, EXO_OP_MOUNT_MOUNT, f, 3, push_ok, push_error);
 }
 
 static int l_unmount(lua_State *L)
@@ -349,7 +297,7 @@ static int l_unmount(lua_State *L)
     exo_call_t *c = check_call(L, "mounts.write");
     if (!exo_mnt_mountpoint_ok(config_of(L), where, ml, 0)) return mountpoint_invalid(L, 0);
     exo_priv_field_t f[2] = {{where, ml}, {lazy ? "1" : "0", 1}};
-    return request(L, c, EXO_OP_MOUNT_UNMOUNT, f, 2);
+    return exo_monreq(L, c, EXO_OP_MOUNT_UNMOUNT, f, 2, push_ok, push_error);
 }
 
 static int l_cephfs_mount(lua_State *L)
@@ -364,18 +312,19 @@ static int l_cephfs_mount(lua_State *L)
     exo_call_t *c = check_call(L, "mounts.write");
     if (!exo_mnt_mountpoint_ok(config_of(L), where, ml, 1)) return mountpoint_invalid(L, 1);
     if (!exo_mnt_export_ok(export_path, el))
-        return fail_here(L, "invalid",
-                         "export_path must be host:port[,host:port...]:/path (hosts: names, IPv4 "
-                         "or [IPv6]; the path of letters, digits and _./-, at most 1024 bytes)");
+        return exo_monreq_fail(
+            L, "invalid",
+            "export_path must be host:port[,host:port...]:/path (hosts: names, IPv4 "
+            "or [IPv6]; the path of letters, digits and _./-, at most 1024 bytes)");
     if (!exo_mnt_access_user_ok(user, ul))
-        return fail_here(L, "invalid",
-                         "access_user must be 1 to 64 letters, digits, '_', '.' or '-'");
+        return exo_monreq_fail(L, "invalid",
+                               "access_user must be 1 to 64 letters, digits, '_', '.' or '-'");
     /* The message never repeats the key. */
     if (!exo_mnt_key_ok(key, kl))
-        return fail_here(L, "invalid", "access_key must be 1 to 256 characters of base64");
+        return exo_monreq_fail(L, "invalid", "access_key must be 1 to 256 characters of base64");
     exo_priv_field_t f[5] = {
         {where, ml}, {export_path, el}, {user, ul}, {key, kl}, {ro ? "1" : "0", 1}};
-    return request(L, c, EXO_OP_MOUNT_CEPHFS, f, 5);
+    return exo_monreq(L, c, EXO_OP_MOUNT_CEPHFS, f, 5, push_ok, push_error);
 }
 
 static int luaopen_exo_mounts(lua_State *L)

@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "lvm.h"
-#include "monclient.h"
+#include "l_monreq.h"
 #include "pkgop.h"
 #include "privsep.h"
 
@@ -39,14 +39,6 @@ static exo_call_t *check_call(lua_State *L, const char *capability)
     exo_call_require(L, capability);
     if (!lua_isyieldable(L)) luaL_error(L, "exo.packages cannot wait here");
     return c;
-}
-
-static int fail_here(lua_State *L, const char *code, const char *message)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, code);
-    lua_pushstring(L, message);
-    return 3;
 }
 
 static void set_field(lua_State *L, const char *key, const exo_priv_field_t *f)
@@ -93,8 +85,9 @@ static int push_ok(lua_State *L, uint32_t op, const exo_priv_msg_t *m)
 }
 
 /* nil, code, message */
-static int push_error(lua_State *L, const exo_priv_msg_t *m)
+static int push_error(lua_State *L, uint32_t op, const exo_priv_msg_t *m)
 {
+    (void)op;
     lua_pushnil(L);
     lua_pushlstring(L, m->f[0].p, m->f[0].len < 32 ? m->f[0].len : 32);
     if (m->n > 1)
@@ -102,52 +95,6 @@ static int push_error(lua_State *L, const exo_priv_msg_t *m)
     else
         lua_pushstring(L, "the monitor gave no reason");
     return 3;
-}
-
-typedef struct pending_s {
-    exo_call_t *call;
-    uint32_t op;
-} pending_t;
-
-static void on_answer(void *data, int status, const exo_priv_msg_t *m)
-{
-    pending_t *p = data;
-    exo_call_t *call = p->call;
-    uint32_t op = p->op;
-    free(p);
-    if (!exo_call_waiting(call)) {
-        exo_call_abandon(call);
-        return;
-    }
-    lua_State *co = exo_call_thread(call);
-    int n;
-    if (status < 0 || m->n < 1) {
-        n = fail_here(co, "unavailable", status < 0 ? strerror(-status) : "an empty answer");
-    } else if (exo_priv_field_is(&m->f[0], "ok")) {
-        n = push_ok(co, op, m);
-        if (n < 0) n = fail_here(co, "failed", "the monitor's answer was malformed");
-    } else {
-        n = push_error(co, m);
-    }
-    exo_call_resume(call, n);
-}
-
-/* Sends the request and yields, or returns the results of a failure to send. */
-static int request(lua_State *L, exo_call_t *c, uint32_t op, const exo_priv_field_t *f, size_t n)
-{
-    if (!exo_mon_available()) return fail_here(L, "unavailable", exo_mon_unavailable_reason());
-    pending_t *p = malloc(sizeof(*p));
-    if (p == NULL) return fail_here(L, "failed", "out of memory");
-    p->call = c;
-    p->op = op;
-    /* The answer never comes inside exo_mon_request, so waiting may start after it. */
-    int rc = exo_mon_request(op, f, n, on_answer, p);
-    if (rc < 0) {
-        free(p);
-        return fail_here(L, "unavailable", strerror(-rc));
-    }
-    exo_call_wait(c);
-    return lua_yield(L, 0);
 }
 
 static int l_config(lua_State *L)
@@ -194,7 +141,7 @@ static int l_start(lua_State *L)
         check_call(L, a >= 0 && exo_pkg_action_changes((exo_pkg_action_t)a) ? "packages.write"
                                                                             : "packages.read");
     lua_Integer n = lua_isnoneornil(L, 2) ? 0 : (lua_Integer)lua_rawlen(L, 2);
-    if (n > EXO_PKG_NAMES_MAX) return fail_here(L, "invalid", "at most 64 package names");
+    if (n > EXO_PKG_NAMES_MAX) return exo_monreq_fail(L, "invalid", "at most 64 package names");
     /* The names joined with "\n": one field (pkgop.h). Each is checked first, so that none
      * holds the separator. */
     luaL_Buffer b;
@@ -205,7 +152,7 @@ static int l_start(lua_State *L)
             return luaL_error(L, "exo.packages.start: names[%d] must be a string", (int)i);
         const char *name = lua_tolstring(L, -1, &nl);
         if (!exo_pkg_name_ok(name, nl))
-            return fail_here(L, "invalid", "package names must be " EXO_PKG_NAME_RULE);
+            return exo_monreq_fail(L, "invalid", "package names must be " EXO_PKG_NAME_RULE);
         if (i > 1) luaL_addchar(&b, '\n');
         luaL_addvalue(&b);
     }
@@ -214,8 +161,8 @@ static int l_start(lua_State *L)
     exo_priv_field_t f[2] = {{action, al}, {NULL, 0}};
     f[1].p = lua_tolstring(L, -1, &f[1].len);
     const char *why = exo_pkgop_check_start(config_of(L), f, 2);
-    if (why) return fail_here(L, "invalid", invalid_message(why));
-    return request(L, c, EXO_OP_PKG_START, f, 2);
+    if (why) return exo_monreq_fail(L, "invalid", invalid_message(why));
+    return exo_monreq(L, c, EXO_OP_PKG_START, f, 2, push_ok, push_error);
 }
 
 static int l_poll(lua_State *L)
@@ -226,14 +173,14 @@ static int l_poll(lua_State *L)
     lua_Integer so = luaL_checkinteger(L, 3);
     exo_call_t *c = check_call(L, "packages.read");
     if (!exo_pkg_id_ok(id, il))
-        return fail_here(L, "invalid", "id must be 32 lowercase hex digits (from start)");
+        return exo_monreq_fail(L, "invalid", "id must be 32 lowercase hex digits (from start)");
     if (lo < 0 || so < 0 || lo > 999999999999999LL || so > 999999999999999LL)
-        return fail_here(L, "invalid", "offsets must be integers from 0 to 999999999999999");
+        return exo_monreq_fail(L, "invalid", "offsets must be integers from 0 to 999999999999999");
     char los[24], sos[24];
     snprintf(los, sizeof(los), "%lld", (long long)lo);
     snprintf(sos, sizeof(sos), "%lld", (long long)so);
     exo_priv_field_t f[3] = {{id, il}, {los, strlen(los)}, {sos, strlen(sos)}};
-    return request(L, c, EXO_OP_PKG_POLL, f, 3);
+    return exo_monreq(L, c, EXO_OP_PKG_POLL, f, 3, push_ok, push_error);
 }
 
 static int luaopen_exo_packages(lua_State *L)
