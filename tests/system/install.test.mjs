@@ -9,13 +9,12 @@
 // picks releases.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import {
   mkdtempSync, mkdirSync, cpSync, readFileSync, writeFileSync, rmSync, existsSync, chmodSync,
 } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startContainer, skipReason, removeOnExit, q } from './lib/container.mjs';
+import { startContainer, skipReason, removeOnExit, q, host } from './lib/container.mjs';
 
 const top = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RELEASES = (process.env.EXO_SYSTEM_RELEASES || 'bullseye bookworm trixie').split(/\s+/).filter(Boolean);
@@ -37,23 +36,6 @@ let reason = await skipReason();
 if (!reason) {
   for (const s of [BUILD, MAKE_REPOS]) if (!existsSync(s)) reason = `${s} is missing`;
   if (reason && (process.env.CI === 'true' || process.env.EXO_SYSTEM_TESTS === 'require')) reason = null; // fail below
-}
-
-// A host command, output kept for the error: resolves stdout.
-function host(cmd, args, { log } = {}) {
-  return new Promise((res, rej) => {
-    const out = [];
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    p.stdout.on('data', (d) => out.push(d));
-    p.stderr.on('data', (d) => out.push(d));
-    p.on('error', rej);
-    p.on('close', (code) => {
-      const text = Buffer.concat(out).toString();
-      if (log) writeFileSync(log, text);
-      if (code === 0) res(text);
-      else rej(new Error(`${cmd} ${args.join(' ')} exited ${code}:\n${text.split('\n').slice(-30).join('\n')}`));
-    });
-  });
 }
 
 // The shipped methods plus pkgtest.version answering `version`.

@@ -18,7 +18,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, writeFileSync, rmSync, openSync, writeSync, closeSync, readFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { skipReason, removeOnExit, q } from './lib/container.mjs';
+import { skipReason, removeOnExit, q, host } from './lib/container.mjs';
 import { startCephContainer, startCeph, stopCeph, enableFuse, kernelHasCeph } from './lib/ceph.mjs';
 
 const top = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -31,22 +31,6 @@ const VOL_C = '9e8d7c6b-5a49-4382-a716-05f4e3d2c1b0';
 
 const reason = await skipReason();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function host(cmd, args, { log } = {}) {
-  return new Promise((res, rej) => {
-    const out = [];
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    p.stdout.on('data', (d) => out.push(d));
-    p.stderr.on('data', (d) => out.push(d));
-    p.on('error', rej);
-    p.on('close', (code) => {
-      const text = Buffer.concat(out).toString();
-      if (log) writeFileSync(log, text);
-      if (code === 0) res(text);
-      else rej(new Error(`${cmd} ${args.join(' ')} exited ${code}:\n${text.split('\n').slice(-30).join('\n')}`));
-    });
-  });
-}
 
 // The metadata document, in the shape Nova serves at /openstack/latest/meta_data.json.
 function metaData() {

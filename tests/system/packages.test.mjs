@@ -18,8 +18,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, chmodSync, readdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join, resolve, dirname, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startContainer, skipReason, removeOnExit, q } from './lib/container.mjs';
-import { host, buildDeb, makeAptRepo, serveHttp, useRepo, holdDpkgLock } from './lib/debrepo.mjs';
+import { startContainer, skipReason, removeOnExit, q, host } from './lib/container.mjs';
+import { buildDeb, makeAptRepo, serveHttp, useRepo, holdDpkgLock } from './lib/debrepo.mjs';
 import { openSession } from './lib/wsclient.mjs';
 
 const top = resolve(dirname(fileURLToPath(import.meta.url)), '../..');

@@ -58,6 +58,24 @@ export function skipReason() {
 
 // ---- clean-up of everything, also on signals and at exit ----------------------------------
 
+// A command on the host, its output (stdout and stderr) kept for the error and written to `log`
+// when given: resolves stdout and stderr together.
+export function host(cmd, args, { log } = {}) {
+  return new Promise((res, rej) => {
+    const out = [];
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    p.stdout.on('data', (d) => out.push(d));
+    p.stderr.on('data', (d) => out.push(d));
+    p.on('error', rej);
+    p.on('close', (code) => {
+      const text = Buffer.concat(out).toString();
+      if (log) writeFileSync(log, text);
+      if (code === 0) res(text);
+      else rej(new Error(`${cmd} ${args.join(' ')} exited ${code}:\n${text.split('\n').slice(-30).join('\n')}`));
+    });
+  });
+}
+
 const live = new Set();
 const dirs = new Set();
 // A host directory of a test (packages, repositories bound into a container) removed with

@@ -5,24 +5,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync, chmodSync, copyFileSync, readFileSync } from 'node:fs';
 import { join, resolve, basename } from 'node:path';
-import { q } from './container.mjs';
-
-// A host command, its output kept for the error (and in log when given): resolves stdout.
-export function host(cmd, args, { log } = {}) {
-  return new Promise((res, rej) => {
-    const out = [];
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    p.stdout.on('data', (d) => out.push(d));
-    p.stderr.on('data', (d) => out.push(d));
-    p.on('error', rej);
-    p.on('close', (code) => {
-      const text = Buffer.concat(out).toString();
-      if (log) writeFileSync(log, text);
-      if (code === 0) res(text);
-      else rej(new Error(`${cmd} ${args.join(' ')} exited ${code}:\n${text.split('\n').slice(-30).join('\n')}`));
-    });
-  });
-}
+import { q, host } from './container.mjs';
 
 // A maintainer script that sleeps when dpkg upgrades or configures the package: it keeps the
 // package manager in one phase long enough for a client polling the job to see it.
