@@ -255,7 +255,8 @@ size_t exo_pkg_prune(const char *pkg_dir, int64_t now, int64_t keep_s, int64_t o
             continue;
         seen++;
         char exitp[EXO_PKG_ID_LEN + 8];
-        snprintf(exitp, sizeof(exitp), "%s/exit", e->d_name);
+        /* The name is an id (checked above): its 32 characters, which the compiler cannot know. */
+        snprintf(exitp, sizeof(exitp), "%.*s/exit", EXO_PKG_ID_LEN, e->d_name);
         struct stat st;
         if (fstatat(dfd, exitp, &st, AT_SYMLINK_NOFOLLOW) == 0) {
             ended[n].at = (int64_t)st.st_mtime;
