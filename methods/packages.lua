@@ -40,8 +40,19 @@ local NAME_PATTERN = "^[A-Za-z0-9_+][A-Za-z0-9._+-]*$"
 -- Schemas.
 
 local Name = T.string({ min_len = 1, max_len = 128, pattern = NAME_PATTERN })
-  :describe("A package name: letters, digits and . _ + -, not starting with . or -")
+  :describe("A package name: letters, digits and . _ + -, not starting with . or -, not ending with -")
 local Names = T.array(Name, { min_items = 1, max_items = 64 })
+
+-- apt reads a trailing "-" as "remove this package" (apt-get install bash- removes bash): no
+-- package is named so, and no such name may reach the package manager (the monitor refuses it
+-- too). The schema's pattern cannot say "not ending with", so it is checked here.
+local function check_names(names)
+  for i, n in ipairs(names or {}) do
+    if n:sub(-1) == "-" then
+      error(errors.InvalidParams(("params.packages[%d]"):format(i), "must not end with '-' (apt reads that as 'remove')"))
+    end
+  end
+end
 
 local Update = T.object({
   name = T.string():describe("The package (binary package name; without the architecture)"),
@@ -690,6 +701,7 @@ local check_updates = method({
     },
   },
   handler = function(ctx, params)
+    check_names(params.packages)
     local cfg = backend_of()
     local now = agent.now_ms()
     local left = (ctx.deadline_ms or now + 30000) - now
@@ -794,6 +806,7 @@ local update = method({
       result = { job_id = "3f2a0c9e7b5d41e8a6c4b2d0f1e3a5c7" } },
   },
   handler = function(ctx, params)
+    check_names(params.packages)
     if (params.packages == nil) == (params.all ~= true) then
       error(errors.InvalidParams("params", "give exactly one of packages and all = true"))
     end

@@ -63,7 +63,8 @@ int exo_pkg_action_changes(exo_pkg_action_t a)
 
 int exo_pkg_name_ok(const char *p, size_t len)
 {
-    if (len < 1 || len > EXO_PKG_NAME_MAX || p[0] == '-' || p[0] == '.') return 0;
+    if (len < 1 || len > EXO_PKG_NAME_MAX || p[0] == '-' || p[0] == '.' || p[len - 1] == '-')
+        return 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)p[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||

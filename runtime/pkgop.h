@@ -43,7 +43,8 @@
 #define EXO_PKG_EXIT_MAX 32   /* bytes of an exit line */
 #define EXO_PKG_ARGV_MAX (12 + EXO_PKG_NAMES_MAX)
 #define EXO_PKG_NAME_RULE                                                                          \
-    "1 to 128 letters, digits, '.', '_', '+' or '-', not starting with '-' or '.'"
+    "1 to 128 letters, digits, '.', '_', '+' or '-', not starting with '-' or '.', not ending "    \
+    "with '-'"
 
 typedef enum {
     EXO_PKG_NONE = 0,
@@ -70,7 +71,8 @@ int exo_pkg_action_parse(const char *p, size_t len);
 const char *exo_pkg_action_name(exo_pkg_action_t a);
 /* 1 for the actions that change the system (install, upgrade_all): one at a time. */
 int exo_pkg_action_changes(exo_pkg_action_t a);
-/* A package name: 1..128 bytes of [A-Za-z0-9._+-], not starting with '-' or '.'. */
+/* A package name: 1..128 bytes of [A-Za-z0-9._+-], not starting with '-' or '.', and not
+ * ending with '-', which apt-get install reads as "remove this package". */
 int exo_pkg_name_ok(const char *p, size_t len);
 /* 1 if the name is on [packages] allow. */
 int exo_pkg_allowed(const exo_config_t *cfg, const char *p, size_t len);

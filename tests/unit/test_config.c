@@ -383,7 +383,9 @@ static void test_packages(void)
               "agent.conf:2: [packages] backend: expected one of auto, apt, dnf, none, got 'yum'");
     CHECK_STR(parse_err("[packages]\nallow = nginx, -rf\n"),
               "agent.conf:2: [packages] allow: '-rf' is not a package name of 1 to 128 letters, "
-              "digits, '.', '_', '+' or '-', not starting with '-' or '.'");
+              "digits, '.', '_', '+' or '-', not starting with '-' or '.', not ending with '-'");
+    /* apt-get install bash- would remove bash. */
+    CHECK(strstr(parse_err("[packages]\nallow = bash-\n"), "'bash-' is not a package") != NULL);
     CHECK(strstr(parse_err("[packages]\nallow = .hidden\n"), "'.hidden' is not a package") != NULL);
     CHECK(strstr(parse_err("[packages]\nallow = \"a b\"\n"), "'a b' is not a package") != NULL);
     char text[300];

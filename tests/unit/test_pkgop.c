@@ -36,6 +36,10 @@ static void test_names(void)
     CHECK(!exo_pkg_name_ok(S("-y")));
     CHECK(!exo_pkg_name_ok(S("--reinstall")));
     CHECK(!exo_pkg_name_ok(S(".hidden")));
+    /* apt-get install bash- removes bash; g++ (a real package) ends with '+' and stays. */
+    CHECK(!exo_pkg_name_ok(S("bash-")));
+    CHECK(!exo_pkg_name_ok(S("-")));
+    CHECK(exo_pkg_name_ok(S("g++")));
     CHECK(!exo_pkg_name_ok(S("a b")));
     CHECK(!exo_pkg_name_ok(S("a/b")));
     CHECK(!exo_pkg_name_ok(S("../etc")));

@@ -310,6 +310,11 @@ describe("packages", function()
       end
       local ok, err = k:rpc("packages.check_updates", { packages = many })
       assert.same({ false, -32602 }, { ok, err.code })
+      -- A trailing "-" is apt's "remove": refused by both methods, naming the entry.
+      for _, m in ipairs({ "packages.check_updates", "packages.update" }) do
+        ok, err = k:rpc(m, { packages = { "exo-test-pkg", "bash-" } })
+        assert.same({ false, -32602, "params.packages[2]" }, { ok, err.code, err.data.path }, m)
+      end
       assert.same({}, fake.calls_of("start"))
     end)
   end)
