@@ -154,44 +154,6 @@ function M.calls_of(fn)
   return out
 end
 
--- Until the pkgc branch (sandbox/agent.lua's agent.packages, sandbox/capabilities.lua's
--- packages.read and packages.write) is merged, setup.lua calls this to give the sandbox what
--- that branch adds, in the same shape (mounts_api's model): the capability
--- names, and agent.packages checking the capability at the method's line and whether the
--- call can wait, then calling exo.packages. It changes nothing once the real ones exist.
-function M.stand_in_for_sandbox()
-  local capabilities = require("sandbox.capabilities")
-  local agent = require("sandbox.agent")
-  if capabilities.KNOWN["packages.read"] then
-    return false
-  end
-  capabilities.KNOWN["packages.read"] = "package lists and updates through the monitor (agent.packages.config, start of refresh and list, poll)"
-  capabilities.KNOWN["packages.write"] = "install package updates through the monitor (agent.packages.start of install and upgrade_all)"
-  local build = agent.build
-  agent.build = function(...)
-    local api = build(...)
-    if api.packages == nil then
-      local mod = function() return require("exo.packages") end
-      api.packages = {
-        config = function()
-          capabilities.require("packages.read", 2)
-          return mod().config()
-        end,
-        start = function(action, names)
-          capabilities.require(M.ACTIONS[action] or "packages.read", 2)
-          return mod().start(action, names)
-        end,
-        poll = function(id, log_offset, status_offset)
-          capabilities.require("packages.read", 2)
-          return mod().poll(id, log_offset, status_offset)
-        end,
-      }
-    end
-    return api
-  end
-  return true
-end
-
 M.reset()
 
 return M

@@ -37,8 +37,6 @@ M.packages = require("tests.lua.helpers.fake_packages")
 package.loaded["exo.packages"] = M.packages.module
 M.load = require("tests.lua.helpers.fake_load")
 package.loaded["exo.load"] = M.load
--- Until the pkgc branch's agent.packages and capabilities are merged (a no-op after that).
-M.packages.stand_in_for_sandbox()
 
 -- Coroutines created while a call runs get the call's instruction-budget hook, as threads
 -- created in the runtime inherit its hook (fake_core.lua, hook_new_thread). Installed once,
