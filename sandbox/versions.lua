@@ -153,6 +153,12 @@ end
 --------------------------------------------------------------------------------------------
 -- Loading.
 
+-- A version with nothing to translate: the oldest served one, or one without its file.
+local function bare_file(v)
+  return { version = v, summary = "", changes = {}, before = {}, request = {}, result = {}, error = {},
+           notification = {}, removed = {} }
+end
+
 -- Loads the version files of `dir` with `list_dir` and `env_of()` (a fresh sandbox per file).
 -- A file that fails is logged; it and every older version are left out (the chain through it
 -- is broken), but the newest version is always served: its methods need no shim. Returns the
@@ -197,8 +203,7 @@ function M.load(dir, join, list_dir, env_of, log)
       else
         -- Its methods need no shim; older clients would need its shims, so they go too.
         log("error", ("API version %s is served without its file, and no older one: %s"):format(v, value))
-        set.files[v] = { version = v, summary = "", changes = {}, before = {}, request = {}, result = {},
-                         error = {}, notification = {}, removed = {} }
+        set.files[v] = bare_file(v)
         first = i
       end
     end
@@ -211,16 +216,16 @@ function M.load(dir, join, list_dir, env_of, log)
   end
   -- The oldest served version has nothing older: its shims would never run.
   local oldest = set.files[set.list[1]]
-  oldest.request, oldest.result, oldest.error, oldest.notification, oldest.before = {}, {}, {}, {}, {}
-  oldest.removed = {}
+  local bare = bare_file(oldest.version)
+  bare.summary, bare.changes = oldest.summary, oldest.changes
+  set.files[set.list[1]] = bare
   return set
 end
 
 -- A set of one version and no files: the agent could not load its version files, and serves
 -- the methods as they are under the newest version any of them names.
 function M.single(v)
-  return { list = { v }, skipped = {}, files = { [v] = { version = v, summary = "", changes = {}, before = {},
-    request = {}, result = {}, error = {}, notification = {}, removed = {} } } }
+  return { list = { v }, skipped = {}, files = { [v] = bare_file(v) } }
 end
 
 --------------------------------------------------------------------------------------------
@@ -463,16 +468,6 @@ function M.downgrade_notification(set, v, name, params)
     end
   end
   return params
-end
-
--- What agent.info and rpc.hello say of the versions: { list, current }.
-function M.summary(set)
-  local out = {}
-  for i, v in ipairs(set.list) do
-    local f = set.files[v]
-    out[i] = { version = v, summary = f.summary, changes = f.changes }
-  end
-  return out
 end
 
 return M
