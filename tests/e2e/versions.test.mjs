@@ -6,7 +6,7 @@
 // mounts.get added).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { startAgent, rpc, request, bin, repo, waitFor, logLines, slow } from './lib/agent.mjs';
 import { open } from './lib/wsclient.mjs';
 
@@ -192,5 +192,18 @@ describe('the api-versions directory', () => {
     const doc = JSON.parse(execFileSync(bin, ['openrpc', '--methods', `${repo}/methods`, '--version', OLD], { encoding: 'utf8' }));
     assert.equal(doc.info['x-api-version'], OLD);
     assert.deepEqual(doc.info['x-api-versions'], [OLD, CURRENT]);
+  });
+
+  it('--api-versions names the directory; one without version files serves one version, and says so', () => {
+    const args = ['openrpc', '--methods', `${repo}/methods`, '--api-versions'];
+    const doc = JSON.parse(execFileSync(bin, [...args, `${repo}/api-versions`, '--version', OLD], { encoding: 'utf8' }));
+    assert.equal(doc.info['x-api-version'], OLD);
+    const r = spawnSync(bin, [...args, '/nonexistent/api-versions', '--version', OLD], { encoding: 'utf8' });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /API versions not loaded: cannot list \/nonexistent\/api-versions/);
+    assert.match(r.stderr, /API version 2026-12-01 is not supported; this agent supports 2027-01-15/);
+    const only = spawnSync(bin, [...args, '/nonexistent/api-versions'], { encoding: 'utf8' });
+    assert.equal(only.status, 0, only.stderr);
+    assert.deepEqual(JSON.parse(only.stdout).info['x-api-versions'], [CURRENT]);
   });
 });

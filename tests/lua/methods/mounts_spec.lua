@@ -188,6 +188,41 @@ describe("mounts.list", function()
   end)
 end)
 
+describe("mounts.get", function()
+  local k
+
+  before_each(function()
+    k = kit.new({ files = { "methods/mounts.lua" } })
+    machine(k)
+  end)
+
+  after_each(setup.restore_string_metatable)
+
+  it("answers the Mount that mounts.list gives for one mountpoint", function()
+    local list = by_mountpoint(select(2, k:rpc("mounts.list", {})))
+    for _, mp in ipairs({ "/media/volume/my data", "/media/share/results", "/" }) do
+      local ok, m = k:rpc("mounts.get", { mountpoint = mp })
+      assert.is_true(ok, json.encode(m))
+      assert.same(list[mp], m, mp)
+    end
+  end)
+
+  it("answers NotFound with a reason for a path where nothing is mounted", function()
+    local ok, err = k:rpc("mounts.get", { mountpoint = "/media/volume/none" })
+    assert.same({ false, -32003, "not_mounted", "/media/volume/none" },
+      { ok, err.code, err.data.reason, err.data.mountpoint })
+  end)
+
+  it("takes an absolute path only, and does not exist for API version 2026-12-01", function()
+    for _, mp in ipairs({ "media/volume/x", "", ("/" .. ("a"):rep(4096)) }) do
+      local ok, err = k:rpc("mounts.get", { mountpoint = mp })
+      assert.same({ false, -32602, "params.mountpoint" }, { ok, err.code, err.data.path }, mp)
+    end
+    local ok, err = k:rpc("mounts.get", { mountpoint = "/" }, { api_version = "2026-12-01" })
+    assert.same({ false, -32601, "not_in_api_version" }, { ok, err.code, err.data.reason })
+  end)
+end)
+
 describe("mounts.mount_device", function()
   local k
 
