@@ -211,6 +211,8 @@ static const cfg_key_t keys[] = {
         "Packages that packages.update {packages} may name (exact names)."),
     KEY("packages", "allow_all", CT_BOOL, packages_allow_all, 0, 1, "true",
         "Whether packages.update {all = true} (an admin method) is allowed."),
+    KEY("packages", "self_upgrade", CT_BOOL, packages_self_upgrade, 0, 1, "true",
+        "Whether self.upgrade (an admin method) may upgrade the agent's own packages."),
     KEY("packages", "lock_timeout", CT_DURATION, packages_lock_timeout_ms, 10 * SEC, HOUR, "5m",
         "How long apt waits for the dpkg and apt locks before it fails."),
     KEY("packages", "timeout", CT_DURATION, packages_timeout_ms, MIN, 6 * HOUR, "1h",

@@ -109,6 +109,7 @@ typedef struct exo_config_s {
     int packages_backend;              /* EXO_PKG_CHOICE_*: auto, apt, dnf or none */
     exo_strlist_t packages_allow;      /* names packages.update may name; empty: none */
     int packages_allow_all;            /* bool: packages.update {all = true} is allowed */
+    int packages_self_upgrade;         /* bool: self.upgrade is allowed */
     uint32_t packages_lock_timeout_ms; /* duration: apt waits this long for the dpkg locks */
     uint32_t packages_timeout_ms;      /* duration: a package operation's deadline */
     uint32_t packages_keep_ms;         /* duration: an ended operation's files are kept */

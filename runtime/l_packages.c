@@ -3,6 +3,7 @@
  * decides policy.
  *
  *   config()                                  -> {backend, allow = {...}, allow_all,
+ *                                                 self_upgrade, self_packages = {...},
  *                                                 lock_timeout_s, timeout_s}
  *   start(action, names_or_nil)               -> {id, backend}
  *   poll(id, log_offset, status_offset)       -> {state, exit, log, status, log_size,
@@ -101,7 +102,7 @@ static int l_config(lua_State *L)
 {
     const exo_config_t *cfg = config_of(L);
     exo_call_require(L, "packages.read");
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 7);
     lua_pushstring(L, exo_pkg_backend_name(exo_pkg_backend(cfg)));
     lua_setfield(L, -2, "backend");
     lua_createtable(L, (int)cfg->packages_allow.n, 0);
@@ -112,6 +113,15 @@ static int l_config(lua_State *L)
     lua_setfield(L, -2, "allow");
     lua_pushboolean(L, cfg->packages_allow_all);
     lua_setfield(L, -2, "allow_all");
+    lua_pushboolean(L, cfg->packages_self_upgrade);
+    lua_setfield(L, -2, "self_upgrade");
+    static const char *const self[EXO_PKG_SELF_COUNT] = EXO_PKG_SELF_NAMES;
+    lua_createtable(L, EXO_PKG_SELF_COUNT, 0);
+    for (size_t i = 0; i < EXO_PKG_SELF_COUNT; i++) {
+        lua_pushstring(L, self[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "self_packages");
     lua_pushinteger(L, cfg->packages_lock_timeout_ms / 1000);
     lua_setfield(L, -2, "lock_timeout_s");
     lua_pushinteger(L, cfg->packages_timeout_ms / 1000);

@@ -14,7 +14,7 @@
 #define DNF "/usr/bin/dnf"
 
 static const char *const action_names[EXO_PKG_ACTIONS] = {"refresh", "list", "install",
-                                                          "upgrade_all"};
+                                                          "upgrade_all", "self_upgrade"};
 
 const char *exo_pkg_backend_name(exo_pkg_backend_t b)
 {
@@ -58,7 +58,7 @@ const char *exo_pkg_action_name(exo_pkg_action_t a)
 
 int exo_pkg_action_changes(exo_pkg_action_t a)
 {
-    return a == EXO_PKG_INSTALL || a == EXO_PKG_UPGRADE_ALL;
+    return a == EXO_PKG_INSTALL || a == EXO_PKG_UPGRADE_ALL || a == EXO_PKG_SELF_UPGRADE;
 }
 
 int exo_pkg_name_ok(const char *p, size_t len)
@@ -128,6 +128,11 @@ const char *exo_pkgop_check_start(const exo_config_t *cfg, const exo_priv_field_
         for (int i = 0; i < names; i++)
             if (!exo_pkg_allowed(cfg, name[i].p, name[i].len))
                 return "an install of a package not on [packages] allow";
+        return NULL;
+    case EXO_PKG_SELF_UPGRADE:
+        if (names) return "a self_upgrade with package names";
+        if (!cfg->packages_self_upgrade)
+            return "a self_upgrade while [packages] self_upgrade is off";
         return NULL;
     default: /* EXO_PKG_UPGRADE_ALL */
         if (names) return "an upgrade_all with package names";
@@ -204,12 +209,13 @@ static void apt_cmd(exo_pkg_cmd_t *c, exo_pkg_action_t a, size_t n)
         break;
     case EXO_PKG_INSTALL:
     case EXO_PKG_UPGRADE_ALL:
+    case EXO_PKG_SELF_UPGRADE:
         add(c, "-y");
         apt_locking(c);
         add(c, "-o");
         add(c, "APT::Status-Fd=3");
         c->status_fd = 1;
-        if (a == EXO_PKG_INSTALL) {
+        if (a != EXO_PKG_UPGRADE_ALL) {
             add(c, "install");
             add(c, "--only-upgrade");
         } else {
@@ -234,7 +240,7 @@ static void dnf_cmd(exo_pkg_cmd_t *c, exo_pkg_action_t a)
         add(c, "-q");
         add(c, "check-update");
         break;
-    default: /* install (names follow) and upgrade_all */
+    default: /* install, self_upgrade (names follow) and upgrade_all */
         add(c, "-y");
         add(c, "upgrade");
         break;
@@ -253,7 +259,16 @@ int exo_pkg_cmd_build(exo_pkg_cmd_t *c, exo_pkg_backend_t b, exo_pkg_action_t a,
         apt_cmd(c, a, n);
     else
         dnf_cmd(c, a);
-    /* Names only where the action takes them (the check refuses them elsewhere). */
+    /* Names only where the action takes them (the check refuses them elsewhere); the agent's
+     * own for self_upgrade. */
+    static const char *const self[EXO_PKG_SELF_COUNT] = EXO_PKG_SELF_NAMES;
+    exo_priv_field_t own[EXO_PKG_SELF_COUNT];
+    if (a == EXO_PKG_SELF_UPGRADE) {
+        for (size_t i = 0; i < EXO_PKG_SELF_COUNT; i++)
+            own[i] = (exo_priv_field_t){self[i], strlen(self[i])};
+        names = own;
+        n = EXO_PKG_SELF_COUNT;
+    }
     if (a == EXO_PKG_REFRESH || a == EXO_PKG_UPGRADE_ALL) n = 0;
     for (size_t i = 0; i < n; i++) {
         if (!exo_pkg_name_ok(names[i].p, names[i].len)) return -EINVAL;

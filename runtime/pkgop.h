@@ -42,6 +42,13 @@
 #define EXO_PKG_ENDED_MAX 256 /* ended operations' directories kept, whatever their age */
 #define EXO_PKG_EXIT_MAX 32   /* bytes of an exit line */
 #define EXO_PKG_ARGV_MAX (12 + EXO_PKG_NAMES_MAX)
+/* The agent's own packages (packaging/): what self_upgrade upgrades and self.check_updates
+ * lists. The same names in the .deb and .rpm packaging. */
+#define EXO_PKG_SELF_NAMES                                                                         \
+    {                                                                                              \
+        "exosphere-guest-agent", "exosphere-guest-agent-methods"                                   \
+    }
+#define EXO_PKG_SELF_COUNT 2
 #define EXO_PKG_NAME_RULE                                                                          \
     "1 to 128 letters, digits, '.', '_', '+' or '-', not starting with '-' or '.', not ending "    \
     "with '-'"
@@ -53,10 +60,11 @@ typedef enum {
 } exo_pkg_backend_t;
 
 typedef enum {
-    EXO_PKG_REFRESH = 0, /* apt-get update | dnf makecache */
-    EXO_PKG_LIST,        /* what would be upgraded (a simulation: no lock, no change) */
-    EXO_PKG_INSTALL,     /* upgrade the named packages */
-    EXO_PKG_UPGRADE_ALL, /* upgrade everything */
+    EXO_PKG_REFRESH = 0,  /* apt-get update | dnf makecache */
+    EXO_PKG_LIST,         /* what would be upgraded (a simulation: no lock, no change) */
+    EXO_PKG_INSTALL,      /* upgrade the named packages */
+    EXO_PKG_UPGRADE_ALL,  /* upgrade everything */
+    EXO_PKG_SELF_UPGRADE, /* upgrade the agent's own packages (EXO_PKG_SELF_NAMES) */
     EXO_PKG_ACTIONS
 } exo_pkg_action_t;
 
@@ -69,7 +77,8 @@ exo_pkg_backend_t exo_pkg_backend(const exo_config_t *cfg);
 /* The action named by the len bytes at p, or -1. */
 int exo_pkg_action_parse(const char *p, size_t len);
 const char *exo_pkg_action_name(exo_pkg_action_t a);
-/* 1 for the actions that change the system (install, upgrade_all): one at a time. */
+/* 1 for the actions that change the system (install, upgrade_all, self_upgrade): one at a
+ * time. */
 int exo_pkg_action_changes(exo_pkg_action_t a);
 /* A package name: 1..128 bytes of [A-Za-z0-9._+-], not starting with '-' or '.', and not
  * ending with '-', which apt-get install reads as "remove this package". */
@@ -84,9 +93,10 @@ int exo_pkg_id_ok(const char *p, size_t len);
  * trailing "\n") is returned as one, for exo_pkg_name_ok to refuse. */
 int exo_pkg_names_split(const char *p, size_t len, exo_priv_field_t *out, size_t max);
 /* Checks a start request's fields (action, names): exactly 2 fields; a known action; the
- * names field at most EXO_PKG_NAMES_BYTES, 0..64 names, each exo_pkg_name_ok; refresh and
- * upgrade_all take none, install 1..64, each on [packages] allow; upgrade_all only with
- * [packages] allow_all. NULL when the worker may send it, else why not. */
+ * names field at most EXO_PKG_NAMES_BYTES, 0..64 names, each exo_pkg_name_ok; refresh,
+ * upgrade_all and self_upgrade take none, install 1..64, each on [packages] allow; upgrade_all
+ * only with [packages] allow_all, self_upgrade only with [packages] self_upgrade. NULL when
+ * the worker may send it, else why not. */
 const char *exo_pkgop_check_start(const exo_config_t *cfg, const exo_priv_field_t *f, size_t n);
 /* Checks a poll request's fields (id, log offset, status offset, the offsets decimal of at
  * most 15 digits) and parses the offsets. NULL or why not. */
@@ -105,8 +115,8 @@ typedef struct exo_pkg_cmd_s {
 } exo_pkg_cmd_t;
 
 /* Builds the fixed command line of action a on backend b with the n names (split from a
- * request exo_pkgop_check_start passed). Returns 0, or -EINVAL for the none backend or bad
- * input. */
+ * request exo_pkgop_check_start passed; self_upgrade takes EXO_PKG_SELF_NAMES instead). Returns 0,
+ * or -EINVAL for the none backend or bad input. */
 int exo_pkg_cmd_build(exo_pkg_cmd_t *c, exo_pkg_backend_t b, exo_pkg_action_t a,
                       uint32_t lock_timeout_s, const exo_priv_field_t *names, size_t n);
 

@@ -354,12 +354,14 @@ static void test_packages(void)
     CHECK(c.packages_backend == EXO_PKG_CHOICE_AUTO);
     CHECK(c.packages_allow.n == 0);
     CHECK(c.packages_allow_all == 1);
+    CHECK(c.packages_self_upgrade == 1);
     CHECK(c.packages_lock_timeout_ms == 300000);
     CHECK(c.packages_timeout_ms == 3600000);
     CHECK(c.packages_keep_ms == 86400000);
     exo_config_free(&c);
     REQUIRE(parse_into(&c, "[packages]\nallow = nginx, libstdc++6, \"python3.11\", "
-                           "NetworkManager, g_x-1\nallow_all = no\nlock_timeout = 10s\ntimeout = "
+                           "NetworkManager, g_x-1\nallow_all = no\nself_upgrade = "
+                           "off\nlock_timeout = 10s\ntimeout = "
                            "6h\nkeep = 1m\n") == 0);
     REQUIRE(c.packages_allow.n == 5);
     CHECK_STR(c.packages_allow.items[0], "nginx");
@@ -367,6 +369,7 @@ static void test_packages(void)
     CHECK_STR(c.packages_allow.items[2], "python3.11");
     CHECK_STR(c.packages_allow.items[3], "NetworkManager");
     CHECK(c.packages_allow_all == 0);
+    CHECK(c.packages_self_upgrade == 0);
     CHECK(c.packages_lock_timeout_ms == 10000);
     CHECK(c.packages_timeout_ms == 6 * 3600000);
     CHECK(c.packages_keep_ms == 60000);
@@ -391,6 +394,7 @@ static void test_packages(void)
     char text[300];
     snprintf(text, sizeof(text), "[packages]\nallow = %0129d\n", 0);
     CHECK(strstr(parse_err(text), "is not a package name") != NULL);
+    CHECK(strstr(parse_err("[packages]\nself_upgrade = 2\n"), "[packages] self_upgrade:") != NULL);
     CHECK(strstr(parse_err("[packages]\nallow_all = sometimes\n"), "[packages] allow_all:") !=
           NULL);
     CHECK_STR(parse_err("[packages]\nlock_timeout = 9s\n"),

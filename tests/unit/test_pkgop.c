@@ -63,11 +63,13 @@ static void test_actions_and_ids(void)
     CHECK(exo_pkg_action_parse(S("list")) == EXO_PKG_LIST);
     CHECK(exo_pkg_action_parse(S("install")) == EXO_PKG_INSTALL);
     CHECK(exo_pkg_action_parse(S("upgrade_all")) == EXO_PKG_UPGRADE_ALL);
+    CHECK(exo_pkg_action_parse(S("self_upgrade")) == EXO_PKG_SELF_UPGRADE);
     CHECK(exo_pkg_action_parse(S("upgrade")) == -1);
     CHECK(exo_pkg_action_parse(S("Install")) == -1);
     CHECK(exo_pkg_action_parse(S("install ")) == -1);
     CHECK(exo_pkg_action_parse(S("")) == -1);
     CHECK(exo_pkg_action_changes(EXO_PKG_INSTALL) && exo_pkg_action_changes(EXO_PKG_UPGRADE_ALL));
+    CHECK(exo_pkg_action_changes(EXO_PKG_SELF_UPGRADE));
     CHECK(!exo_pkg_action_changes(EXO_PKG_REFRESH) && !exo_pkg_action_changes(EXO_PKG_LIST));
     CHECK_STR(exo_pkg_action_name(EXO_PKG_UPGRADE_ALL), "upgrade_all");
     CHECK_STR(exo_pkg_backend_name(EXO_PKG_APT), "apt");
@@ -145,6 +147,8 @@ static void test_check_start(void)
     CHECK(start("install", "nginx") == NULL);
     CHECK(start("install", "nginx\nlibstdc++6\nopenssl") == NULL);
     CHECK(start("upgrade_all", "") == NULL);
+    cfg_.packages_self_upgrade = 1;
+    CHECK(start("self_upgrade", "") == NULL);
 
     CHECK_STR(start("remove", ""), "a package operation with an unknown action");
     CHECK_STR(start("", ""), "a package operation with an unknown action");
@@ -158,6 +162,10 @@ static void test_check_start(void)
               "a package operation with a bad package name");
     CHECK_STR(start("list", "nginx curl"), "a package operation with a bad package name");
     CHECK_STR(start("list", "a\tb"), "a package operation with a bad package name");
+    /* The agent's own names come from the monitor, never from the worker. */
+    CHECK_STR(start("self_upgrade", "exosphere-guest-agent"), "a self_upgrade with package names");
+    cfg_.packages_self_upgrade = 0;
+    CHECK_STR(start("self_upgrade", ""), "a self_upgrade while [packages] self_upgrade is off");
     cfg_.packages_allow_all = 0;
     CHECK_STR(start("upgrade_all", ""), "an upgrade_all while [packages] allow_all is off");
     cfg_.packages_allow_all = 1;
@@ -253,6 +261,13 @@ static void test_commands(void)
     CHECK_STR(cmd_text(EXO_PKG_DNF, EXO_PKG_INSTALL, "nginx\nopenssl"),
               "/usr/bin/dnf: dnf -y upgrade nginx openssl");
     CHECK_STR(cmd_text(EXO_PKG_DNF, EXO_PKG_UPGRADE_ALL, ""), "/usr/bin/dnf: dnf -y upgrade");
+    /* self_upgrade: the agent's own packages, whatever names come with it. */
+    CHECK_STR(cmd_text(EXO_PKG_APT, EXO_PKG_SELF_UPGRADE, ""),
+              "/usr/bin/apt-get [fd 3]: apt-get -y " APT_LOCKS
+              " -o APT::Status-Fd=3 install --only-upgrade exosphere-guest-agent "
+              "exosphere-guest-agent-methods");
+    CHECK_STR(cmd_text(EXO_PKG_DNF, EXO_PKG_SELF_UPGRADE, "nginx"),
+              "/usr/bin/dnf: dnf -y upgrade exosphere-guest-agent exosphere-guest-agent-methods");
     CHECK_STR(cmd_text(EXO_PKG_NONE, EXO_PKG_LIST, ""), "(error)");
     /* The builder checks the names again: nothing but a name reaches argv. */
     CHECK_STR(cmd_text(EXO_PKG_APT, EXO_PKG_LIST, "-o"), "(error)");
