@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 top=$PWD
 cache=${EXO_ROOTFS_CACHE:-/var/cache/exosphere-guest-agent-tests}
 root=$cache/bullseye-build
-pkgs=build-essential,cmake,pkg-config,liblua5.4-dev,libuv1-dev,libssl-dev,libpam0g-dev,libwslay-dev,curl,openssl,ca-certificates
+pkgs=build-essential,cmake,pkg-config,liblua5.4-dev,libuv1-dev,libssl-dev,libpam0g-dev,libwslay-dev,libsystemd-dev,curl,openssl,ca-certificates
 passed=0; failed=0
 ok() { passed=$((passed + 1)); echo "ok - $*"; }
 bad() { failed=$((failed + 1)); echo "not ok - $*"; }
