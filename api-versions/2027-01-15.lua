@@ -58,6 +58,10 @@ return {
       description = "The updates apt or dnf would install, with their origin and a security flag." },
     { method = "packages.update", kind = "added",
       description = "Updates named packages (on [packages] allow) or all of them, as a job with progress." },
+    { method = "self.check_updates", kind = "added",
+      description = "The updates of the agent's own packages that self.upgrade would install." },
+    { method = "self.upgrade", kind = "added",
+      description = "Upgrades the agent's own packages as a job that the restarted agent finishes." },
   },
 
   before = {

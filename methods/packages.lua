@@ -169,7 +169,10 @@ end
 -- Raises the error for a run that ended with `exit` (the monitor's exit line) and `p`.
 local function run_failed(backend, exit, p, waiting)
   local data = { backend = backend, exit = exit }
-  if exit == "timeout" and not waiting then
+  if exit == "lost" then
+    fail(errors.Failed, "lost", "the package operation ended without a record of how it ended (its "
+      .. "process was killed, or the machine restarted): check the package manager's state", data)
+  elseif exit == "timeout" and not waiting then
     fail(errors.Timeout, "timeout", "the package operation ran past [packages] timeout and was stopped", data)
   elseif exit == "timeout" then
     -- dnf waits for its lock without a limit: the monitor's deadline ends the wait.
@@ -717,7 +720,7 @@ local check_updates = method({
 -- Whether the machine asks for a reboot after the update: /run/reboot-required (Debian's
 -- update-notifier convention) exists. null when the agent cannot tell (dnf for now, or a
 -- runtime that does not let methods read that file).
-local function reboot_required(ctx, backend)
+local function reboot_required(backend)
   if backend ~= "apt" then
     return json.null
   end
@@ -728,41 +731,64 @@ local function reboot_required(ctx, backend)
     -- The runtime says "no such file or directory" (libuv's text), the kit's fake "ENOENT: ...".
     return false
   end
-  ctx.log("warn", "cannot tell whether a reboot is required: " .. tostring(err))
+  agent.log("warn", "cannot tell whether a reboot is required: " .. tostring(err))
   return json.null
 end
 
--- The job: starts the operation, follows it, reports progress, and answers what changed.
-local function update_job(ctx, cfg, action, names)
-  return function(job)
-    local reported = {}
-    local function report(pr)
-      if pr.phase and (pr.phase ~= reported.phase or pr.percent ~= reported.percent
-          or pr.detail ~= reported.detail) then
-        job.progress(pr.percent, pr.phase, pr.detail)
-        reported = { phase = pr.phase, percent = pr.percent, detail = pr.detail }
-      end
+-- Follows the changing operation `id` of `backend` for a job to its end: progress, and the
+-- result {changed, reboot_required}. A job that a new worker resumes (the agent restarted
+-- while the operation ran in its own scope) reads the operation's files again from the start.
+local function follow_update(job, id, backend)
+  local reported = {}
+  local function report(pr)
+    if pr.phase and (pr.phase ~= reported.phase or pr.percent ~= reported.percent
+        or pr.detail ~= reported.detail) then
+      job.progress(pr.percent, pr.phase, pr.detail)
+      reported = { phase = pr.phase, percent = pr.percent, detail = pr.detail }
     end
-    local pr = new_progress(report)
-    local id = start(action, names)
-    ctx.log("info", ("package operation %s (%s) started"):format(id, action))
-    local on_log = cfg.backend == "apt" and function(line) apt_log_line(pr, line) end
-      or function(line) dnf_log_line(pr, line) end
-    local exit = follow(id, on_log, function(line) apt_status_line(pr, line) end, nil, function() report(pr) end)
-    if exit ~= "exit 0" then
-      run_failed(cfg.backend, exit, pr.problems, pr.phase == "waiting for lock")
-    end
-    if cfg.backend == "dnf" then
-      dnf_finish(pr)
-    end
-    local result = { changed = pr.changed, reboot_required = reboot_required(ctx, cfg.backend) }
-    if pr.changed_truncated then
-      result.changed_truncated = true
-    end
-    job.progress(100, "done")
-    ctx.log("info", ("package operation %s ended: %d package(s) changed"):format(id, #pr.changed))
-    return result
   end
+  local pr = new_progress(report)
+  local on_log = backend == "apt" and function(line) apt_log_line(pr, line) end
+    or function(line) dnf_log_line(pr, line) end
+  local exit = follow(id, on_log, function(line) apt_status_line(pr, line) end, nil, function() report(pr) end)
+  if exit ~= "exit 0" then
+    run_failed(backend, exit, pr.problems, pr.phase == "waiting for lock")
+  end
+  if backend == "dnf" then
+    dnf_finish(pr)
+  end
+  local result = { changed = pr.changed, reboot_required = reboot_required(backend) }
+  if pr.changed_truncated then
+    result.changed_truncated = true
+  end
+  job.progress(100, "done")
+  agent.log("info", ("package operation %s ended: %d package(s) changed"):format(id, #pr.changed))
+  return result
+end
+
+-- What a resumed job gets (job.resumable): the operation and its backend.
+local function resume_data(data)
+  if type(data) ~= "table" or type(data.op) ~= "string" or not data.op:find("^%x+$")
+      or (data.backend ~= "apt" and data.backend ~= "dnf") then
+    fail(errors.Failed, "failed", "the job's stored operation is damaged; it cannot be followed")
+  end
+  return data.op, data.backend
+end
+
+-- The job: starts the operation, says how a new worker goes on with it, follows it.
+local function update_job(cfg, action, names)
+  return function(job)
+    local id = start(action, names)
+    agent.log("info", ("package operation %s (%s) started for job %s"):format(id, action, job.id))
+    job.resumable({ op = id, backend = cfg.backend })
+    return follow_update(job, id, cfg.backend)
+  end
+end
+
+local function resume_update(job, data)
+  local id, backend = resume_data(data)
+  agent.log("info", ("following package operation %s again for job %s"):format(id, job.id))
+  return follow_update(job, id, backend)
 end
 
 local function dedupe(names)
@@ -840,8 +866,118 @@ local update = method({
         summary = ("Upgrade %d packages"):format(#names)
       end
     end
-    return { job_id = ctx.start_job({ summary = summary, cancellable = false }, update_job(ctx, cfg, action, names)) }
+    return { job_id = ctx.start_job({ summary = summary, cancellable = false }, update_job(cfg, action, names)) }
+  end,
+  -- The operation runs on in a scope of its own when the agent restarts (docs/decisions/0014):
+  -- a new worker follows it to the job's end.
+  resume = resume_update,
+})
+
+--------------------------------------------------------------------------------------------
+-- self.check_updates and self.upgrade: the agent's own packages (exosphere-guest-agent and
+-- exosphere-guest-agent-methods; the names are fixed in the runtime, agent.packages.config's
+-- self_packages).
+
+local SelfCheckResult = T.object({
+  backend = Backend:describe("The package manager the agent drives"),
+  version = T.string():describe("The version of the running agent runtime"),
+  updates = T.array(Update):describe("Updates of the agent's own packages (empty when it is up to date)"),
+  refreshed = T.boolean():describe("Whether the package lists were refreshed first (as in packages.check_updates)"),
+})
+
+local self_check_updates = method({
+  name = "self.check_updates",
+  summary = "Available updates of the agent itself",
+  description = "packages.check_updates for the agent's own packages (exosphere-guest-agent, "
+    .. "exosphere-guest-agent-methods) from the repositories the instance is configured with: "
+    .. "what self.upgrade would install. Only installed packages are listed.",
+  since = "2027-01-15",
+  stability = "experimental",
+  permission = "user",
+  capabilities = { "packages.read" },
+  params = T.object({}),
+  result = SelfCheckResult,
+  errors = { errors.Unsupported, errors.Unavailable, errors.Busy, errors.LimitExceeded, errors.Timeout,
+             errors.Failed },
+  examples = {
+    {
+      name = "a newer agent is available",
+      params = {},
+      result = {
+        backend = "apt", version = "0.1.0", refreshed = true,
+        updates = {
+          { name = "exosphere-guest-agent", installed = "0.1.0-1", candidate = "0.1.1-1",
+            origin = "Exosphere:stable", security = false },
+        },
+      },
+    },
+  },
+  handler = function(ctx, params)
+    local cfg = backend_of()
+    local now = agent.now_ms()
+    local left = (ctx.deadline_ms or now + 30000) - now
+    local refreshed = refresh(ctx, now + math.max(0, math.min(left * REFRESH_SHARE, left - LIST_RESERVE_MS)))
+    local updates = list(ctx, cfg, cfg.self_packages, ctx.deadline_ms)
+    return { backend = cfg.backend, version = agent.info().version, updates = updates, refreshed = refreshed }
   end,
 })
 
-return { check_updates, update }
+-- The self-upgrade's job: as update_job, and its result says whether the agent restarted
+-- (the new runtime then finishes the job: it was resumed) and which runtime now runs.
+local function self_upgrade_result(result, restarted)
+  result.restarted = restarted
+  result.version = agent.info().version
+  return result
+end
+
+local function self_upgrade_job(cfg)
+  return function(job)
+    local id = start("self_upgrade", nil)
+    agent.log("info", ("package operation %s (self_upgrade) started for job %s"):format(id, job.id))
+    job.resumable({ op = id, backend = cfg.backend })
+    return self_upgrade_result(follow_update(job, id, cfg.backend), false)
+  end
+end
+
+local function resume_self_upgrade(job, data)
+  local id, backend = resume_data(data)
+  agent.log("info", ("following the agent's upgrade (operation %s) after a restart, for job %s"):format(id, job.id))
+  return self_upgrade_result(follow_update(job, id, backend), true)
+end
+
+local self_upgrade = method({
+  name = "self.upgrade",
+  summary = "Upgrade the agent itself (a job)",
+  description = "Upgrades the agent's own packages (exosphere-guest-agent, "
+    .. "exosphere-guest-agent-methods; those installed) from the configured repositories, "
+    .. "as packages.update does. The package manager runs in a transient systemd scope "
+    .. "outside the agent's own control group, so the agent's restart by the new package "
+    .. "does not stop it: the connection drops, and the restarted agent finishes the job under "
+    .. "the same id. Reconnect and ask jobs.get (or subscribe to notify.jobs.done). The "
+    .. "result is packages.update's with restarted (whether the agent restarted during the "
+    .. "job) and version (the runtime that finished it). Administrators only; [packages] "
+    .. "self_upgrade turns it off.",
+  since = "2027-01-15",
+  stability = "experimental",
+  permission = "admin",
+  idempotent = true,
+  capabilities = { "packages.read", "packages.write", "system.read" },
+  params = T.object({}),
+  result = JobRef,
+  errors = { errors.NotPermitted, errors.Unsupported, errors.Busy, errors.Unavailable, errors.Failed },
+  examples = {
+    { name = "upgrade the agent", params = { idempotency_key = "agent-upgrade-2027-01-20" },
+      result = { job_id = "9c41d2e07a5b4f86b3e1d0c2a4f6e8b1" } },
+  },
+  handler = function(ctx, params)
+    local cfg = backend_of()
+    if not cfg.self_upgrade then
+      fail(errors.NotPermitted, "disabled", "the agent's self-upgrade is disabled ([packages] self_upgrade)")
+    end
+    return { job_id = ctx.start_job({ summary = "Upgrade the Exosphere Guest Agent", cancellable = false },
+      self_upgrade_job(cfg)) }
+  end,
+  resume = resume_self_upgrade,
+})
+
+return { check_updates, update, self_check_updates, self_upgrade }

@@ -49,6 +49,7 @@ static struct {
     exo_identity_t identity;
     unsigned fetch_gen; /* answers to an older fetch are ignored */
     int put_failing;
+    int restoring; /* inside host.jobs_restore: a resumed job may start outside a call */
 } jb_;
 
 /* ---- the job table --------------------------------------------------------------------------- */
@@ -191,7 +192,7 @@ static int l_start(lua_State *L)
     const char *why = NULL;
     if (!jb_.running)
         why = "jobs do not run in this process";
-    else if (call == NULL)
+    else if (call == NULL && !jb_.restoring)
         why = "a job is started from inside a call";
     else if (jb_.n >= MAX_JOBS)
         why = "too many jobs are running";
@@ -204,7 +205,8 @@ static int l_start(lua_State *L)
         return 2;
     }
     memcpy(j->id, id, EXO_JOB_ID_LEN);
-    j->vm = exo_call_vm(call);
+    /* A job resumed by host.jobs_restore (sandbox/jobs.lua) belongs to the current VM. */
+    j->vm = call ? exo_call_vm(call) : jb_.srv->vm;
     exo_lvm_retain(j->vm);
     j->pending = 1;
     j->next = jb_.jobs;
@@ -333,8 +335,10 @@ static int restore_page(const exo_priv_field_t *lines, char last[EXO_JOB_ID_LEN 
         lua_setfield(L, -2, j->id);
     }
     char err[256];
-    if (exo_lvm_host_call(vm, "jobs_restore", 2, 0, err, sizeof(err)) < 0)
-        exo_warn("jobs: host.jobs_restore failed: %s", err);
+    jb_.restoring = 1;
+    int rc = exo_lvm_host_call(vm, "jobs_restore", 2, 0, err, sizeof(err));
+    jb_.restoring = 0;
+    if (rc < 0) exo_warn("jobs: host.jobs_restore failed: %s", err);
     return 0;
 }
 

@@ -979,6 +979,17 @@ static void pkg_prune(void)
     if (removed) exo_info("packages: removed the files of %zu ended operations", removed);
 }
 
+/* An operation that changes the system and runs without a waiter of this monitor's: one a
+ * monitor before this one started, in a scope of its own (exo_pkg_find_running). */
+static int pkg_running_elsewhere(char out[EXO_PKG_ID_LEN + 1])
+{
+    const char *ours[EXO_PKG_IN_FLIGHT];
+    size_t n = 0;
+    for (size_t i = 0; i < EXO_PKG_IN_FLIGHT; i++)
+        if (m_.pkgops[i].used) ours[n++] = m_.pkgops[i].id;
+    return exo_pkg_find_running(m_.pkg_dir, ours, n, out);
+}
+
 /* The names of a request for the log, bounded: they are of [A-Za-z0-9._+-] only (checked). */
 static void pkg_names_text(const exo_priv_field_t *names, int n, char *out, size_t cap)
 {
@@ -1025,6 +1036,14 @@ static const char *op_pkg_start(const exo_priv_msg_t *m)
         answer_status(m->op, m->seq, "busy", "too many package operations are running");
         return NULL;
     }
+    /* One that an earlier monitor started (before the agent restarted) runs on in its scope. */
+    char other[EXO_PKG_ID_LEN + 1];
+    if (exo_pkg_action_changes(a) && pkg_running_elsewhere(other)) {
+        char busy[128];
+        snprintf(busy, sizeof(busy), "another package operation is running (operation %s)", other);
+        answer_status(m->op, m->seq, "busy", busy);
+        return NULL;
+    }
     static exo_pkg_cmd_t cmd;
     exo_priv_field_t names[EXO_PKG_NAMES_MAX];
     int n = exo_pkg_names_split(m->f[1].p, m->f[1].len, names, EXO_PKG_NAMES_MAX);
@@ -1040,6 +1059,13 @@ static const char *op_pkg_start(const exo_priv_msg_t *m)
             err = "no random bytes for an id";
         else if (exo_pkg_create(m_.pkg_dir, id, &log_fd, &status_fd, &err) == 0)
             snprintf(dir, sizeof(dir), "%s/%s", m_.pkg_dir, id);
+        /* The run lock, before the fork: no poll can find the operation without it. */
+        if (err == NULL && exo_pkg_lock_run(log_fd) < 0) {
+            err = "cannot lock the operation's log";
+            close(log_fd);
+            close(status_fd);
+            exo_pkg_remove(m_.pkg_dir, id);
+        }
     }
     if (err != NULL) {
         exo_error("packages: cannot start %s: %s", exo_pkg_action_name(a), err);
@@ -1047,9 +1073,12 @@ static const char *op_pkg_start(const exo_priv_msg_t *m)
         return NULL;
     }
     exo_pkg_run_t run = {.cmd = &cmd,
+                         .id = id,
+                         .action = exo_pkg_action_name(a),
                          .dir = dir,
                          .log_fd = log_fd,
                          .status_fd = cmd.status_fd ? status_fd : -1,
+                         .scope = exo_pkg_scope_wanted(a),
                          .timeout_ms = m_.cfg->packages_timeout_ms};
     pid_t pid = fork();
     if (pid == 0) {
@@ -1090,6 +1119,14 @@ static const char *op_pkg_start(const exo_priv_msg_t *m)
     return NULL;
 }
 
+/* 1 when a waiter of this monitor's runs operation id. */
+static int pkg_ours(const char *id)
+{
+    for (size_t i = 0; i < EXO_PKG_IN_FLIGHT; i++)
+        if (m_.pkgops[i].used && strcmp(m_.pkgops[i].id, id) == 0) return 1;
+    return 0;
+}
+
 /* PKG_POLL: id, log offset, status offset -> the state and the slices (exo_pkg_poll_read). */
 static const char *op_pkg_poll(const exo_priv_msg_t *m)
 {
@@ -1105,6 +1142,17 @@ static const char *op_pkg_poll(const exo_priv_msg_t *m)
                       "no such package operation (never started, or its files were removed "
                       "after [packages] keep)");
         return NULL;
+    }
+    if (p.lost && !pkg_ours(id)) {
+        /* Nothing runs it and nothing wrote its end (a waiter killed with the agent before
+         * scopes, a machine that rebooted): it ends here, for good. A waiter of this monitor's
+         * is left to pkg_reaped, which knows more. */
+        char dir[4300];
+        snprintf(dir, sizeof(dir), "%s/%s", m_.pkg_dir, id);
+        int rc = exo_pkg_write_exit(dir, "lost");
+        if (rc < 0) exo_error("packages: cannot write %s/exit: %s", dir, strerror(-rc));
+        exo_warn("packages: operation %s ended without an exit line; recorded it as lost", id);
+        if (exo_pkg_poll_read(m_.pkg_dir, id, lo, so, &p) < 0) p.lost = 1;
     }
     char lsz[24], ssz[24];
     snprintf(lsz, sizeof(lsz), "%llu", (unsigned long long)p.log_size);
@@ -1472,7 +1520,8 @@ out:
         if (j->fd >= 0) close(j->fd);
     }
     /* Package operations are left to end on their own: killing dpkg halfway breaks the system.
-     * (Under systemd, stopping the service still kills its whole control group.) */
+     * Under systemd the changing ones run in scopes of their own, which stopping the service
+     * does not touch; the others (refresh, list) go with its control group. */
     for (size_t i = 0; i < EXO_PKG_IN_FLIGHT; i++)
         if (m_.pkgops[i].used)
             exo_warn("packages: operation %s is still running; left to finish", m_.pkgops[i].id);

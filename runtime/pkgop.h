@@ -134,16 +134,46 @@ int exo_pkg_write_exit(const char *dir, const char *line);
 /* What the waiter needs: the tool, its files and its deadline. */
 typedef struct exo_pkg_run_s {
     const exo_pkg_cmd_t *cmd;
-    const char *dir; /* state_dir/packages/<id> */
-    int log_fd;      /* opened for appending, 0600 */
-    int status_fd;   /* the same, or -1 when the tool has no status fd */
+    const char *id;     /* the operation's id */
+    const char *action; /* its action's name, for the scope's description */
+    const char *dir;    /* state_dir/packages/<id> */
+    int log_fd;         /* opened for appending, 0600, with the run lock (exo_pkg_lock_run) */
+    int status_fd;      /* the same, or -1 when the tool has no status fd */
+    int scope;          /* move into a transient scope unit first (exo_pkg_scope_wanted) */
     uint64_t timeout_ms;
 } exo_pkg_run_t;
 
-/* The waiter, in the child the monitor forked (its own process group already): runs the tool
- * in a process group of its own with a fixed environment, stdin from /dev/null, stdout and
+/* The run lock: an exclusive flock on the operation's log, taken by the monitor before it
+ * forks the waiter and held by the open file description the waiter and the tool share, so
+ * it lasts exactly as long as one of them runs, whichever process started them. A poll that
+ * finds no exit line and the lock free knows the operation is lost; a monitor that restarted
+ * (the agent's own upgrade restarts it) finds the operations still running by their lock.
+ * Returns 0 or a negative errno. */
+int exo_pkg_lock_run(int log_fd);
+/* 1 while pkg_dir/id's run lock is held (its waiter or tool runs), else 0. */
+int exo_pkg_running(const char *pkg_dir, const char *id);
+/* An operation without an exit line whose run lock is held, other than the n ids in skip:
+ * its id in out and 1, or 0. At most 1024 directories are looked at. */
+int exo_pkg_find_running(const char *pkg_dir, const char *const *skip, size_t n, char *out);
+
+/* Whether operation a should leave the agent's control group: the changing ones, when
+ * systemd is the init system (/run/systemd/system). Stopping or restarting the agent's
+ * service kills what is left in its control group; dpkg killed halfway leaves the system
+ * broken, and the agent's own upgrade restarts the service. */
+int exo_pkg_scope_wanted(exo_pkg_action_t a);
+/* Moves the calling process into a new transient scope unit,
+ * exosphere-guest-agent-pkg-<id>.scope in system.slice (StartTransientUnit over systemd's
+ * private socket, /run/systemd/private: no bus daemon needed), and waits until
+ * /proc/self/cgroup shows it (at most 10 s). Children forked afterwards are in the scope too.
+ * Returns 0, or -1 with why in err. */
+int exo_pkg_enter_scope(const char *id, const char *action, char *err, size_t errlen);
+
+/* The waiter, in the child the monitor forked (its own process group already): moves into
+ * the operation's scope when r->scope says so (failing the operation with exit 127 and a log
+ * line when it cannot: the tool must not run where an agent restart would kill it), runs the
+ * tool in a process group of its own with a fixed environment, stdin from /dev/null, stdout and
  * stderr to log_fd and fd 3 to status_fd; kills the tool's group at the deadline; writes the
- * exit line. Never returns. */
+ * exit line before it lets go of the run lock. Never returns. */
 void exo_pkgop_waiter(const exo_pkg_run_t *r) __attribute__((noreturn));
 
 /* ---- the operations' files (the monitor's side; pkgop_run.c) ------------------------- */
@@ -161,7 +191,8 @@ int exo_pkg_remove(const char *pkg_dir, const char *id);
 /* Removes the directories of ended operations (those with an exit line) whose line is older
  * than keep_s, then the oldest ones until fewer than EXO_PKG_ENDED_MAX remain (room for the
  * one starting), so that operation after operation cannot fill the disk; and directories
- * without an exit line older than orphan_s. The n_running ids in running are never touched.
+ * without an exit line older than orphan_s whose run lock is free. The n_running ids in
+ * running are never touched.
  * At most 1024 directories are looked at per call. Returns how many were removed. */
 size_t exo_pkg_prune(const char *pkg_dir, int64_t now, int64_t keep_s, int64_t orphan_s,
                      const char *const *running, size_t n_running);
@@ -172,6 +203,7 @@ int exo_pkg_read_exit(const char *pkg_dir, const char *id, char *line, size_t ca
 /* What a poll answers. */
 typedef struct exo_pkg_poll_s {
     int done;                    /* the exit line exists: log and status are complete */
+    int lost;                    /* no exit line, and no process holds the run lock */
     char exit[EXO_PKG_EXIT_MAX]; /* "" while running */
     char log[EXO_PKG_POLL_MAX], status[EXO_PKG_POLL_MAX];
     size_t log_len, status_len;     /* the slices (exo_pkg_poll_cut) */
@@ -180,7 +212,9 @@ typedef struct exo_pkg_poll_s {
 
 /* Reads operation id's state and the slices of its log and status from the offsets. The exit
  * line is read first: once it exists the files are complete, so a "done" answer never misses
- * their last bytes. Returns 0, or -ENOENT when there is no such operation. */
+ * their last bytes. Without one, the run lock tells a running operation from a lost one
+ * (the exit line is read again after the lock is found free: the waiter writes it before it
+ * lets go). Returns 0, or -ENOENT when there is no such operation. */
 int exo_pkg_poll_read(const char *pkg_dir, const char *id, uint64_t log_off, uint64_t status_off,
                       exo_pkg_poll_t *out);
 

@@ -10,10 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <systemd/sd-bus.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -29,12 +31,16 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Writes a line to the log (the tool's stdout), for what went wrong before the tool ran. */
+/* Writes a line to the log (the tool's stdout), for what went wrong before the tool ran; with
+ * strerror(err) unless err is 0. */
 static void log_line(int fd, const char *what, int err)
 {
     char line[512];
-    int n = snprintf(line, sizeof(line), "exosphere-guest-agent: %s: %s\n", what, strerror(err));
-    if (n > 0 && write(fd, line, (size_t)n) < 0) return;
+    int n =
+        err ? snprintf(line, sizeof(line), "exosphere-guest-agent: %s: %s\n", what, strerror(err))
+            : snprintf(line, sizeof(line), "exosphere-guest-agent: %s\n", what);
+    if (n > 0 && write(fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0)
+        return;
 }
 
 /* In the tool's process: its own process group, the fixed environment and descriptors, exec. */
@@ -101,12 +107,114 @@ static int wait_until(pid_t pid, uint64_t deadline, int *status)
     }
 }
 
+/* ---- leaving the agent's control group ------------------------------------------------- */
+
+#define SCOPE_WAIT_MS 10000
+
+int exo_pkg_scope_wanted(exo_pkg_action_t a)
+{
+    return exo_pkg_action_changes(a) && access("/run/systemd/system", F_OK) == 0;
+}
+
+/* 1 when /proc/self/cgroup names unit. */
+static int in_unit(const char *unit)
+{
+    char buf[4096];
+    int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    return strstr(buf, unit) != NULL;
+}
+
+/* StartTransientUnit(unit, "fail", properties, no auxiliary units): a scope holding this
+ * process. Returns an sd-bus error code (negative) or 0, with a message in err. */
+static int start_scope(const char *unit, const char *desc, char *err, size_t errlen)
+{
+    sd_bus *bus = NULL;
+    sd_bus_message *m = NULL, *reply = NULL;
+    sd_bus_error e = SD_BUS_ERROR_NULL;
+    const char *step = "connect to systemd (/run/systemd/private)";
+    int r = sd_bus_new(&bus);
+    if (r >= 0) r = sd_bus_set_address(bus, "unix:path=/run/systemd/private");
+    if (r >= 0) r = sd_bus_start(bus);
+    if (r >= 0) {
+        step = "build the StartTransientUnit call";
+        r = sd_bus_message_new_method_call(
+            bus, &m, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager", "StartTransientUnit");
+    }
+    if (r >= 0) r = sd_bus_message_append(m, "ss", unit, "fail");
+    if (r >= 0) r = sd_bus_message_open_container(m, 'a', "(sv)");
+    if (r >= 0) r = sd_bus_message_append(m, "(sv)", "Description", "s", desc);
+    if (r >= 0) r = sd_bus_message_append(m, "(sv)", "Slice", "s", "system.slice");
+    if (r >= 0) r = sd_bus_message_append(m, "(sv)", "PIDs", "au", 1, (uint32_t)getpid());
+    if (r >= 0) r = sd_bus_message_append(m, "(sv)", "CollectMode", "s", "inactive-or-failed");
+    if (r >= 0) r = sd_bus_message_close_container(m);
+    if (r >= 0) r = sd_bus_message_append(m, "a(sa(sv))", 0);
+    if (r >= 0) {
+        step = "StartTransientUnit";
+        r = sd_bus_call(bus, m, (uint64_t)SCOPE_WAIT_MS * 1000, &e, &reply);
+    }
+    if (r < 0)
+        snprintf(err, errlen, "%s: %s", step,
+                 sd_bus_error_is_set(&e) && e.message ? e.message : strerror(-r));
+    sd_bus_error_free(&e);
+    sd_bus_message_unref(reply);
+    sd_bus_message_unref(m);
+    sd_bus_flush_close_unref(bus);
+    return r < 0 ? r : 0;
+}
+
+int exo_pkg_enter_scope(const char *id, const char *action, char *err, size_t errlen)
+{
+    char unit[96], desc[160];
+    snprintf(unit, sizeof(unit), "exosphere-guest-agent-pkg-%.32s.scope", id);
+    snprintf(desc, sizeof(desc), "Exosphere Guest Agent: package %s (operation %.32s)", action, id);
+    if (start_scope(unit, desc, err, errlen) < 0) return -1;
+    /* The unit's start job moves the process; it is queued, so wait for it to have run. */
+    uint64_t until = now_ms() + SCOPE_WAIT_MS;
+    while (!in_unit(unit)) {
+        if (now_ms() >= until) {
+            snprintf(err, errlen, "systemd did not move the process into %s in time", unit);
+            return -1;
+        }
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+/* ---- the waiter -------------------------------------------------------------------------- */
+
+/* Writes the exit line; then lets go of the files (and so of the run lock: a poll that finds
+ * the lock free finds the line). Never returns. */
+static void waiter_end(const exo_pkg_run_t *r, const char *line) __attribute__((noreturn));
+static void waiter_end(const exo_pkg_run_t *r, const char *line)
+{
+    int rc = exo_pkg_write_exit(r->dir, line);
+    if (rc < 0) exo_error("packages: cannot write %s/exit: %s", r->dir, strerror(-rc));
+    close(r->log_fd);
+    if (r->status_fd >= 0) close(r->status_fd);
+    _exit(rc < 0 ? 1 : 0);
+}
+
 void exo_pkgop_waiter(const exo_pkg_run_t *r)
 {
+    char line[EXO_PKG_EXIT_MAX];
+    if (r->scope) {
+        char err[384], what[448];
+        if (exo_pkg_enter_scope(r->id, r->action, err, sizeof(err)) < 0) {
+            snprintf(what, sizeof(what), "cannot leave the agent's control group (%s)", err);
+            log_line(r->log_fd, what, 0);
+            waiter_end(r, "exit 127");
+        }
+    }
     uint64_t deadline = now_ms() + r->timeout_ms;
     pid_t pid = fork();
     if (pid == 0) exec_tool(r);
-    char line[EXO_PKG_EXIT_MAX];
     if (pid < 0) {
         log_line(r->log_fd, "cannot start the tool", errno);
         snprintf(line, sizeof(line), "exit 127");
@@ -124,11 +232,7 @@ void exo_pkgop_waiter(const exo_pkg_run_t *r)
             snprintf(line, sizeof(line), "exit %d", WIFEXITED(status) ? WEXITSTATUS(status) : 255);
         }
     }
-    close(r->log_fd);
-    if (r->status_fd >= 0) close(r->status_fd);
-    int rc = exo_pkg_write_exit(r->dir, line);
-    if (rc < 0) exo_error("packages: cannot write %s/exit: %s", r->dir, strerror(-rc));
-    _exit(rc < 0 ? 1 : 0);
+    waiter_end(r, line);
 }
 
 /* ---- the operations' files ------------------------------------------------------------ */
@@ -219,6 +323,65 @@ int exo_pkg_create(const char *pkg_dir, const char *id, int *log_fd, int *status
     return 0;
 }
 
+int exo_pkg_lock_run(int log_fd)
+{
+    return flock(log_fd, LOCK_EX | LOCK_NB) < 0 ? -errno : 0;
+}
+
+/* 1 while the run lock of the log at `path` under dfd is held. */
+static int locked_at(int dfd, const char *path)
+{
+    int fd = openat(dfd, path, READ_FLAGS);
+    if (fd < 0) return 0;
+    int held = flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+    close(fd); /* also lets go of the shared lock taken when it was free */
+    return held;
+}
+
+/* 1 while the run lock of the operation directory `name` (an id) under dfd is held. */
+static int running_at(int dfd, const char *name)
+{
+    char path[EXO_PKG_ID_LEN + 8];
+    snprintf(path, sizeof(path), "%.*s/log", EXO_PKG_ID_LEN, name);
+    return locked_at(dfd, path);
+}
+
+int exo_pkg_running(const char *pkg_dir, const char *id)
+{
+    if (!exo_pkg_id_ok(id, strlen(id))) return 0;
+    int dfd = open(pkg_dir, DIR_FLAGS);
+    if (dfd < 0) return 0;
+    int held = running_at(dfd, id);
+    close(dfd);
+    return held;
+}
+
+static int is_running(const char *id, const char *const *running, size_t n);
+
+int exo_pkg_find_running(const char *pkg_dir, const char *const *skip, size_t n, char *out)
+{
+    DIR *d = opendir(pkg_dir);
+    if (d == NULL) return 0;
+    int dfd = dirfd(d), found = 0;
+    size_t seen = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL && seen < SCAN_MAX) {
+        if (!exo_pkg_id_ok(e->d_name, strlen(e->d_name)) || is_running(e->d_name, skip, n))
+            continue;
+        seen++;
+        char exitp[EXO_PKG_ID_LEN + 8];
+        snprintf(exitp, sizeof(exitp), "%.*s/exit", EXO_PKG_ID_LEN, e->d_name);
+        struct stat st;
+        if (fstatat(dfd, exitp, &st, AT_SYMLINK_NOFOLLOW) == 0 || !running_at(dfd, e->d_name))
+            continue;
+        memcpy(out, e->d_name, EXO_PKG_ID_LEN);
+        out[EXO_PKG_ID_LEN] = '\0';
+        found = 1;
+    }
+    closedir(d);
+    return found;
+}
+
 typedef struct ended_s {
     int64_t at;
     char id[EXO_PKG_ID_LEN + 1];
@@ -263,7 +426,7 @@ size_t exo_pkg_prune(const char *pkg_dir, int64_t now, int64_t keep_s, int64_t o
             memcpy(ended[n].id, e->d_name, sizeof(ended[n].id));
             n++;
         } else if (fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-                   now - (int64_t)st.st_mtime > orphan_s) {
+                   now - (int64_t)st.st_mtime > orphan_s && !running_at(dfd, e->d_name)) {
             removed += remove_at(dfd, e->d_name) == 0;
         }
     }
@@ -345,6 +508,11 @@ int exo_pkg_poll_read(const char *pkg_dir, const char *id, uint64_t log_off, uin
     int dfd = open(path, DIR_FLAGS);
     if (dfd < 0) return -ENOENT;
     out->done = read_line_at(dfd, "exit", out->exit, sizeof(out->exit));
+    if (!out->done && !locked_at(dfd, "log")) {
+        /* The waiter writes the line before it lets go of the lock: read it again. */
+        out->done = read_line_at(dfd, "exit", out->exit, sizeof(out->exit));
+        out->lost = !out->done;
+    }
     out->log_len = slice_at(dfd, "log", log_off, out->done, out->log, &out->log_size);
     out->status_len =
         slice_at(dfd, "status", status_off, out->done, out->status, &out->status_size);

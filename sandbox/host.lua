@@ -375,6 +375,9 @@ function M.init(opts)
     runtime = jobs_module, keep_s = opts.jobs_keep_s, max_records = opts.jobs_max_records,
     failure = function(name, ctx, e) return M.failure_of(name, ctx, e) end,
     emit = notify.emit_to,
+    -- A restored job's method, for its resume function (the registry holds the checked
+    -- declarations by name).
+    lookup = function(name) return s.registry.by_name[name] end,
   })
   state = s
   core.log("info", ("loaded %d methods; skipped %d method files; API versions %s"):format(s.registry.count,

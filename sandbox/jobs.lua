@@ -12,7 +12,11 @@
 -- Records ({ job_id, method, summary, user, state, cancellable, progress, result | error,
 -- created, finished }) live here; each one that starts or finishes is handed to the monitor
 -- (exo.jobs.put), which keeps it across worker restarts for [jobs] keep. A new worker gives
--- them back to M.restore; a record still "running" then is "interrupted".
+-- them back to M.restore; a record still "running" then is "interrupted", unless the job
+-- said how to go on without its closure (job.resumable(data)) and its method declares
+-- `resume = function(job, data)`: then the new worker runs that instead, under the same id.
+-- That is for work that outlives the worker and even the agent (a package operation in a
+-- transient unit of its own, the agent's own upgrade): the job follows it again.
 --
 -- Idempotency: a method declared `idempotent = true` takes an optional idempotency_key
 -- (sandbox/method.lua adds it). A repeat with the same key by the same user of the same
@@ -39,6 +43,8 @@ M.MAX_DETAIL = 512
 M.MAX_KEY = 128
 -- The monitor keeps a record of at most this many bytes of JSON (EXO_JOB_MAX_BLOB).
 M.MAX_RECORD_BYTES = 6144
+-- The JSON text of a job's resume data (job.resumable): small, it is kept with the record.
+M.MAX_RESUME_BYTES = 1024
 -- jobs.list answers at most this many records, newest first.
 M.MAX_LIST = 1000
 M.ID_PATTERN = "^[0-9a-f][0-9a-f]*$"
@@ -114,7 +120,8 @@ local function persist(job)
     return
   end
   local r = job.record
-  local ok, text = pcall(json.encode, { record = schema.normalize(M.Job, copy_record(r)), idem = job.idem })
+  local ok, text = pcall(json.encode, { record = schema.normalize(M.Job, copy_record(r)), idem = job.idem,
+    resume = r.state == "running" and job.resume or nil })
   if not ok then
     log("error", ("job %s not kept: %s"):format(r.job_id, tostring(text)))
     return
@@ -126,7 +133,8 @@ local function persist(job)
     slim.result = nil
     slim.error = slim.error or { code = errors.LimitExceeded.code,
       message = "the job's result is too large to keep; it was only sent in notify.jobs.done" }
-    ok, text = pcall(json.encode, { record = schema.normalize(M.Job, slim), idem = job.idem })
+    ok, text = pcall(json.encode, { record = schema.normalize(M.Job, slim), idem = job.idem,
+      resume = r.state == "running" and job.resume or nil })
     if not ok or #text > M.MAX_RECORD_BYTES then
       log("error", ("job %s not kept: its record is over %d bytes"):format(r.job_id, M.MAX_RECORD_BYTES))
       return
@@ -200,7 +208,7 @@ local function finish(job, st, result, err)
   else
     r.error = err
   end
-  job.fn = nil
+  job.fn, job.resume = nil, nil
   notify("notify.jobs.done", job)
   persist(job)
   prune()
@@ -249,6 +257,7 @@ function M.start(d, ctx, opts, fn)
     capabilities = { table.unpack(d.capabilities or {}) },
     session = math.type(ctx.session) == "integer" and ctx.session or nil,
     idem = ctx.idempotency_key_of_call,
+    resume_fn = d.resume,
     record = {
       job_id = id, method = d.name, summary = opts.summary,
       user = ctx.auth and ctx.auth.user or "(anonymous)",
@@ -280,9 +289,33 @@ local function check_progress(percent, phase, detail)
   end
 end
 
+-- job.resumable(data): the data a new worker's `resume` gets (a table of JSON values, at most
+-- M.MAX_RESUME_BYTES encoded), kept with the running record from now on.
+local function set_resumable(job, data)
+  if type(data) ~= "table" then
+    error("job.resumable: data must be a table of JSON values", 3)
+  end
+  local ok, text = pcall(json.encode, data)
+  if not ok then
+    error("job.resumable: data must be a table of JSON values: " .. tostring(text), 3)
+  elseif #text > M.MAX_RESUME_BYTES then
+    error(("job.resumable: data must encode to at most %d bytes of JSON"):format(M.MAX_RESUME_BYTES), 3)
+  elseif not job.resume_fn then
+    error(("job.resumable: method %s declares no resume function"):format(job.record.method), 3)
+  end
+  if job.record.state == "running" then
+    job.resume = json.decode(text)
+    persist(job)
+  end
+end
+
 local function handle_of(job)
   return {
     id = job.record.job_id,
+    -- Says how a new worker goes on with this job if this one stops (see the top).
+    resumable = function(data)
+      set_resumable(job, data)
+    end,
     -- Reports progress: notify.jobs.progress to the starting session and the subscribers.
     progress = function(percent, phase, detail)
       check_progress(percent, phase, detail)
@@ -351,6 +384,31 @@ local function valid_record(r)
   return ok
 end
 
+-- Goes on with a restored running job whose stored form has resume data, when its method
+-- (loaded in this worker) declares `resume`: the job gets that function as its closure, the
+-- method's capabilities, and a new run under the same id. Returns whether it was resumed.
+local function resume(job, data)
+  local r = job.record
+  local d = type(data) == "table" and state.lookup and state.lookup(r.method)
+  local rt = state.runtime
+  -- (running_count counts this job already.)
+  if not (d and type(d.resume) == "function" and rt and rt.start) or running_count() > M.MAX_RUNNING then
+    return false
+  end
+  local fn = d.resume
+  job.fn = function(handle) return fn(handle, data) end
+  job.capabilities = { table.unpack(d.capabilities or {}) }
+  job.resume, job.resume_fn = data, fn
+  local ok, err = rt.start(r.job_id)
+  if not ok then
+    job.fn, job.resume, job.resume_fn = nil, nil, nil
+    log("warn", ("job %s of %s cannot be resumed: %s"):format(r.job_id, r.method, tostring(err)))
+    return false
+  end
+  log("info", ("job %s of %s resumed after the worker restarted"):format(r.job_id, r.method))
+  return true
+end
+
 -- host.jobs_restore(texts, live): the stored forms the monitor kept (a page of them). Damaged
 -- ones are skipped; a job that was running when its worker stopped becomes "interrupted" (and
 -- is stored again so), unless `live` (a set of ids) says the runtime still runs it: a job of
@@ -379,7 +437,7 @@ function M.restore(texts, live)
       end
       local job = { seq = state.seq, record = r, idem = type(stored.idem) == "string" and stored.idem or nil }
       state.jobs[r.job_id] = job
-      if r.state == "running" and not (type(live) == "table" and live[r.job_id]) then
+      if r.state == "running" and not (type(live) == "table" and live[r.job_id]) and not resume(job, stored.resume) then
         r.state, r.finished = "interrupted", t
         r.error = errors.to_rpc(errors.Failed("the agent's worker stopped while the job ran",
           { job_id = r.job_id, reason = "interrupted" }))
@@ -586,7 +644,8 @@ end
 function M.reset(opts)
   state = {
     runtime = opts.runtime, keep_s = opts.keep_s or 86400, max_records = opts.max_records or 1000,
-    failure = opts.failure, emit = opts.emit, jobs = {}, idem = {}, idem_order = {}, seq = 0,
+    failure = opts.failure, emit = opts.emit, lookup = opts.lookup, jobs = {}, idem = {}, idem_order = {},
+    seq = 0,
   }
 end
 

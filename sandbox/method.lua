@@ -18,7 +18,7 @@ M.PERMISSION = { "public", "user", "admin" }
 local FIELDS = {
   name = true, summary = true, description = true, since = true, stability = true,
   permission = true, capabilities = true, params = true, param_order = true, result = true,
-  errors = true, examples = true, handler = true, idempotent = true,
+  errors = true, examples = true, handler = true, idempotent = true, resume = true,
 }
 
 -- The parameter that `idempotent = true` adds (sandbox/jobs.lua): a repeat of a call with the
@@ -291,12 +291,14 @@ function M.check(decl, reserved_ok)
     fail(decl, "result must be a schema made with T")
   elseif type(decl.handler) ~= "function" then
     fail(decl, "handler must be a function(ctx, params), got %s", type(decl.handler))
+  elseif decl.resume ~= nil and type(decl.resume) ~= "function" then
+    fail(decl, "resume must be a function(job, data), got %s", type(decl.resume))
   end
   local d = {
     name = decl.name, summary = decl.summary, description = decl.description,
     since = decl.since, stability = decl.stability, permission = decl.permission,
     capabilities = check_capabilities(decl), result = decl.result, handler = decl.handler,
-    errors = check_errors(decl), idempotent = decl.idempotent == true,
+    errors = check_errors(decl), idempotent = decl.idempotent == true, resume = decl.resume,
   }
   d.params, d.param_order = check_params(decl)
   d.examples = check_examples(decl, d)

@@ -83,7 +83,7 @@ describe('CLI without an agent', () => {
     assert.deepEqual(doc.methods.map((m) => m.name).sort(), ['agent.info', 'authenticate.login', 'authenticate.logout', 'authenticate.me', 'authenticate.token',
       'jobs.cancel', 'jobs.get', 'jobs.list', 'mounts.get', 'mounts.list', 'mounts.mount_cephfs', 'mounts.mount_device', 'mounts.unmount', 'notifications.list',
       'notifications.subscribe', 'notifications.unsubscribe', 'packages.check_updates', 'packages.update', 'rpc.discover', 'rpc.hello',
-      'system_load.current', 'system_load.historical']);
+      'self.check_updates', 'self.upgrade', 'system_load.current', 'system_load.historical']);
     assert.deepEqual(doc['x-notifications'].map((n) => n.name),
       ['notify.jobs.done', 'notify.jobs.progress', 'notify.mounts.changed', 'notify.mounts.mounted', 'notify.mounts.unmounted',
         'notify.system_load']);

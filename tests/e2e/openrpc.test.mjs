@@ -31,7 +31,7 @@ const NAMES_A_MOUNT = new Set(['mounts.get']);
 // The package methods would update this machine: the harness runs the agent with [packages]
 // backend = none, so they answer Unsupported no_backend (they are tested in a systemd
 // container by tests/system/packages.test.mjs, against a repository made for it).
-const UPDATES_PACKAGES = new Set(['packages.check_updates', 'packages.update']);
+const UPDATES_PACKAGES = new Set(['packages.check_updates', 'packages.update', 'self.check_updates', 'self.upgrade']);
 
 describe('OpenRPC', () => {
   let agent;

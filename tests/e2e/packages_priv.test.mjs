@@ -7,6 +7,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, writeFileSync, statSync, readFileSync, utimesSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { startAgent, rpc, run, waitFor, waitForLog, shippedMethods, testMethods, slow } from './lib/agent.mjs';
 import { injector, frame } from './lib/privsep.mjs';
@@ -29,7 +30,7 @@ describe('package operations (monitor)', { skip: (!root && 'needs root (the moni
     agent = await startAgent({
       methodDirs: [shippedMethods, testMethods],
       // apt itself (the harness's default is none), for simulations only: this is the CI machine.
-      sections: { packages: { backend: 'apt', allow: 'bash, "libstdc++6"', allow_all: 'false', lock_timeout: '30s', timeout: '10m', keep: '1h' } },
+      sections: { packages: { backend: 'apt', allow: 'bash, "libstdc++6", exo-no-such-package', allow_all: 'false', lock_timeout: '30s', timeout: '10m', keep: '1h' } },
     });
     pkgDir = join(agent.dir, 'state', 'packages');
   });
@@ -40,7 +41,8 @@ describe('package operations (monitor)', { skip: (!root && 'needs root (the moni
 
   it('config gives the backend and the [packages] settings', async () => {
     assert.deepEqual((await call('config')).ok, {
-      backend: 'apt', allow: ['bash', 'libstdc++6'], allow_all: false, lock_timeout_s: 30, timeout_s: 600,
+      backend: 'apt', allow: ['bash', 'libstdc++6', 'exo-no-such-package'], allow_all: false, lock_timeout_s: 30, timeout_s: 600,
+      self_upgrade: true, self_packages: ['exosphere-guest-agent', 'exosphere-guest-agent-methods'],
     });
     assert.match(agent.log, /monitor: package backend: apt/);
   });
@@ -150,6 +152,40 @@ describe('package operations (monitor)', { skip: (!root && 'needs root (the moni
     assert.ok(existsSync(join(pkgDir, fresh)));
     assert.equal((await call('poll', old, 0, 0)).code, 'not_found');
     await waitForLog(agent, /packages: removed the files of 2 ended operations/);
+  });
+
+  it('an operation without an exit line whose run lock nobody holds ends as lost, for good', async () => {
+    const id = 'dddddddddddddddddddddddddddddddd';
+    mkdirSync(join(pkgDir, id), { mode: 0o700 });
+    writeFileSync(join(pkgDir, id, 'log'), 'Reading package lists...\n', { mode: 0o600 });
+    const r = await call('poll', id, 0, 0);
+    assert.deepEqual([r.ok.state, r.ok.exit, r.ok.log], ['done', 'lost', 'Reading package lists...\n']);
+    assert.equal(readFileSync(join(pkgDir, id, 'exit'), 'utf8'), 'lost\n');
+    await waitForLog(agent, new RegExp(`operation ${id} ended without an exit line; recorded it as lost`));
+  });
+
+  it('a change that another monitor started (its log locked) runs on: polls say running, a new change is busy', async () => {
+    // What a restarted agent finds when its own upgrade runs on in a scope: the run lock
+    // (flock on the log) held by a process of another monitor's. flock(1) takes the same lock.
+    const id = 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee';
+    mkdirSync(join(pkgDir, id), { mode: 0o700 });
+    writeFileSync(join(pkgDir, id, 'log'), '', { mode: 0o600 });
+    // Its own process group: flock's child (sleep) inherits the descriptor and so the lock,
+    // as a tool does its waiter's.
+    const holder = spawn('flock', ['-x', join(pkgDir, id, 'log'), 'sleep', '60'], { stdio: 'ignore', detached: true });
+    try {
+      await waitFor(async () => (await call('poll', id, 0, 0)).ok.state === 'running', 10000 * slow, 'the lock to be taken');
+      // An allowed name no repository has: were the check to let it through, apt-get would
+      // only fail to find it.
+      const r = await call('start', 'install', ['exo-no-such-package']);
+      assert.equal(r.code, 'busy', JSON.stringify(r));
+      assert.match(r.message, new RegExp(`another package operation is running \\(operation ${id}\\)`));
+      // Simulations do not wait for changes.
+      assert.equal((await call('run', 'list', ['bash'])).exit, 'exit 0');
+    } finally {
+      process.kill(-holder.pid, 'SIGKILL');
+    }
+    await waitFor(async () => (await call('poll', id, 0, 0)).ok.exit === 'lost', 10000 * slow, 'the operation to be lost');
   });
 
   const names65 = Array.from({ length: 65 }, (_, i) => `p${i}`).join('\n');

@@ -58,7 +58,32 @@ local big = method {
     return { job_id = ctx.start_job({ summary = "Big" }, function() return ("x"):rep(7000) end) }
   end,
 }
-return { work, bump, bad, big }
+local outlive = method {
+  name = "demo.outlive", summary = "A job a new worker goes on with", since = "2026-12-01",
+  stability = "experimental", permission = "user",
+  params = T.object({ n = T.integer(), data = T.any():optional() }),
+  result = T.object({ job_id = T.string() }),
+  examples = { { name = "x", params = { n = 1 }, result = { job_id = "x" } } },
+  handler = function(ctx, params)
+    return { job_id = ctx.start_job({ summary = "Outlives its worker" }, function(job)
+      job.resumable(params.data or { n = params.n })
+      return { n = params.n, resumed = false }
+    end) }
+  end,
+  resume = function(job, data)
+    job.progress(50, "followed again")
+    return { n = data.n, resumed = true }
+  end,
+}
+local unresumable = method {
+  name = "demo.unresumable", summary = "Asks to be resumed without a resume function", since = "2026-12-01",
+  stability = "experimental", permission = "user", result = T.object({ job_id = T.string() }),
+  examples = { { name = "x", params = {}, result = { job_id = "x" } } },
+  handler = function(ctx)
+    return { job_id = ctx.start_job({ summary = "No resume" }, function(job) job.resumable({ n = 1 }) end) }
+  end,
+}
+return { work, bump, bad, big, outlive, unresumable }
 ]]
 
 local ALICE = kit.USER
@@ -273,6 +298,78 @@ describe("jobs", function()
       k.host.jobs_restore({ stored(r2) }, { [r2.job_id] = true })
       assert.equal("cancelled", k:call_ok("jobs.cancel", { job_id = r2.job_id }, { auth = ALICE }).state)
       assert.same({ r2.job_id }, k.core.job_cancels)
+    end)
+
+    it("go on with a job whose method declares resume, under the same id", function()
+      local k = new_kit()
+      local id = k:call_ok("demo.outlive", { n = 3 }, { auth = ALICE }).job_id
+      k:run_jobs()
+      assert.same({ n = 3, resumed = false }, k:call_ok("jobs.get", { job_id = id }, { auth = ALICE }).result)
+      -- Stored: running, running with its resume data, succeeded without it.
+      local puts = k.core.job_puts
+      assert.equal(3, #puts)
+      assert.is_nil(json.decode(puts[1].text).resume)
+      assert.same({ n = 3 }, json.decode(puts[2].text).resume)
+      assert.equal("running", json.decode(puts[2].text).record.state)
+      assert.is_nil(json.decode(puts[3].text).resume)
+      -- A new worker finds the second one (the first worker died there).
+      local k2 = new_kit()
+      assert.equal(1, k2.host.jobs_restore({ puts[2].text }))
+      assert.equal(1, #k2:logged("info", "resumed after the worker restarted"))
+      local r = k2:call_ok("jobs.get", { job_id = id }, { auth = ALICE })
+      assert.same({ "running", "alice" }, { r.state, r.user })
+      assert.equal(1, k2:run_jobs())
+      r = k2:call_ok("jobs.get", { job_id = id }, { auth = ALICE })
+      assert.same({ "succeeded", { n = 3, resumed = true } }, { r.state, r.result })
+      -- Its subscribers hear of it as of any job.
+      k2:call_ok("notifications.subscribe", { names = { "notify.jobs.done" } }, { auth = ALICE, session = 4 })
+      local k3 = new_kit()
+      k3:call_ok("notifications.subscribe", { names = { "notify.jobs.done" } }, { auth = ALICE, session = 4 })
+      k3.host.jobs_restore({ puts[2].text })
+      k3:run_jobs()
+      local done = notes(k3, 4, "notify.jobs.done")
+      assert.same({ id, "succeeded" }, { done[1].params.job_id, done[1].params.state })
+    end)
+
+    it("mark a job interrupted when it cannot be resumed", function()
+      local k = new_kit()
+      local t = k.core.unix_time
+      local function rec(c, method)
+        return { job_id = (c):rep(32), method = method, summary = "s", user = "alice", state = "running",
+          cancellable = false, progress = { percent = 5 }, created = t - 5 }
+      end
+      -- Resume data, but the method declares no resume (or is not loaded): interrupted.
+      local texts = {
+        json.encode({ record = rec("1", "demo.work"), resume = { n = 1 } }),
+        json.encode({ record = rec("2", "site.gone"), resume = { n = 1 } }),
+        -- Damaged resume data (not an object).
+        json.encode({ record = rec("3", "demo.outlive"), resume = "n=1" }),
+      }
+      assert.equal(3, k.host.jobs_restore(texts))
+      for _, c in ipairs({ "1", "2", "3" }) do
+        local r = k:call_ok("jobs.get", { job_id = c:rep(32) }, { auth = ALICE })
+        assert.same({ "interrupted", "interrupted" }, { r.state, r.error.data.reason })
+      end
+      assert.equal(0, #k.core.job_queue)
+    end)
+
+    it("refuse resume data that is not a small JSON table, or from a method without resume", function()
+      local k = new_kit()
+      local bad = {
+        { n = 1, data = ("x"):rep(10) },
+        { n = 1, data = { blob = ("x"):rep(2000) } },
+      }
+      for _, params in ipairs(bad) do
+        local id = k:call_ok("demo.outlive", params, { auth = ALICE }).job_id
+        k:run_jobs()
+        assert.equal("failed", k:call_ok("jobs.get", { job_id = id }, { auth = ALICE }).state)
+      end
+      assert.equal(1, #k:logged("error", "job.resumable: data must be a table of JSON values"))
+      assert.equal(1, #k:logged("error", "job.resumable: data must encode to at most 1024 bytes"))
+      local id = k:call_ok("demo.unresumable", {}, { auth = ALICE }).job_id
+      k:run_jobs()
+      assert.equal("failed", k:call_ok("jobs.get", { job_id = id }, { auth = ALICE }).state)
+      assert.equal(1, #k:logged("error", "method demo.unresumable declares no resume function"))
     end)
 
     it("drop records past [jobs] keep", function()

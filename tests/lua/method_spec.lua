@@ -69,6 +69,7 @@ describe("method declarations", function()
         "method 'demo.echo': stability must be one of experimental, stable, deprecated (got \"beta\")" },
       { { permission = "root" }, "method 'demo.echo': permission must be one of public, user, admin (got \"root\")" },
       { { handler = "echo" }, "method 'demo.echo': handler must be a function(ctx, params), got string" },
+      { { resume = true }, "method 'demo.echo': resume must be a function(job, data), got boolean" },
       { { result = { type = "object" } }, "method 'demo.echo': result must be a schema made with T" },
       { { params = T.string() }, "method 'demo.echo': params must be a T.object schema" },
       { { capabilities = { "Mounts" } }, "method 'demo.echo': capabilities[1]: unknown capability \"Mounts\" (known: metadata.read, mounts.read, mounts.write, packages.read, packages.write, process.run, system.read)" },

@@ -47,7 +47,7 @@ describe("the OpenRPC document", function()
         names[i] = m.name
       end
       assert.same({ "agent.info", "jobs.cancel", "jobs.get", "jobs.list", "mounts.get", "mounts.list", "mounts.mount_cephfs", "mounts.mount_device", "mounts.unmount",
-                    "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "packages.check_updates", "packages.update", "rpc.discover", "rpc.hello", "system_load.current", "system_load.historical" }, names)
+                    "notifications.list", "notifications.subscribe", "notifications.unsubscribe", "packages.check_updates", "packages.update", "rpc.discover", "rpc.hello", "self.check_updates", "self.upgrade", "system_load.current", "system_load.historical" }, names)
     end)
 
     it("gives each method the required fields", function()

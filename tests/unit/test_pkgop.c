@@ -540,6 +540,104 @@ static void test_files(void)
     CHECK(exo_pkg_remove(pkg_, id) == 0 && !there(id));
 }
 
+/* The run lock: held while the waiter or the tool keeps the log open; a poll without an exit
+ * line and without the lock is lost; a new monitor finds running operations by it. */
+static void test_run_lock(void)
+{
+    const char *err = NULL;
+    char id[EXO_PKG_ID_LEN + 1], found[EXO_PKG_ID_LEN + 1];
+    int lfd, sfd;
+    REQUIRE(exo_pkg_new_id(id) == 0);
+    REQUIRE(exo_pkg_create(pkg_, id, &lfd, &sfd, &err) == 0);
+    exo_pkg_poll_t p;
+    CHECK(!exo_pkg_running(pkg_, id));
+    REQUIRE(exo_pkg_poll_read(pkg_, id, 0, 0, &p) == 0);
+    CHECK(!p.done && p.lost);
+    REQUIRE(exo_pkg_lock_run(lfd) == 0);
+    CHECK(exo_pkg_running(pkg_, id));
+    REQUIRE(exo_pkg_poll_read(pkg_, id, 0, 0, &p) == 0);
+    CHECK(!p.done && !p.lost);
+    CHECK(exo_pkg_find_running(pkg_, NULL, 0, found) == 1);
+    CHECK_STR(found, id);
+    const char *skip[] = {id};
+    CHECK(exo_pkg_find_running(pkg_, skip, 1, found) == 0);
+    CHECK(!exo_pkg_running(pkg_, "../../etc/passwd"));
+
+    /* A child that shares the log's open file description keeps the lock after this process
+     * lets go of its copy, until it ends. */
+    int go[2];
+    REQUIRE(pipe(go) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char c;
+        close(go[1]);
+        _exit(read(go[0], &c, 1) < 0);
+    }
+    close(go[0]);
+    close(lfd);
+    CHECK(exo_pkg_running(pkg_, id));
+    close(go[1]);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(!exo_pkg_running(pkg_, id));
+    REQUIRE(exo_pkg_poll_read(pkg_, id, 0, 0, &p) == 0);
+    CHECK(!p.done && p.lost);
+    CHECK(exo_pkg_find_running(pkg_, NULL, 0, found) == 0);
+    /* Its exit line ends it for good. */
+    char opdir[256];
+    snprintf(opdir, sizeof(opdir), "%s/%s", pkg_, id);
+    REQUIRE(exo_pkg_write_exit(opdir, "exit 0") == 0);
+    REQUIRE(exo_pkg_poll_read(pkg_, id, 0, 0, &p) == 0);
+    CHECK(p.done && !p.lost);
+
+    /* An orphan past its age stays while its lock is held, and goes once it is free. */
+    char id2[EXO_PKG_ID_LEN + 1];
+    REQUIRE(exo_pkg_new_id(id2) == 0);
+    REQUIRE(exo_pkg_create(pkg_, id2, &lfd, &sfd, &err) == 0);
+    REQUIRE(exo_pkg_lock_run(lfd) == 0);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", pkg_, id2);
+    struct timespec old[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
+    REQUIRE(utimensat(AT_FDCWD, path, old, 0) == 0);
+    exo_pkg_prune(pkg_, time(NULL), 86400, 3600, NULL, 0);
+    CHECK(there(id2));
+    close(lfd);
+    close(sfd);
+    exo_pkg_prune(pkg_, time(NULL), 86400, 3600, NULL, 0);
+    CHECK(!there(id2));
+    CHECK(exo_pkg_remove(pkg_, id) == 0);
+}
+
+/* The transient scope, on a host whose init is systemd and as root (else skipped, said so):
+ * a child moves itself and checks its control group. */
+static void test_scope(void)
+{
+    if (access("/run/systemd/system", F_OK) != 0 || geteuid() != 0) {
+        printf("# skip test_scope: needs systemd as init and root\n");
+        return;
+    }
+    char id[EXO_PKG_ID_LEN + 1];
+    REQUIRE(exo_pkg_new_id(id) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char err[256], want[96], cg[4096];
+        if (exo_pkg_enter_scope(id, "test", err, sizeof(err)) < 0) {
+            fprintf(stderr, "enter_scope: %s\n", err);
+            _exit(1);
+        }
+        snprintf(want, sizeof(want), "/system.slice/exosphere-guest-agent-pkg-%s.scope", id);
+        int fd = open("/proc/self/cgroup", O_RDONLY);
+        ssize_t n = fd >= 0 ? read(fd, cg, sizeof(cg) - 1) : -1;
+        cg[n > 0 ? n : 0] = '\0';
+        _exit(strstr(cg, want) ? 0 : 2);
+    }
+    int st = -1;
+    REQUIRE(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(exo_pkg_scope_wanted(EXO_PKG_INSTALL) && exo_pkg_scope_wanted(EXO_PKG_SELF_UPGRADE));
+    CHECK(!exo_pkg_scope_wanted(EXO_PKG_LIST) && !exo_pkg_scope_wanted(EXO_PKG_REFRESH));
+}
+
 static void test_prune(void)
 {
     time_t now = time(NULL);
@@ -605,6 +703,8 @@ int main(void)
     RUN(test_waiter);
     RUN(test_write_exit);
     RUN(test_files);
+    RUN(test_run_lock);
+    RUN(test_scope);
     RUN(test_prune);
     clean_dir();
     rmdir(dir_);

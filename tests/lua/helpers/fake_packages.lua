@@ -35,10 +35,12 @@ M.MAX_SLICE = 3072
 M.MAX_NAMES = 64
 M.MAX_NAME = 128
 M.ACTIONS = { refresh = "packages.read", list = "packages.read", install = "packages.write",
-              upgrade_all = "packages.write" }
+              upgrade_all = "packages.write", self_upgrade = "packages.write" }
 
 function M.reset()
-  M.config = { backend = "apt", allow = {}, allow_all = true, lock_timeout_s = 300, timeout_s = 3600 }
+  M.config = { backend = "apt", allow = {}, allow_all = true, self_upgrade = true,
+                self_packages = { "exosphere-guest-agent", "exosphere-guest-agent-methods" },
+                lock_timeout_s = 300, timeout_s = 3600 }
   M.runs = {}
   M.start_error = nil
   M.files_gone = false
@@ -70,8 +72,11 @@ local function invalid(action, names)
   if #names > M.MAX_NAMES then
     return ("at most %d names"):format(M.MAX_NAMES)
   end
-  if action == "refresh" and #names > 0 then
-    return "refresh takes no names"
+  if (action == "refresh" or action == "self_upgrade") and #names > 0 then
+    return action .. " takes no names"
+  end
+  if action == "self_upgrade" and not M.config.self_upgrade then
+    return "[packages] self_upgrade is off"
   end
   local allowed = {}
   for _, n in ipairs(M.config.allow or {}) do

@@ -630,6 +630,115 @@ describe("packages", function()
     end)
   end)
 
+  describe("update jobs resumed by a new worker", function()
+    -- The first worker's stored records, and a new kit that restores them; the fake's
+    -- operations (the monitor's, which outlive the worker) are carried over.
+    local function restart(first)
+      local texts = {}
+      for i, p in ipairs(first.core.job_puts) do
+        texts[i] = p.text
+      end
+      local ops, runs = fake.ops, fake.runs
+      local k2 = kit.new({ files = { "methods/packages.lua" } })
+      fake.ops, fake.runs = ops, runs
+      return k2, texts
+    end
+
+    it("follow the operation again from the start and end the job", function()
+      fake.runs.install = run("apt/install")
+      local _, started = k:rpc("packages.update", { packages = { "exo-test-pkg" } })
+      k:run_jobs()
+      local stored = json.decode(k.core.job_puts[2].text)
+      assert.same({ op = fake.calls_of("poll")[1][2], backend = "apt" }, stored.resume)
+      local k2, texts = restart(k)
+      -- Only the running record with its resume data: the worker died there.
+      assert.equal(1, k2.host.jobs_restore({ texts[2] }))
+      assert.equal("running", k2:call_ok("jobs.get", { job_id = started.job_id }).state)
+      assert.equal(1, k2:run_jobs())
+      assert.same({}, fake.calls_of("start"), "no second operation")
+      local r = k2:call_ok("jobs.get", { job_id = started.job_id })
+      assert.equal("succeeded", r.state, json.encode(r))
+      assert.same({ { name = "exo-test-pkg", from = "1.0", to = "1.1" } }, r.result.changed)
+    end)
+
+    it("fail with lost when the operation ended without an exit line", function()
+      fake.runs.install = run("apt/install")
+      local _, started = k:rpc("packages.update", { packages = { "exo-test-pkg" } })
+      k:run_jobs()
+      local k2, texts = restart(k)
+      fake.runs.install.exit = "lost"
+      k2.host.jobs_restore({ texts[2] })
+      k2:run_jobs()
+      local r = k2:call_ok("jobs.get", { job_id = started.job_id })
+      assert.same({ "failed", "lost" }, { r.state, r.error.data.reason })
+    end)
+
+    it("fail when the operation's files are gone", function()
+      fake.runs.install = run("apt/install")
+      local _, started = k:rpc("packages.update", { packages = { "exo-test-pkg" } })
+      k:run_jobs()
+      local k2, texts = restart(k)
+      fake.files_gone = true
+      k2.host.jobs_restore({ texts[2] })
+      k2:run_jobs()
+      local r = k2:call_ok("jobs.get", { job_id = started.job_id })
+      assert.same({ "failed", "failed" }, { r.state, r.error.data.reason })
+    end)
+  end)
+
+  describe("self.check_updates and self.upgrade", function()
+    it("list the agent's own packages, with the running version", function()
+      fake.runs.refresh = run("apt/refresh")
+      fake.runs.list = run("apt/host-not-installed")
+      local r = k:call_ok("self.check_updates", {})
+      assert.same({ "start", "list", { "exosphere-guest-agent", "exosphere-guest-agent-methods" } },
+        fake.calls_of("start")[2])
+      assert.same({ "apt", "0.1.0", {}, true }, { r.backend, r.version, r.updates, r.refreshed })
+    end)
+
+    it("upgrade the agent in a job that the restarted agent finishes", function()
+      fake.runs.self_upgrade = run("apt/install")
+      local ok, started = k:rpc("self.upgrade", { idempotency_key = "up-1" }, { session = 3 })
+      assert.is_true(ok, json.encode(started))
+      k:run_jobs()
+      assert.same({ "start", "self_upgrade" }, fake.calls_of("start")[1])
+      local r = k:call_ok("jobs.get", { job_id = started.job_id })
+      assert.equal("Upgrade the Exosphere Guest Agent", r.summary)
+      assert.same({ "succeeded", false, "0.1.0" }, { r.state, r.result.restarted, r.result.version })
+      assert.same({ { name = "exo-test-pkg", from = "1.0", to = "1.1" } }, r.result.changed)
+      -- The agent restarted during the operation: the new one finishes the same job.
+      local texts = {}
+      for i, p in ipairs(k.core.job_puts) do
+        texts[i] = p.text
+      end
+      local ops, runs = fake.ops, fake.runs
+      local k2 = kit.new({ files = { "methods/packages.lua" } })
+      fake.ops, fake.runs = ops, runs
+      k2.core.version = "0.1.1"
+      k2.host.jobs_restore({ texts[2] })
+      k2:run_jobs()
+      r = k2:call_ok("jobs.get", { job_id = started.job_id })
+      assert.same({ "succeeded", true, "0.1.1" }, { r.state, r.result.restarted, r.result.version })
+      -- A repeat with the key, in the new agent, answers the same job.
+      assert.same(started, k2:call_ok("self.upgrade", { idempotency_key = "up-1" }))
+    end)
+
+    it("are for administrators, and self.upgrade can be turned off", function()
+      local ok, err = k:rpc("self.upgrade", {}, { auth = kit.USER })
+      assert.is_false(ok)
+      assert.equal(-32002, err.code)
+      fake.config.self_upgrade = false
+      ok, err = k:rpc("self.upgrade", {})
+      assert.is_false(ok)
+      assert.same({ -32002, "disabled" }, { err.code, err.data.reason })
+      assert.same({}, fake.calls_of("start"))
+      fake.config.backend = "none"
+      ok, err = k:rpc("self.check_updates", {})
+      assert.is_false(ok)
+      assert.equal("no_backend", err.data.reason)
+    end)
+  end)
+
   describe("on lines of the longest length read (2048 bytes)", function()
     -- Lines shaped to make the parsers' patterns backtrack most: the pattern guard must
     -- never refuse one (it would fail the call with data.limit = "pattern").
