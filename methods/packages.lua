@@ -353,7 +353,7 @@ local PHASE_RANK = { ["waiting for lock"] = 0, downloading = 1, installing = 2, 
 -- reported once per poll (the job's report), so that a long run sends a few notifications a
 -- second at most.
 local function new_progress(on_phase)
-  return { percent = 0, phase = nil, detail = nil, changed = {}, index = {}, problems = new_problems(),
+  return { percent = 0, phase = nil, detail = nil, changed = json.array(), index = {}, problems = new_problems(),
            on_phase = on_phase }
 end
 

@@ -627,6 +627,8 @@ describe("packages", function()
       local r = k:call_ok("jobs.get", { job_id = started.job_id })
       assert.equal("succeeded", r.state)
       assert.same({}, r.result.changed)
+      -- An empty list, not an object, for clients.
+      assert.equal("[]", json.encode(r.result.changed))
     end)
   end)
 
