@@ -11,6 +11,8 @@
 //     the restarted agent finished: succeeded, both packages N → N+1, restarted: true;
 //   - the service has a new MainPID and dpkg has both packages at N+1, configured;
 //   - a second self.upgrade has nothing to do: succeeded, nothing changed, no restart;
+//   - packages.update of a test package, with the agent restarted by systemctl while dpkg
+//     configures it: the update goes on in its scope and the restarted agent ends the job;
 //   - as a user who is not an administrator: NotPermitted; with [packages] self_upgrade =
 //     false: NotPermitted, reason disabled.
 //
@@ -22,7 +24,7 @@ import { mkdtempSync, chmodSync, readdirSync, readFileSync, writeFileSync, rmSyn
 import { join, resolve, dirname, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startContainer, skipReason, removeOnExit, q, host } from './lib/container.mjs';
-import { makeAptRepo, serveHttp, useRepo } from './lib/debrepo.mjs';
+import { buildDeb, makeAptRepo, serveHttp, useRepo } from './lib/debrepo.mjs';
 import { openSession } from './lib/wsclient.mjs';
 
 const top = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -112,15 +114,19 @@ test(`self.check_updates and self.upgrade on ${RELEASE}: the upgrade outlives th
         versionsN[name] = info.match(/^Version: (.*)$/m)[1];
         debsN1.push(await repack(d, versionsN[name] + UP, upDir));
       }
-      const repo = await makeAptRepo(work, { origin: 'Exosphere', suites: { [RELEASE]: { debs: debsN1, label: 'Exosphere' } } });
+      // A test package whose 1.1 takes 6 s in its postinst: time to restart the agent meanwhile.
+      const t10 = await buildDeb(work, { name: 'exo-testpkg', version: '1.0' });
+      const t11 = await buildDeb(work, { name: 'exo-testpkg', version: '1.1', slowConfigure: 6 });
+      const repo = await makeAptRepo(work, { origin: 'Exosphere', suites: { [RELEASE]: { debs: [...debsN1, t11], label: 'Exosphere' } } });
       const tBuilt = Date.now();
       t.diagnostic(`packages N and N+1 and the repository: ${((tBuilt - t0) / 1000).toFixed(0)} s`);
 
       c = await startContainer({ release: RELEASE, log: (m) => t.diagnostic(m) });
       server = await serveHttp(c, repo.dir, PORT);
       await useRepo(c, repo, PORT);
-      for (const d of debsN) writeFileSync(join(c.root, 'var/tmp', basename(d)), readFileSync(d));
-      await c.run(`dpkg -i ${debsN.map((d) => `/var/tmp/${basename(d)}`).join(' ')}`, { timeout: 300000 });
+      for (const d of [...debsN, t10]) writeFileSync(join(c.root, 'var/tmp', basename(d)), readFileSync(d));
+      await c.run(`dpkg -i ${[...debsN, t10].map((d) => `/var/tmp/${basename(d)}`).join(' ')}`, { timeout: 300000 });
+      await c.run(`printf '\n[packages]\nallow = exo-testpkg\n' >>/etc/${UNIT}/agent.conf && systemctl restart ${UNIT}`);
       await c.run('apt-get update');
       await c.run(`useradd -m -s /bin/bash tester && echo ${q(`tester:${PASSWORD}`)} | chpasswd`);
       await waitActive(c);
@@ -144,13 +150,38 @@ test(`self.check_updates and self.upgrade on ${RELEASE}: the upgrade outlives th
       await t.test('refusals: a user who is not an administrator; [packages] self_upgrade = false', async () => {
         let r = await call(c, 'self.upgrade', {}, { token });
         assert.equal(r.error?.code, -32002, JSON.stringify(r));
-        await c.run(`printf '\\n[packages]\\nself_upgrade = false\\n' >>/etc/${UNIT}/agent.conf && systemctl restart ${UNIT}`);
+        await c.run(`printf 'self_upgrade = false\\n' >>/etc/${UNIT}/agent.conf && systemctl restart ${UNIT}`);
         await waitActive(c);
         r = await call(c, 'self.upgrade', {});
         assert.deepEqual([r.error?.code, r.error?.data?.reason], [-32002, 'disabled'], JSON.stringify(r));
         await c.run(`sed -i '/^self_upgrade = false$/d' /etc/${UNIT}/agent.conf && systemctl restart ${UNIT}`);
         await waitActive(c);
         for (const n of names) assert.equal(await versionOf(c, n), `${versionsN[n]} ii`);
+      });
+
+      await t.test('packages.update goes on through a restart of the agent; the new agent ends the job', async () => {
+        const pid = await mainPid(c);
+        const { job_id: jobId } = await ok(c, 'packages.update', { packages: ['exo-testpkg'] });
+        // Restart once dpkg configures 1.1 (its postinst sleeps 6 s).
+        const end = Date.now() + 120000;
+        for (;;) {
+          const r = await ok(c, 'jobs.get', { job_id: jobId });
+          assert.equal(r.state, 'running', JSON.stringify(r));
+          if (r.progress.phase === 'configuring') break;
+          if (Date.now() > end) throw new Error(`never configuring: ${JSON.stringify(r)}`);
+          await sleep(100);
+        }
+        const tRestart = Date.now();
+        await c.run(`systemctl restart ${UNIT}`);
+        await waitActive(c);
+        assert.notEqual(await mainPid(c), pid);
+        const record = await finished(c, jobId);
+        t.diagnostic(`update across a restart: ended ${((Date.now() - tRestart) / 1000).toFixed(1)} s after the restart began`);
+        assert.equal(record.state, 'succeeded', JSON.stringify(record));
+        assert.deepEqual(record.result.changed, [{ name: 'exo-testpkg', from: '1.0', to: '1.1' }]);
+        assert.equal(await versionOf(c, 'exo-testpkg'), '1.1 ii');
+        const journal = (await c.run(`journalctl -u ${UNIT} --no-pager -o cat`)).stdout;
+        assert.match(journal, new RegExp(`following package operation [0-9a-f]{32} again for job ${jobId}`));
       });
 
       await t.test('self.upgrade: the session drops when the agent restarts, the job ends in the new agent', async () => {
