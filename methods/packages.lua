@@ -670,6 +670,14 @@ local function list(ctx, cfg, names, until_ms)
   return updates
 end
 
+-- The refresh, for its share of the call's time, then the list: updates, refreshed.
+local function refresh_and_list(ctx, cfg, names)
+  local now = agent.now_ms()
+  local left = (ctx.deadline_ms or now + 30000) - now
+  local refreshed = refresh(ctx, now + math.max(0, math.min(left * REFRESH_SHARE, left - LIST_RESERVE_MS)))
+  return list(ctx, cfg, names, ctx.deadline_ms), refreshed
+end
+
 local check_updates = method({
   name = "packages.check_updates",
   summary = "Available package updates",
@@ -706,10 +714,7 @@ local check_updates = method({
   handler = function(ctx, params)
     check_names(params.packages)
     local cfg = backend_of()
-    local now = agent.now_ms()
-    local left = (ctx.deadline_ms or now + 30000) - now
-    local refreshed = refresh(ctx, now + math.max(0, math.min(left * REFRESH_SHARE, left - LIST_RESERVE_MS)))
-    local updates = list(ctx, cfg, params.packages, ctx.deadline_ms)
+    local updates, refreshed = refresh_and_list(ctx, cfg, params.packages)
     return { backend = cfg.backend, updates = updates, refreshed = refreshed }
   end,
 })
@@ -914,10 +919,7 @@ local self_check_updates = method({
   },
   handler = function(ctx, params)
     local cfg = backend_of()
-    local now = agent.now_ms()
-    local left = (ctx.deadline_ms or now + 30000) - now
-    local refreshed = refresh(ctx, now + math.max(0, math.min(left * REFRESH_SHARE, left - LIST_RESERVE_MS)))
-    local updates = list(ctx, cfg, cfg.self_packages, ctx.deadline_ms)
+    local updates, refreshed = refresh_and_list(ctx, cfg, cfg.self_packages)
     return { backend = cfg.backend, version = agent.info().version, updates = updates, refreshed = refreshed }
   end,
 })

@@ -67,6 +67,19 @@ local function phase_names(k, session)
   return out
 end
 
+-- A new worker: the first one's stored job records, and a new kit to restore them in; the
+-- fake's operations (the monitor's, which outlive the worker) are carried over.
+local function restart(first)
+  local texts = {}
+  for i, p in ipairs(first.core.job_puts) do
+    texts[i] = p.text
+  end
+  local ops, runs = fake.ops, fake.runs
+  local k2 = kit.new({ files = { "methods/packages.lua" } })
+  fake.ops, fake.runs = ops, runs
+  return k2, texts
+end
+
 describe("packages", function()
   local k
 
@@ -633,18 +646,6 @@ describe("packages", function()
   end)
 
   describe("update jobs resumed by a new worker", function()
-    -- The first worker's stored records, and a new kit that restores them; the fake's
-    -- operations (the monitor's, which outlive the worker) are carried over.
-    local function restart(first)
-      local texts = {}
-      for i, p in ipairs(first.core.job_puts) do
-        texts[i] = p.text
-      end
-      local ops, runs = fake.ops, fake.runs
-      local k2 = kit.new({ files = { "methods/packages.lua" } })
-      fake.ops, fake.runs = ops, runs
-      return k2, texts
-    end
 
     it("follow the operation again from the start and end the job", function()
       fake.runs.install = run("apt/install")
@@ -709,13 +710,7 @@ describe("packages", function()
       assert.same({ "succeeded", false, "0.1.0" }, { r.state, r.result.restarted, r.result.version })
       assert.same({ { name = "exo-test-pkg", from = "1.0", to = "1.1" } }, r.result.changed)
       -- The agent restarted during the operation: the new one finishes the same job.
-      local texts = {}
-      for i, p in ipairs(k.core.job_puts) do
-        texts[i] = p.text
-      end
-      local ops, runs = fake.ops, fake.runs
-      local k2 = kit.new({ files = { "methods/packages.lua" } })
-      fake.ops, fake.runs = ops, runs
+      local k2, texts = restart(k)
       k2.core.version = "0.1.1"
       k2.host.jobs_restore({ texts[2] })
       k2:run_jobs()
