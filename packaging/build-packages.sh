@@ -31,7 +31,7 @@ here=$top/packaging
 cache=${EXO_ROOTFS_CACHE:-/var/cache/exosphere-guest-agent-tests}
 mirror=${EXO_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 maintainer=${EXO_MAINTAINER:-Exosphere Guest Agent maintainers <maintainers@users.noreply.r-seed-2ab68f48.example>}
-build_pkgs=build-essential,cmake,pkg-config,liblua5.4-dev,libuv1-dev,libssl-dev,libpam0g-dev,libwslay-dev,dpkg-dev
+build_pkgs=build-essential,cmake,pkg-config,liblua5.4-dev,libuv1-dev,libssl-dev,libpam0g-dev,libwslay-dev,libsystemd-dev,dpkg-dev
 
 host_release=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release)
 release=$host_release
