@@ -181,6 +181,10 @@ void exo_pkgop_waiter(const exo_pkg_run_t *r) __attribute__((noreturn));
  *                                     downloading, updating, installing, finished, ...); the
  *                                     package id "name;version;arch;data" split, each part
  *                                     "-" when empty, REPO the data (the origin)
+ *   severity INFO NAME VERSION ARCH REPO
+ *                                     after a package line whose signal carried an update
+ *                                     severity (PackageKit 1.2: the upper 16 bits of info;
+ *                                     low, normal, important, critical, security, ...)
  *   item STATUS PERCENT NAME VERSION ARCH REPO
  *                                     the ItemProgress signal (PERCENT 101: unknown)
  *   restart TYPE NAME VERSION ARCH REPO
@@ -197,8 +201,11 @@ void exo_pkgop_waiter(const exo_pkg_run_t *r) __attribute__((noreturn));
  *                                     --only-upgrade); self_upgrade: an agent package that is
  *                                     not installed, skipped
  *   up-to-date NAME                   install, self_upgrade: installed, no update
+ *   retry ROLE                        the transaction failed with cannot-get-lock (PackageKit's
+ *                                     apt backend gives up after about 10 s) before
+ *                                     lock_timeout: started again
  *   lock-timeout SECONDS              waited for the lock that long ([packages] lock_timeout):
- *                                     the transaction was cancelled
+ *                                     the transaction was cancelled, or not started again
  *   done                              the action ended successfully
  *
  * Keywords and the order of fields are stable; DETAILS is free text (control characters made

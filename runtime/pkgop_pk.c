@@ -23,12 +23,17 @@
 #define PK_FILTER_NONE (1ull << 1)
 #define PK_FILTER_INSTALLED (1ull << 2)
 #define PK_FLAG_ONLY_TRUSTED (1ull << 1)
+#define PK_STATUS_WAIT 1u
+#define PK_STATUS_SETUP 2u
+#define PK_STATUS_LOADING_CACHE 27u
 #define PK_STATUS_WAITING_FOR_LOCK 30u
 #define PK_EXIT_SUCCESS 1u
+#define PK_ERROR_CANNOT_GET_LOCK 26u
 #define PK_PERCENT_UNKNOWN 101u
 /* How long to wait for a cancelled transaction's Finished, and at most between checks. */
 #define CANCEL_WAIT_MS 30000
 #define WAIT_SLICE_MS 1000
+#define RETRY_MS 1000 /* between transactions that failed for the lock */
 
 /* ---- PackageKit's enum names (pk-enum.c, PackageKit 1.2) ------------------------------ */
 
@@ -262,6 +267,7 @@ typedef struct pk_s {
     uint64_t wait_ms; /* lock waited, over the whole operation */
     uint64_t wait_at; /* when the present wait began */
     int cancelled;    /* cancelled for the lock timeout */
+    int lock_error;   /* an ErrorCode cannot-get-lock in this transaction */
     int gone;         /* the daemon left the bus */
     uint32_t percent; /* the last one written */
     /* GetUpdates collects; Resolve marks names. */
@@ -361,12 +367,14 @@ static int on_package(pk_t *k, sd_bus_message *m)
      * thousands of the machine. */
     int i = name_index(k, id);
     if (k->collect && k->cmd->n_names > 0 && i < 0) return 0;
-    emit(k, "package %s %s", exo_pk_info_name(info), fields);
+    /* PackageKit 1.2 puts an update's severity in the upper 16 bits of info. */
+    emit(k, "package %s %s", exo_pk_info_name(info & 0xffff), fields);
+    if (info >> 16) emit(k, "severity %s %s", exo_pk_info_name(info >> 16), fields);
     if (k->collect) {
         keep_update(k, id);
     } else if (i >= 0) {
         k->known[i] = 1;
-        if (info == 1) k->installed[i] = 1; /* PK_INFO_ENUM_INSTALLED */
+        if ((info & 0xffff) == 1) k->installed[i] = 1; /* PK_INFO_ENUM_INSTALLED */
     }
     return 0;
 }
@@ -390,6 +398,7 @@ static int on_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret)
         const char *details;
         if (sd_bus_message_read(m, "us", &code, &details) >= 0) {
             k->errors++;
+            if (code == PK_ERROR_CANNOT_GET_LOCK) k->lock_error = 1;
             emit(k, "error %s %s", exo_pk_error_name(code), details);
             say(k, "error %s: %s", exo_pk_error_name(code), details);
         }
@@ -416,12 +425,24 @@ static int on_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret)
     return 0;
 }
 
+/* The lock wait runs from the first waiting-for-lock until the work goes on: PackageKit's apt
+ * backend retries every second, between the retries saying loading-cache, which must not end
+ * the wait (nor restart its clock). */
+static int still_waiting(uint32_t status)
+{
+    return status == PK_STATUS_WAITING_FOR_LOCK || status == PK_STATUS_LOADING_CACHE ||
+           status == PK_STATUS_WAIT || status == PK_STATUS_SETUP;
+}
+
 static void set_status(pk_t *k, uint32_t status)
 {
-    int waiting = status == PK_STATUS_WAITING_FOR_LOCK;
-    if (waiting && !k->waiting) k->wait_at = now_ms();
-    if (!waiting && k->waiting) k->wait_ms += now_ms() - k->wait_at;
-    k->waiting = waiting;
+    if (status == PK_STATUS_WAITING_FOR_LOCK && !k->waiting) {
+        k->waiting = 1;
+        k->wait_at = now_ms();
+    } else if (k->waiting && !still_waiting(status)) {
+        k->waiting = 0;
+        k->wait_ms += now_ms() - k->wait_at;
+    }
     emit(k, "status %s", exo_pk_status_name(status));
 }
 
@@ -531,6 +552,7 @@ static int transaction(pk_t *k, const char *role, const char *method, args_fn ar
     int rc = -1;
     k->finished = 0;
     k->errors = 0;
+    k->lock_error = 0;
     k->exit = 0;
     k->waiting = 0;
     k->percent = PK_PERCENT_UNKNOWN;
@@ -581,6 +603,29 @@ out:
     return rc;
 }
 
+/* A transaction that takes the package manager's lock. PackageKit's apt backend waits for the
+ * lock about 10 s and then fails with cannot-get-lock: the transaction is then started again
+ * until the lock was waited for [packages] lock_timeout in all, as apt-get's own
+ * DPkg::Lock::Timeout would. */
+static int locked_transaction(pk_t *k, const char *role, const char *method, args_fn args,
+                              const void *arg)
+{
+    uint64_t limit = (uint64_t)k->cmd->lock_timeout_s * 1000;
+    for (;;) {
+        int rc = transaction(k, role, method, args, arg);
+        if (rc == 0 || k->cancelled || k->gone || !k->lock_error) return rc;
+        if (k->wait_ms + RETRY_MS > limit) {
+            emit(k, "lock-timeout %u", (unsigned)k->cmd->lock_timeout_s);
+            say(k, "the package manager's lock was still held after %u s",
+                (unsigned)k->cmd->lock_timeout_s);
+            return -1;
+        }
+        emit(k, "retry %s", role);
+        usleep(RETRY_MS * 1000);
+        k->wait_ms += RETRY_MS;
+    }
+}
+
 static int args_refresh(sd_bus_message *m, const pk_t *k, const void *arg)
 {
     (void)k;
@@ -623,34 +668,39 @@ static int get_updates(pk_t *k)
     return rc < 0 || k->too_many ? -1 : 0;
 }
 
-/* list: the updates, then the installed versions of their names (Resolve with the filter
- * none answers both; the worker takes the installed ones). A failed Resolve leaves the
- * installed versions unknown: the list itself is still right. */
+/* Resolve(installed) of the kept updates' names: their installed versions (the worker's
+ * "installed" of a list, "from" of what an update changed). A failed Resolve leaves them
+ * unknown: the rest is still right, so it fails nothing. */
+static int resolve_installed(pk_t *k)
+{
+    if (k->n_ids == 0) return 0;
+    const char **names = calloc(k->n_ids + 1, sizeof(*names));
+    char *buf = calloc(k->n_ids, EXO_PK_ID_MAX + 1);
+    if (names == NULL || buf == NULL) {
+        free(names);
+        free(buf);
+        emit(k, "error oom no memory for the names of %zu updates", k->n_ids);
+        return -1;
+    }
+    for (size_t i = 0; i < k->n_ids; i++) {
+        char *name = buf + i * (EXO_PK_ID_MAX + 1);
+        size_t len = strcspn(k->ids[i], ";");
+        memcpy(name, k->ids[i], len);
+        name[len] = '\0';
+        names[i] = name;
+    }
+    k->resolve_filter = PK_FILTER_INSTALLED;
+    transaction(k, "resolve", "Resolve", args_resolve, names);
+    free(names);
+    free(buf);
+    return 0;
+}
+
+/* list: the updates, then their installed versions. */
 static int do_list(pk_t *k)
 {
     if (get_updates(k) < 0) return -1;
-    if (k->n_ids > 0) {
-        const char **names = calloc(k->n_ids + 1, sizeof(*names));
-        char *buf = calloc(k->n_ids, EXO_PK_ID_MAX + 1);
-        if (names == NULL || buf == NULL) {
-            free(names);
-            free(buf);
-            emit(k, "error oom no memory for the names of %zu updates", k->n_ids);
-            return -1;
-        }
-        for (size_t i = 0; i < k->n_ids; i++) {
-            char *name = buf + i * (EXO_PK_ID_MAX + 1);
-            size_t len = strcspn(k->ids[i], ";");
-            memcpy(name, k->ids[i], len);
-            name[len] = '\0';
-            names[i] = name;
-        }
-        k->resolve_filter = PK_FILTER_INSTALLED;
-        transaction(k, "resolve", "Resolve", args_resolve, names);
-        free(names);
-        free(buf);
-    }
-    return 0;
+    return resolve_installed(k);
 }
 
 /* install, self_upgrade: the names' updates; each name without one resolved alone (a
@@ -678,14 +728,15 @@ static int do_install(pk_t *k)
     }
     if (bad) return -1;
     if (k->n_ids == 0) return 0;
-    return transaction(k, "update-packages", "UpdatePackages", args_update, NULL);
+    if (resolve_installed(k) < 0) return -1;
+    return locked_transaction(k, "update-packages", "UpdatePackages", args_update, NULL);
 }
 
 static int do_action(pk_t *k)
 {
     switch (k->cmd->action) {
     case EXO_PKG_REFRESH:
-        return transaction(k, "refresh-cache", "RefreshCache", args_refresh, NULL);
+        return locked_transaction(k, "refresh-cache", "RefreshCache", args_refresh, NULL);
     case EXO_PKG_LIST:
         return do_list(k);
     case EXO_PKG_INSTALL:
@@ -694,7 +745,8 @@ static int do_action(pk_t *k)
     case EXO_PKG_UPGRADE_ALL:
         if (get_updates(k) < 0) return -1;
         if (k->n_ids == 0) return 0;
-        return transaction(k, "update-packages", "UpdatePackages", args_update, NULL);
+        if (resolve_installed(k) < 0) return -1;
+        return locked_transaction(k, "update-packages", "UpdatePackages", args_update, NULL);
     default:
         return -1;
     }

@@ -441,7 +441,6 @@ static void test_poll_cut(void)
 
 /* ---- the waiter ---------------------------------------------------------------------- */
 
-
 static char *slurp(const char *name)
 {
     static char text[8192];
