@@ -36,6 +36,29 @@ local function load_down(sample)
   return out
 end
 
+-- agent.info as 2026-12-01 has it: packages_backend without "packagekit".
+local MethodsLoaded = T.object({
+  loaded = T.integer({ min = 0 }),
+  skipped = T.array(T.object({
+    file = T.string(),
+    line = T.integer({ min = 1 }):optional(),
+    error = T.string(),
+  })),
+})
+local Info = T.object({
+  version = T.string(),
+  api_versions = T.array(T.string({ pattern = "^%d%d%d%d%-%d%d%-%d%d$" }), { min_items = 1 }),
+  current_api_version = T.string({ pattern = "^%d%d%d%d%-%d%d%-%d%d$" }),
+  lua_api_level = T.integer({ min = 1 }),
+  hostname = T.string(),
+  started = T.integer({ min = 0 }),
+  uptime = T.integer({ min = 0 }),
+  methods = MethodsLoaded,
+  packages_backend = T.enum({ "apt", "dnf", "none" }):optional()
+    :describe("The package manager the packages.* methods drive; absent when it is one this "
+      .. "version does not know"),
+})
+
 local NO_GPU = { epoch = 1764072000, cpuPctUsed = 3, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = json.null }
 
 return {
@@ -62,9 +85,21 @@ return {
       description = "The updates of the agent's own packages that self.upgrade would install." },
     { method = "self.upgrade", kind = "added",
       description = "Upgrades the agent's own packages as a job that the restarted agent finishes." },
+    { method = "agent.info", kind = "result_changed",
+      description = "packages_backend may be packagekit (PackageKit over D-Bus); for a client of "
+        .. "2026-12-01 the optional field is left out then." },
   },
 
   before = {
+    ["agent.info"] = {
+      result = Info,
+      examples = {
+        { name = "a freshly started agent", params = {},
+          result = { version = "0.1.0", api_versions = { "2026-12-01" }, current_api_version = "2026-12-01",
+                     lua_api_level = 2, hostname = "my-instance", started = 1764072000, uptime = 42,
+                     methods = { loaded = 3, skipped = {} }, packages_backend = "apt" } },
+      },
+    },
     ["system_load.current"] = {
       result = Load,
       examples = {
@@ -106,6 +141,15 @@ return {
   },
 
   result = {
+    -- packages_backend is optional: a value 2026-12-01 does not know is left out.
+    ["agent.info"] = function(info)
+      if info.packages_backend == "packagekit" then
+        local out = copy(info)
+        out.packages_backend = nil
+        return out
+      end
+      return info
+    end,
     ["system_load.current"] = load_down,
     ["system_load.historical"] = function(samples)
       local out = json.array()

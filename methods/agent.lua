@@ -23,9 +23,10 @@ local Info = T.object({
   methods = MethodsLoaded,
   -- Optional in the schema: added after 2026-12-01's first release of this result, so a
   -- client must expect agents that do not send it.
-  packages_backend = T.enum({ "apt", "dnf", "none" }):optional()
+  packages_backend = T.enum({ "apt", "dnf", "packagekit", "none" }):optional()
     :describe("The package manager the packages.* methods drive, chosen at start ([packages] "
-      .. "backend); none when there is none or it is disabled. Absent from older agents."),
+      .. "backend): PackageKit (over D-Bus) where it is installed, else apt or dnf; none when "
+      .. "there is none or it is disabled. Absent from older agents."),
 })
 
 return method({

@@ -9,6 +9,11 @@
 -- error messages, and dnf's check-update and transaction output. The parsers are local
 -- functions that take one line at a time; tests/lua/fixtures/packages/ holds recorded output
 -- of both tools for every case they handle.
+--
+-- With PackageKit the tool process is the agent's own D-Bus client (runtime/pkgop_pk.c): it
+-- writes PackageKit's events to the status file, one a line ("begin get-updates", "status
+-- download", "package installing NAME VERSION ARCH REPO", "error CODE DETAILS", ...; the format
+-- is in runtime/pkgop.h), and a few readable lines to the log.
 
 local POLL_MS = 250
 -- A line longer than this is cut there (the rest up to its newline is dropped), so that
@@ -60,12 +65,16 @@ local Update = T.object({
     .. "upgrade would newly install, and with dnf, whose check-update does not say"),
   candidate = T.string():describe("The version the upgrade would install"),
   origin = T.nullable(T.string()):describe("Where the candidate comes from: apt's release "
-    .. "(\"Debian-Security:12/bookworm-security\"), dnf's repository id; null when unknown"),
+    .. "(\"Debian-Security:12/bookworm-security\"), dnf's repository id, PackageKit's "
+    .. "(\"debian-bookworm-security-main\"); null when unknown"),
   security = T.nullable(T.boolean()):describe("Whether the origin is a security archive "
-    .. "(Debian-Security, a -security suite); null when the backend cannot tell (dnf)"),
+    .. "(Debian-Security, a -security suite) or PackageKit calls it a security update; null "
+    .. "when the backend cannot tell (dnf)"),
 })
 
-local Backend = T.enum({ "apt", "dnf" })
+local Backend = T.enum({ "apt", "dnf", "packagekit" })
+-- The backends a stored job may name (resume data).
+local BACKENDS = { apt = true, dnf = true, packagekit = true }
 
 local CheckResult = T.object({
   backend = Backend:describe("The package manager the agent drives"),
@@ -95,7 +104,7 @@ local function monitor_failed(code, message)
     fail(errors.Busy, "busy", message or "another package operation is running",
       { retry_after_s = RETRY_AFTER_S })
   elseif code == "no_backend" then
-    fail(errors.Unsupported, "no_backend", message or "this instance has neither apt-get nor dnf")
+    fail(errors.Unsupported, "no_backend", message or "this instance has no package manager the agent drives")
   elseif code == "not_found" then
     fail(errors.Failed, "failed", "the package operation's files are gone: " .. tostring(message))
   end
@@ -144,10 +153,8 @@ local function cut(line)
   return #line > TAIL_LINE_MAX and line:sub(1, TAIL_LINE_MAX) or line
 end
 
-local function note_problem(p, line)
-  if line:find("^E: ") or line:find("^W: ") or line:find("^Err:") or line:find("^Error") then
-    p.errors_seen = true
-  end
+-- The reasons a line names, without keeping it for the tail.
+local function classify(p, line)
   for _, m in ipairs(MARKERS) do
     if line:find(m[1], 1, true) then
       p.found[m[2]] = p.found[m[2]] or cut(line)
@@ -160,10 +167,21 @@ local function note_problem(p, line)
     p.unknown = p.unknown or unknown
   end
   p.holder = lock_holder(line) or p.holder
+end
+
+local function add_tail(p, line)
   p.tail[#p.tail + 1] = cut(line)
   if #p.tail > TAIL_LINES then
     table.remove(p.tail, 1)
   end
+end
+
+local function note_problem(p, line)
+  if line:find("^E: ") or line:find("^W: ") or line:find("^Err:") or line:find("^Error") then
+    p.errors_seen = true
+  end
+  classify(p, line)
+  add_tail(p, line)
 end
 
 -- Raises the error for a run that ended with `exit` (the monitor's exit line) and `p`.
@@ -200,7 +218,8 @@ local function run_failed(backend, exit, p, waiting)
     end
   end
   data.log_tail = p.tail
-  fail(errors.Failed, "failed", ("%s failed (%s)"):format(backend == "dnf" and "dnf" or "apt-get", tostring(exit)), data)
+  local tool = backend == "dnf" and "dnf" or backend == "packagekit" and "PackageKit" or "apt-get"
+  fail(errors.Failed, "failed", ("%s failed (%s)"):format(tool, tostring(exit)), data)
 end
 
 --------------------------------------------------------------------------------------------
@@ -535,12 +554,140 @@ local function dnf_finish(pr)
 end
 
 --------------------------------------------------------------------------------------------
+-- PackageKit: the client's status lines (runtime/pkgop.h). Each transaction starts with
+-- "begin ROLE"; the lines after it belong to it.
+
+-- PackageKit's error codes and the reasons they mean; the details (apt's own messages) are
+-- matched against MARKERS as well.
+local PK_ERRORS = {
+  ["no-network"] = "repository_unreachable", ["package-download-failed"] = "repository_unreachable",
+  ["repo-not-available"] = "repository_unreachable", ["no-more-mirrors-to-try"] = "repository_unreachable",
+  ["cannot-fetch-sources"] = "repository_unreachable",
+  ["no-space-on-device"] = "disk_full",
+  ["package-not-found"] = "unknown_package", ["update-not-found"] = "unknown_package",
+  ["unfinished-transaction"] = "dpkg_interrupted",
+}
+
+-- "package INFO NAME VERSION ARCH REPO" and the like: the words, "-" read as nil.
+local function pk_words(line)
+  local w = agent.split(line)
+  for i = 1, #w do
+    if w[i] == "-" then
+      w[i] = nil
+    end
+  end
+  return w
+end
+
+-- A line's part of the problems: errors (their code and details), unknown names, the lock
+-- timeout. A new transaction forgets what an earlier one found (a Resolve's error says nothing
+-- of the update after it; a lock the retry then got is no reason to fail).
+local function pk_problem(p, line)
+  local kind, rest = line:match("^(%S+) ?(.*)$")
+  if kind == "begin" or kind == "retry" then
+    p.found = {}
+  elseif kind == "error" then
+    local code, details = rest:match("^(%S+) ?(.*)$")
+    local reason = PK_ERRORS[code]
+    if reason then
+      p.found[reason] = p.found[reason] or cut(line)
+    end
+    classify(p, details or "")
+  elseif kind == "unknown" then
+    p.found.unknown_package = p.found.unknown_package or cut(line)
+    p.unknown = p.unknown or rest
+  elseif kind == "lock-timeout" then
+    p.found.lock_timeout = cut(line)
+  end
+  return kind, rest
+end
+
+-- check_updates: the updates of get-updates, their installed versions from resolve.
+local function new_pk_list()
+  return { scope = nil, updates = {}, installed = {} }
+end
+
+local function pk_security(info, repo)
+  if info == "security" then
+    return true
+  end
+  -- PackageKit's apt backend calls only Debian's and Ubuntu's own archives' updates security
+  -- ones; its origin ("debian-bookworm-security-main": origin, suite, component) still names
+  -- the suite.
+  return repo ~= nil and (repo:find("-security-", 1, true) ~= nil or repo:sub(-9) == "-security")
+end
+
+local function pk_list_line(st, p, line)
+  local kind, rest = pk_problem(p, line)
+  if kind == "begin" then
+    st.scope = rest
+    return nil
+  end
+  local w = pk_words(rest or "")
+  if kind == "package" and st.scope == "get-updates" and w[2] and w[3] then
+    local u = { name = w[2], installed = json.null, candidate = w[3], origin = w[5] or json.null,
+                security = pk_security(w[1], w[5]) }
+    st.updates[w[2]] = st.updates[w[2]] or u
+    return u
+  elseif kind == "severity" and st.scope == "get-updates" and w[1] == "security" and st.updates[w[2]] then
+    st.updates[w[2]].security = true
+  elseif kind == "package" and st.scope == "resolve" and w[1] == "installed" and w[2] and w[3] then
+    st.installed[w[2]] = w[3]
+  end
+  return nil
+end
+
+-- An update's progress: the phase from the transaction's status and the packages' states;
+-- changed from what update-packages unpacks (from: the version resolve found installed).
+-- PackageKit's apt backend reports dpkg's steps as package states: preparing (dpkg's
+-- "Preparing"), decompressing ("Unpacking"), then preparing again ("Preparing to configure")
+-- and installing ("Configuring"): a package seen decompressing is being configured after.
+local function pk_update_line(pr, line)
+  local kind, rest = pk_problem(pr.problems, line)
+  pr.pk = pr.pk or { installed = {}, unpacked = {} }
+  local st = pr.pk
+  local w = pk_words(rest or "")
+  if kind == "begin" then
+    st.scope = rest
+  elseif kind == "status" and w[1] == "waiting-for-lock" then
+    set(pr, "waiting for lock", nil, pr.problems.holder and "held by " .. pr.problems.holder or nil)
+  elseif kind == "status" and w[1] == "download" and st.scope == "update-packages" then
+    set(pr, "downloading", 5)
+  elseif kind == "error" and pr.phase == "waiting for lock" and pr.problems.holder then
+    set(pr, "waiting for lock", nil, "held by " .. pr.problems.holder)
+  elseif kind == "percent" and st.scope == "update-packages" and (pr.phase == "installing" or pr.phase == "configuring") then
+    set(pr, pr.phase, 20 + (tonumber(w[1]) or 0) * 0.79)
+  elseif kind == "package" and st.scope == "resolve" and w[1] == "installed" and w[2] then
+    st.installed[w[2]] = w[3]
+  elseif kind == "package" and st.scope == "update-packages" and w[2] then
+    local info, name, version = w[1], w[2], w[3] or json.null
+    if info == "downloading" then
+      set(pr, "downloading", nil, name)
+    elseif info == "decompressing" or info == "updating" or info == "reinstalling" or info == "downgrading" then
+      st.unpacked[name] = true
+      set(pr, "installing", 20, name)
+      add_changed(pr, name, st.installed[name] or json.null, version)
+    elseif info == "preparing" or info == "installing" then
+      set(pr, st.unpacked[name] and "configuring" or "installing", 20, name)
+      if info == "installing" then
+        add_changed(pr, name, st.installed[name] or json.null, version)
+      end
+    elseif info == "removing" or info == "obsoleting" then
+      add_changed(pr, name, version, json.null)
+    end
+  elseif kind == "restart" and (w[1] == "system" or w[1] == "security-system") then
+    pr.restart = true
+  end
+end
+
+--------------------------------------------------------------------------------------------
 -- Running an operation.
 
 local function backend_of()
   local cfg = agent.packages.config()
-  if cfg.backend ~= "apt" and cfg.backend ~= "dnf" then
-    fail(errors.Unsupported, "no_backend", "this instance has neither apt-get nor dnf")
+  if cfg.backend ~= "apt" and cfg.backend ~= "dnf" and cfg.backend ~= "packagekit" then
+    fail(errors.Unsupported, "no_backend", "this instance has no package manager the agent drives "
+      .. "(PackageKit, apt-get or dnf)")
   end
   return cfg
 end
@@ -608,7 +755,8 @@ local function refresh(ctx, until_ms)
     shared_refresh.id = id
   end
   local p = new_problems()
-  local done, exit = pcall(follow, id, function(line) note_problem(p, line) end, function() end, until_ms)
+  local on_status = function(line) pk_problem(p, line) end
+  local done, exit = pcall(follow, id, function(line) note_problem(p, line) end, on_status, until_ms)
   if not done then
     -- The operation cannot be followed (its files are gone): the next call starts another.
     if shared_refresh.id == id then
@@ -635,16 +783,9 @@ end
 
 local function list(ctx, cfg, names, until_ms)
   local id = start("list", names)
-  local p, updates, seen, dnf_state = new_problems(), {}, {}, {}
+  local p, updates, seen, dnf_state, pk_state = new_problems(), {}, {}, {}, new_pk_list()
   local truncated = false
-  local function on_line(line)
-    note_problem(p, line)
-    local u
-    if cfg.backend == "apt" then
-      u = apt_inst_line(line)
-    else
-      u = dnf_check_line(dnf_state, line)
-    end
+  local function add(u)
     if u and not seen[u.name] then
       seen[u.name] = true
       if #updates < MAX_UPDATES then
@@ -654,7 +795,23 @@ local function list(ctx, cfg, names, until_ms)
       end
     end
   end
-  local exit = follow(id, on_line, function() end, until_ms)
+  local function on_line(line)
+    note_problem(p, line)
+    if cfg.backend == "apt" then
+      add(apt_inst_line(line))
+    elseif cfg.backend == "dnf" then
+      add(dnf_check_line(dnf_state, line))
+    end
+  end
+  local function on_status(line)
+    if cfg.backend == "packagekit" then
+      add(pk_list_line(pk_state, p, line))
+    end
+  end
+  local exit = follow(id, on_line, on_status, until_ms)
+  for _, u in ipairs(updates) do
+    u.installed = pk_state.installed[u.name] or u.installed
+  end
   if exit == nil then
     fail(errors.Timeout, "timeout", "listing the updates took longer than the call may take")
   end
@@ -725,9 +882,12 @@ local check_updates = method({
 -- Whether the machine asks for a reboot after the update: /run/reboot-required (Debian's
 -- update-notifier convention) exists. null when the agent cannot tell (dnf for now, or a
 -- runtime that does not let methods read that file).
-local function reboot_required(backend)
-  if backend ~= "apt" then
+local function reboot_required(backend, pr)
+  if backend == "dnf" then
     return json.null
+  elseif pr.restart then
+    -- PackageKit said an updated package needs the system restarted.
+    return true
   end
   local text, err = agent.read_file("/run/reboot-required", 4096)
   if text then
@@ -753,16 +913,21 @@ local function follow_update(job, id, backend)
     end
   end
   local pr = new_progress(report)
-  local on_log = backend == "apt" and function(line) apt_log_line(pr, line) end
-    or function(line) dnf_log_line(pr, line) end
-  local exit = follow(id, on_log, function(line) apt_status_line(pr, line) end, nil, function() report(pr) end)
+  local on_log, on_status = function(line) apt_log_line(pr, line) end, function(line) apt_status_line(pr, line) end
+  if backend == "dnf" then
+    on_log = function(line) dnf_log_line(pr, line) end
+  elseif backend == "packagekit" then
+    -- The log has readable copies of the errors: the tail, for a "failed" error.
+    on_log, on_status = function(line) add_tail(pr.problems, line) end, function(line) pk_update_line(pr, line) end
+  end
+  local exit = follow(id, on_log, on_status, nil, function() report(pr) end)
   if exit ~= "exit 0" then
     run_failed(backend, exit, pr.problems, pr.phase == "waiting for lock")
   end
   if backend == "dnf" then
     dnf_finish(pr)
   end
-  local result = { changed = pr.changed, reboot_required = reboot_required(backend) }
+  local result = { changed = pr.changed, reboot_required = reboot_required(backend, pr) }
   if pr.changed_truncated then
     result.changed_truncated = true
   end
@@ -774,7 +939,7 @@ end
 -- What a resumed job gets (job.resumable): the operation and its backend.
 local function resume_data(data)
   if type(data) ~= "table" or type(data.op) ~= "string" or not data.op:find("^%x+$")
-      or (data.backend ~= "apt" and data.backend ~= "dnf") then
+      or not BACKENDS[data.backend] then
     fail(errors.Failed, "failed", "the job's stored operation is damaged; it cannot be followed")
   end
   return data.op, data.backend

@@ -204,9 +204,10 @@ static const cfg_key_t keys[] = {
     KEY("mounts", "secret_dir", CT_PATH, mounts_secret_dir, 0, 1024,
         "\"/var/lib/exosphere-guest-agent/cephfs\"",
         "Root-only directory of the CephFS secret and keyring files (0700, files 0600)."),
-    KEY("packages", "backend", CT_PKGBACKEND, packages_backend, 0, 3, "auto",
-        "Package manager: auto (apt-get if installed, else dnf), apt, dnf, or none (package "
-        "methods answer Unsupported)."),
+    KEY("packages", "backend", CT_PKGBACKEND, packages_backend, 0, 4, "auto",
+        "Package manager: auto (PackageKit if its D-Bus service is installed, else apt-get if "
+        "installed, else dnf), apt, dnf, packagekit, or none (package methods answer "
+        "Unsupported)."),
     KEY("packages", "allow", CT_PKG_LIST, packages_allow, 0, 256, "",
         "Packages that packages.update {packages} may name (exact names)."),
     KEY("packages", "allow_all", CT_BOOL, packages_allow_all, 0, 1, "true",
@@ -242,7 +243,7 @@ static const cfg_key_t keys[] = {
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
-static const char *const pkg_backend_names[] = {"auto", "apt", "dnf", "none"};
+static const char *const pkg_backend_names[] = {"auto", "apt", "dnf", "packagekit", "none"};
 
 /* Where a message comes from: the file and line (when there is a file) and the key (when
  * there is one), which together make the message's prefix. */
@@ -757,7 +758,7 @@ static int set_value(cfg_ctx_t *cx, exo_config_t *c, const char *s, size_t len)
     case CT_PKGBACKEND:
         i = lookup(pkg_backend_names, sizeof(pkg_backend_names) / sizeof(pkg_backend_names[0]), v);
         if (i < 0)
-            rc = fail(cx, "expected one of auto, apt, dnf, none, got '%s'", shown);
+            rc = fail(cx, "expected one of auto, apt, dnf, packagekit, none, got '%s'", shown);
         else
             *(int *)field = i;
         break;
@@ -1159,7 +1160,9 @@ void exo_config_dump(const exo_config_t *c, FILE *out)
         } else if (k->type == CT_LOGLEVEL) {
             fputs(exo_log_level_name(*(const exo_log_level_t *)field), out);
         } else if (k->type == CT_PKGBACKEND) {
-            fputs(pkg_backend_names[*(const int *)field & 3], out);
+            fputs(pkg_backend_names[(unsigned)*(const int *)field %
+                                    (sizeof(pkg_backend_names) / sizeof(pkg_backend_names[0]))],
+                  out);
         } else {
             uint64_t v = k->type == CT_MODE ? *(const unsigned *)field : *(const uint32_t *)field;
             format_num(num, sizeof(num), k->type, v);

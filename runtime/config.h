@@ -26,6 +26,7 @@ typedef enum {
     EXO_PKG_CHOICE_AUTO = 0,
     EXO_PKG_CHOICE_APT,
     EXO_PKG_CHOICE_DNF,
+    EXO_PKG_CHOICE_PACKAGEKIT,
     EXO_PKG_CHOICE_NONE
 } exo_pkg_choice_t;
 
@@ -106,7 +107,7 @@ typedef struct exo_config_s {
     uint32_t mounts_mkfs_timeout_ms;  /* duration: mkfs deadline */
     char *mounts_secret_dir;          /* absolute path: CephFS secrets, root 0700 */
     /* [packages] */
-    int packages_backend;              /* EXO_PKG_CHOICE_*: auto, apt, dnf or none */
+    int packages_backend;              /* EXO_PKG_CHOICE_*: auto, apt, dnf, packagekit, none */
     exo_strlist_t packages_allow;      /* names packages.update may name; empty: none */
     int packages_allow_all;            /* bool: packages.update {all = true} is allowed */
     int packages_self_upgrade;         /* bool: self.upgrade is allowed */

@@ -18,7 +18,10 @@ static const char *const action_names[EXO_PKG_ACTIONS] = {"refresh", "list", "in
 
 const char *exo_pkg_backend_name(exo_pkg_backend_t b)
 {
-    return b == EXO_PKG_APT ? "apt" : b == EXO_PKG_DNF ? "dnf" : "none";
+    return b == EXO_PKG_APT          ? "apt"
+           : b == EXO_PKG_DNF        ? "dnf"
+           : b == EXO_PKG_PACKAGEKIT ? "packagekit"
+                                     : "none";
 }
 
 exo_pkg_backend_t exo_pkg_backend(const exo_config_t *cfg)
@@ -30,15 +33,20 @@ exo_pkg_backend_t exo_pkg_backend(const exo_config_t *cfg)
         return EXO_PKG_APT;
     case EXO_PKG_CHOICE_DNF:
         return EXO_PKG_DNF;
+    case EXO_PKG_CHOICE_PACKAGEKIT:
+        return EXO_PKG_PACKAGEKIT;
     case EXO_PKG_CHOICE_NONE:
         return EXO_PKG_NONE;
     default:
         break;
     }
     if (!found) {
-        b = access(APT_GET, X_OK) == 0 ? EXO_PKG_APT
-            : access(DNF, X_OK) == 0   ? EXO_PKG_DNF
-                                       : EXO_PKG_NONE;
+        /* PackageKit first: where it is installed it is the system's own package service, and
+         * going through it keeps its state (and its users' views) right. */
+        b = access(EXO_PK_SERVICE_FILE, R_OK) == 0 ? EXO_PKG_PACKAGEKIT
+            : access(APT_GET, X_OK) == 0           ? EXO_PKG_APT
+            : access(DNF, X_OK) == 0               ? EXO_PKG_DNF
+                                                   : EXO_PKG_NONE;
         found = 1;
     }
     return b;
@@ -251,14 +259,22 @@ int exo_pkg_cmd_build(exo_pkg_cmd_t *c, exo_pkg_backend_t b, exo_pkg_action_t a,
                       uint32_t lock_timeout_s, const exo_priv_field_t *names, size_t n)
 {
     memset(c, 0, sizeof(*c));
-    if ((b != EXO_PKG_APT && b != EXO_PKG_DNF) || (unsigned)a >= EXO_PKG_ACTIONS ||
-        n > EXO_PKG_NAMES_MAX)
+    if ((b != EXO_PKG_APT && b != EXO_PKG_DNF && b != EXO_PKG_PACKAGEKIT) ||
+        (unsigned)a >= EXO_PKG_ACTIONS || n > EXO_PKG_NAMES_MAX)
         return -EINVAL;
+    c->action = a;
+    c->lock_timeout_s = lock_timeout_s;
     snprintf(c->lock_opt, sizeof(c->lock_opt), "DPkg::Lock::Timeout=%u", (unsigned)lock_timeout_s);
-    if (b == EXO_PKG_APT)
+    if (b == EXO_PKG_APT) {
         apt_cmd(c, a, n);
-    else
+    } else if (b == EXO_PKG_DNF) {
         dnf_cmd(c, a);
+    } else {
+        /* No program: the tool process is the client (exo_pk_run), and writes its events to
+         * the status file. */
+        c->packagekit = 1;
+        c->status_fd = 1;
+    }
     /* Names only where the action takes them (the check refuses them elsewhere); the agent's
      * own for self_upgrade. */
     static const char *const self[EXO_PKG_SELF_COUNT] = EXO_PKG_SELF_NAMES;
@@ -274,8 +290,9 @@ int exo_pkg_cmd_build(exo_pkg_cmd_t *c, exo_pkg_backend_t b, exo_pkg_action_t a,
         if (!exo_pkg_name_ok(names[i].p, names[i].len)) return -EINVAL;
         memcpy(c->names[i], names[i].p, names[i].len);
         c->names[i][names[i].len] = '\0';
-        add(c, c->names[i]);
+        if (!c->packagekit) add(c, c->names[i]);
     }
+    c->n_names = n;
     return 0;
 }
 

@@ -13,7 +13,7 @@
  * halfway leaves the system broken.
  *
  * Answers (field 0 "ok" or an error code):
- *   ok START: id (32 lowercase hex), backend ("apt" | "dnf")
+ *   ok START: id (32 lowercase hex), backend ("apt" | "dnf" | "packagekit")
  *   ok POLL:  state ("running" | "done"), exit ("" while running), log, status, log_size,
  *             status_size (the files' current sizes, decimal)
  *   error:    message ("busy", "no_backend", "failed" for START; "not_found" for POLL)
@@ -57,6 +57,7 @@ typedef enum {
     EXO_PKG_NONE = 0,
     EXO_PKG_APT,
     EXO_PKG_DNF,
+    EXO_PKG_PACKAGEKIT, /* PackageKit over the system D-Bus (pkgop_pk.c) */
 } exo_pkg_backend_t;
 
 typedef enum {
@@ -68,11 +69,13 @@ typedef enum {
     EXO_PKG_ACTIONS
 } exo_pkg_action_t;
 
-/* "apt", "dnf" or "none". */
+/* "apt", "dnf", "packagekit" or "none". */
 const char *exo_pkg_backend_name(exo_pkg_backend_t b);
-/* The backend of this host: as [packages] backend names it, or with "auto" apt when
- * /usr/bin/apt-get exists, else dnf when /usr/bin/dnf does, else none. Found once and kept:
- * the monitor asks before it forks the worker, so both report the same one. */
+/* The backend of this host: as [packages] backend names it, or with "auto" PackageKit when its
+ * D-Bus service is installed (EXO_PK_SERVICE_FILE: the bus starts the daemon on the first
+ * call), else apt when /usr/bin/apt-get exists, else dnf when /usr/bin/dnf does, else none.
+ * Found once and kept: the monitor asks before it forks the worker, so both report the same
+ * one. */
 exo_pkg_backend_t exo_pkg_backend(const exo_config_t *cfg);
 /* The action named by the len bytes at p, or -1. */
 int exo_pkg_action_parse(const char *p, size_t len);
@@ -110,13 +113,20 @@ typedef struct exo_pkg_cmd_s {
     const char *argv[EXO_PKG_ARGV_MAX + 1];
     size_t argc;
     int status_fd; /* 1 when the tool writes progress lines to fd 3 */
+    /* PackageKit's: no program is run, the tool process calls exo_pk_run (pkgop_pk.c) with
+     * the action, the names (names[0..n_names)) and the lock timeout. path is NULL. */
+    int packagekit;
+    exo_pkg_action_t action;
+    size_t n_names;
+    uint32_t lock_timeout_s;
     char lock_opt[48];
     char names[EXO_PKG_NAMES_MAX][EXO_PKG_NAME_MAX + 1];
 } exo_pkg_cmd_t;
 
 /* Builds the fixed command line of action a on backend b with the n names (split from a
- * request exo_pkgop_check_start passed; self_upgrade takes EXO_PKG_SELF_NAMES instead). Returns 0,
- * or -EINVAL for the none backend or bad input. */
+ * request exo_pkgop_check_start passed; self_upgrade takes EXO_PKG_SELF_NAMES instead); for
+ * PackageKit, the same names and the action, with packagekit set. Returns 0, or -EINVAL for the
+ * none backend or bad input. */
 int exo_pkg_cmd_build(exo_pkg_cmd_t *c, exo_pkg_backend_t b, exo_pkg_action_t a,
                       uint32_t lock_timeout_s, const exo_priv_field_t *names, size_t n);
 
@@ -175,6 +185,81 @@ int exo_pkg_enter_scope(const char *id, const char *action, char *err, size_t er
  * stderr to log_fd and fd 3 to status_fd; kills the tool's group at the deadline; writes the
  * exit line before it lets go of the run lock. Never returns. */
 void exo_pkgop_waiter(const exo_pkg_run_t *r) __attribute__((noreturn));
+
+/* ---- PackageKit (pkgop_pk.c) ---------------------------------------------------------- */
+
+#define EXO_PK_SERVICE_FILE "/usr/share/dbus-1/system-services/org.freedesktop.PackageKit.service"
+#define EXO_PK_LINE_MAX 1024    /* bytes of one line the client writes, with its newline */
+#define EXO_PK_UPDATES_MAX 5000 /* updates one operation handles (the worker lists as many) */
+#define EXO_PK_ID_MAX 512       /* bytes of one package id ("name;version;arch;data") */
+
+/* The PackageKit client, in the tool process instead of an execve (so it runs as root, in the
+ * tool's process group, and the waiter's deadline and exit line apply as for apt): connects to
+ * the system bus and runs c->action as one or more transactions of org.freedesktop.PackageKit,
+ * with the hints interactive=false, locale=C.UTF-8, background=false. Writes a few readable
+ * lines to log_fd and the events, one a line, to status_fd:
+ *
+ *   begin ROLE                        a transaction starts: refresh-cache, get-updates,
+ *                                     resolve, update-packages
+ *   status STATUS                     its Status property (PackageKit's names: wait, setup,
+ *                                     running, query, download, install, update, cleanup,
+ *                                     waiting-for-lock, finished, ...)
+ *   percent N                         its Percentage property, 0..100 (not while unknown)
+ *   package INFO NAME VERSION ARCH REPO
+ *                                     the Package signal: INFO is PackageKit's info name
+ *                                     (installed, available, security, bugfix, normal,
+ *                                     downloading, updating, installing, finished, ...); the
+ *                                     package id "name;version;arch;data" split, each part
+ *                                     "-" when empty, REPO the data (the origin)
+ *   severity INFO NAME VERSION ARCH REPO
+ *                                     after a package line whose signal carried an update
+ *                                     severity (PackageKit 1.2: the upper 16 bits of info;
+ *                                     low, normal, important, critical, security, ...)
+ *   item STATUS PERCENT NAME VERSION ARCH REPO
+ *                                     the ItemProgress signal (PERCENT 101: unknown)
+ *   restart TYPE NAME VERSION ARCH REPO
+ *                                     the RequireRestart signal (system, session, ...)
+ *   error CODE DETAILS                the ErrorCode signal (PackageKit's error names:
+ *                                     cannot-get-lock, no-network, package-not-found,
+ *                                     no-space-on-device, ...); or the client's own: dbus (a
+ *                                     call failed; DETAILS the D-Bus error), daemon-gone (the
+ *                                     service left the bus), too-many (more than
+ *                                     EXO_PK_UPDATES_MAX updates)
+ *   finished EXIT RUNTIME_MS          the Finished signal (success, failed, cancelled, ...)
+ *   unknown NAME                      install: no repository knows the name
+ *   not-installed NAME                install: known, not installed (nothing to do, as apt's
+ *                                     --only-upgrade); self_upgrade: an agent package that is
+ *                                     not installed, skipped
+ *   up-to-date NAME                   install, self_upgrade: installed, no update
+ *   retry ROLE                        the transaction failed with cannot-get-lock (PackageKit's
+ *                                     apt backend gives up after about 10 s) before
+ *                                     lock_timeout: started again
+ *   lock-timeout SECONDS              waited for the lock that long ([packages] lock_timeout):
+ *                                     the transaction was cancelled, or not started again
+ *   done                              the action ended successfully
+ *
+ * Keywords and the order of fields are stable; DETAILS is free text (control characters made
+ * spaces) and last; every line is cut to EXO_PK_LINE_MAX bytes. Actions: refresh is
+ * RefreshCache(false); list is GetUpdates (restricted to names when some are given), then
+ * Resolve(installed) of the updates' names for the installed versions; install and
+ * self_upgrade are GetUpdates, Resolve of each name without an update, and UpdatePackages
+ * (only-trusted) of the updates of the names; upgrade_all is UpdatePackages of every update.
+ * Returns the exit status: 0 when the action succeeded, 1 when not. */
+int exo_pk_run(const exo_pkg_cmd_t *c, int log_fd, int status_fd);
+
+/* PackageKit's names of its enums (pk-enum.c), "unknown" for a value out of range. */
+const char *exo_pk_status_name(uint32_t v);
+const char *exo_pk_info_name(uint32_t v);
+const char *exo_pk_error_name(uint32_t v);
+const char *exo_pk_exit_name(uint32_t v);
+const char *exo_pk_restart_name(uint32_t v);
+/* Writes package id (name;version;arch;data) as "NAME VERSION ARCH REPO" into out: each part
+ * "-" when empty, whitespace and control characters in a part made '_'. Returns 0, or -1 when
+ * the id has not 4 parts, an empty name or does not fit in cap. */
+int exo_pk_id_fields(const char *id, char *out, size_t cap);
+/* Formats one line (printf-like) into out[EXO_PK_LINE_MAX]: control characters made spaces,
+ * cut to fit, ending with "\n". Returns its length. */
+size_t exo_pk_line(char *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- the operations' files (the monitor's side; pkgop_run.c) ------------------------- */
 

@@ -66,6 +66,8 @@ static void exec_tool(const exo_pkg_run_t *r)
     } else {
         close(3);
     }
+    /* PackageKit: this process is the client, with the same descriptors. */
+    if (r->cmd->packagekit) _exit(exo_pk_run(r->cmd, 1, status_fd >= 0 ? 3 : -1));
     char *const envp[] = {"PATH=" TOOL_PATH, "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive",
                           NULL};
     /* execve takes char *const[]; the strings are never written. */

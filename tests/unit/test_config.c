@@ -374,16 +374,19 @@ static void test_packages(void)
     CHECK(c.packages_timeout_ms == 6 * 3600000);
     CHECK(c.packages_keep_ms == 60000);
     exo_config_free(&c);
-    const char *backends[] = {"auto", "apt", "dnf", "none"};
-    for (int i = 0; i < 4; i++) {
+    const char *backends[] = {"auto", "apt", "dnf", "packagekit", "none"};
+    for (int i = 0; i < 5; i++) {
         char t[64];
         snprintf(t, sizeof(t), "[packages]\nbackend = %s\n", backends[i]);
         REQUIRE(parse_into(&c, t) == 0);
         CHECK(c.packages_backend == i);
         exo_config_free(&c);
     }
-    CHECK_STR(parse_err("[packages]\nbackend = yum\n"),
-              "agent.conf:2: [packages] backend: expected one of auto, apt, dnf, none, got 'yum'");
+    CHECK_STR(
+        parse_err("[packages]\nbackend = yum\n"),
+        "agent.conf:2: [packages] backend: expected one of auto, apt, dnf, packagekit, none, got "
+        "'yum'");
+    CHECK(strstr(parse_err("[packages]\nbackend = pkcon\n"), "got 'pkcon'") != NULL);
     CHECK_STR(parse_err("[packages]\nallow = nginx, -rf\n"),
               "agent.conf:2: [packages] allow: '-rf' is not a package name of 1 to 128 letters, "
               "digits, '.', '_', '+' or '-', not starting with '-' or '.', not ending with '-'");

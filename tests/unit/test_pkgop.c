@@ -22,6 +22,7 @@
 #define S(x) x, strlen(x)
 
 static exo_config_t cfg_;
+static char dir_[64];
 
 static void test_names(void)
 {
@@ -80,14 +81,18 @@ static void test_actions_and_ids(void)
     exo_config_t bc = {0};
     bc.packages_backend = EXO_PKG_CHOICE_AUTO;
     exo_pkg_backend_t b = exo_pkg_backend(&bc);
-    CHECK(b == (access("/usr/bin/apt-get", X_OK) == 0 ? EXO_PKG_APT
-                : access("/usr/bin/dnf", X_OK) == 0   ? EXO_PKG_DNF
-                                                      : EXO_PKG_NONE));
+    CHECK(b == (access(EXO_PK_SERVICE_FILE, R_OK) == 0  ? EXO_PKG_PACKAGEKIT
+                : access("/usr/bin/apt-get", X_OK) == 0 ? EXO_PKG_APT
+                : access("/usr/bin/dnf", X_OK) == 0     ? EXO_PKG_DNF
+                                                        : EXO_PKG_NONE));
     CHECK(exo_pkg_backend(&bc) == b);
     bc.packages_backend = EXO_PKG_CHOICE_DNF;
     CHECK(exo_pkg_backend(&bc) == EXO_PKG_DNF);
     bc.packages_backend = EXO_PKG_CHOICE_APT;
     CHECK(exo_pkg_backend(&bc) == EXO_PKG_APT);
+    bc.packages_backend = EXO_PKG_CHOICE_PACKAGEKIT;
+    CHECK(exo_pkg_backend(&bc) == EXO_PKG_PACKAGEKIT);
+    CHECK_STR(exo_pkg_backend_name(EXO_PKG_PACKAGEKIT), "packagekit");
     bc.packages_backend = EXO_PKG_CHOICE_NONE;
     CHECK(exo_pkg_backend(&bc) == EXO_PKG_NONE);
 
@@ -283,6 +288,118 @@ static void test_commands(void)
     free(names);
 }
 
+/* PackageKit: no program, the names and the action kept for the client (exo_pk_run). */
+static void test_packagekit_cmd(void)
+{
+    static exo_pkg_cmd_t c;
+    exo_priv_field_t f[3] = {{S("nginx")}, {S("libstdc++6")}, {S("-o")}};
+    REQUIRE(exo_pkg_cmd_build(&c, EXO_PKG_PACKAGEKIT, EXO_PKG_INSTALL, 42, f, 2) == 0);
+    CHECK(c.packagekit == 1 && c.status_fd == 1 && c.path == NULL && c.argc == 0);
+    CHECK(c.action == EXO_PKG_INSTALL && c.lock_timeout_s == 42 && c.n_names == 2);
+    CHECK_STR(c.names[0], "nginx");
+    CHECK_STR(c.names[1], "libstdc++6");
+    REQUIRE(exo_pkg_cmd_build(&c, EXO_PKG_PACKAGEKIT, EXO_PKG_SELF_UPGRADE, 10, f, 1) == 0);
+    CHECK(c.n_names == EXO_PKG_SELF_COUNT);
+    CHECK_STR(c.names[0], "exosphere-guest-agent");
+    CHECK_STR(c.names[1], "exosphere-guest-agent-methods");
+    REQUIRE(exo_pkg_cmd_build(&c, EXO_PKG_PACKAGEKIT, EXO_PKG_UPGRADE_ALL, 10, f, 2) == 0);
+    CHECK(c.n_names == 0);
+    REQUIRE(exo_pkg_cmd_build(&c, EXO_PKG_PACKAGEKIT, EXO_PKG_LIST, 10, f, 0) == 0);
+    CHECK(c.n_names == 0 && c.action == EXO_PKG_LIST);
+    /* The names are checked here too. */
+    CHECK(exo_pkg_cmd_build(&c, EXO_PKG_PACKAGEKIT, EXO_PKG_INSTALL, 10, f, 3) == -EINVAL);
+}
+
+/* The client's line helpers: package ids split, enum names, lines cleaned and bounded. */
+static void test_packagekit_lines(void)
+{
+    char out[EXO_PK_LINE_MAX];
+    REQUIRE(exo_pk_id_fields("exo-testpkg;1.1;all;ExoTest:bookworm", out, sizeof(out)) == 0);
+    CHECK_STR(out, "exo-testpkg 1.1 all ExoTest:bookworm");
+    REQUIRE(exo_pk_id_fields("bash;5.2.15-2+b7;amd64;installed:debian-bookworm-main", out,
+                             sizeof(out)) == 0);
+    CHECK_STR(out, "bash 5.2.15-2+b7 amd64 installed:debian-bookworm-main");
+    /* Empty parts are "-"; spaces and control characters in a part '_'. */
+    REQUIRE(exo_pk_id_fields("a;1;;", out, sizeof(out)) == 0);
+    CHECK_STR(out, "a 1 - -");
+    REQUIRE(exo_pk_id_fields("a;1 2;x86\n;my repo", out, sizeof(out)) == 0);
+    CHECK_STR(out, "a 1_2 x86_ my_repo");
+    REQUIRE(exo_pk_id_fields("a;1;\t;r", out, sizeof(out)) == 0);
+    CHECK_STR(out, "a 1 _ r");
+    CHECK(exo_pk_id_fields("a;1;all", out, sizeof(out)) == -1);
+    CHECK(exo_pk_id_fields("a;1;all;r;x", out, sizeof(out)) == -1);
+    CHECK(exo_pk_id_fields(";1;all;r", out, sizeof(out)) == -1);
+    CHECK(exo_pk_id_fields("", out, sizeof(out)) == -1);
+    CHECK(exo_pk_id_fields("abc;1;all;r", out, 8) == -1);
+    CHECK(exo_pk_id_fields("abc;1;all;r", out, 12) == 0);
+    CHECK(exo_pk_id_fields("abc;1;all;r", out, 11) == -1);
+
+    CHECK_STR(exo_pk_status_name(30), "waiting-for-lock");
+    CHECK_STR(exo_pk_status_name(8), "download");
+    CHECK_STR(exo_pk_status_name(36), "run-hook");
+    CHECK_STR(exo_pk_status_name(37), "unknown");
+    CHECK_STR(exo_pk_info_name(1), "installed");
+    CHECK_STR(exo_pk_info_name(8), "security");
+    CHECK_STR(exo_pk_info_name(1000), "unknown");
+    CHECK_STR(exo_pk_error_name(2), "no-network");
+    CHECK_STR(exo_pk_error_name(8), "package-not-found");
+    CHECK_STR(exo_pk_error_name(26), "cannot-get-lock");
+    CHECK_STR(exo_pk_error_name(46), "no-space-on-device");
+    CHECK_STR(exo_pk_error_name(66), "unfinished-transaction");
+    CHECK_STR(exo_pk_error_name(68), "repo-already-set");
+    CHECK_STR(exo_pk_error_name(69), "unknown");
+    CHECK_STR(exo_pk_exit_name(1), "success");
+    CHECK_STR(exo_pk_exit_name(3), "cancelled");
+    CHECK_STR(exo_pk_exit_name(12), "unknown");
+    CHECK_STR(exo_pk_restart_name(4), "system");
+
+    CHECK(exo_pk_line(out, "error %s %s", "no-network", "a\nb\tc\r") == 24);
+    CHECK_STR(out, "error no-network a b c \n");
+    /* A long line is cut to EXO_PK_LINE_MAX bytes with its newline, never inside a UTF-8
+     * sequence. */
+    char *big = malloc(3000);
+    REQUIRE(big != NULL);
+    memset(big, 'x', 2999);
+    big[2999] = '\0';
+    CHECK(exo_pk_line(out, "%s", big) == EXO_PK_LINE_MAX - 1);
+    CHECK(out[EXO_PK_LINE_MAX - 2] == '\n' && out[EXO_PK_LINE_MAX - 1] == '\0');
+    for (size_t i = 0; i < 3000 - 2; i += 2)
+        memcpy(big + i, "\xc3\xa9", 2); /* é */
+    big[2998] = '\0';
+    size_t len = exo_pk_line(out, "x%s", big);
+    CHECK(len == EXO_PK_LINE_MAX - 2);
+    CHECK(out[len - 1] == '\n' && (unsigned char)out[len - 2] == 0xa9);
+    free(big);
+}
+
+/* Without a bus: the client says why on both files and fails (exit status 1). */
+static void test_packagekit_no_bus(void)
+{
+    static exo_pkg_cmd_t c;
+    char path[300], buf[1024];
+    REQUIRE(exo_pkg_cmd_build(&c, EXO_PKG_PACKAGEKIT, EXO_PKG_REFRESH, 10, NULL, 0) == 0);
+    snprintf(path, sizeof(path), "%s/pk-status", dir_);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    char *old =
+        getenv("DBUS_SYSTEM_BUS_ADDRESS") ? strdup(getenv("DBUS_SYSTEM_BUS_ADDRESS")) : NULL;
+    setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/exo-test-bus", 1);
+    CHECK(exo_pk_run(&c, -1, fd) == 1);
+    if (old) {
+        setenv("DBUS_SYSTEM_BUS_ADDRESS", old, 1);
+        free(old);
+    } else {
+        unsetenv("DBUS_SYSTEM_BUS_ADDRESS");
+    }
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    REQUIRE(n > 0);
+    buf[n] = '\0';
+    CHECK(strncmp(buf, "error dbus connecting to the system bus: ", 41) == 0);
+    CHECK(strchr(buf, '\n') == buf + n - 1);
+    close(fd);
+    unlink(path);
+}
+
 static void test_poll_cut(void)
 {
     char buf[EXO_PKG_POLL_MAX];
@@ -323,8 +440,6 @@ static void test_poll_cut(void)
 }
 
 /* ---- the waiter ---------------------------------------------------------------------- */
-
-static char dir_[64];
 
 static char *slurp(const char *name)
 {
@@ -699,6 +814,9 @@ int main(void)
     RUN(test_check_start);
     RUN(test_check_poll);
     RUN(test_commands);
+    RUN(test_packagekit_cmd);
+    RUN(test_packagekit_lines);
+    RUN(test_packagekit_no_bus);
     RUN(test_poll_cut);
     RUN(test_waiter);
     RUN(test_write_exit);

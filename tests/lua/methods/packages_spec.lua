@@ -736,6 +736,176 @@ describe("packages", function()
     end)
   end)
 
+  describe("with PackageKit", function()
+    before_each(function()
+      fake.config.backend = "packagekit"
+      fake.config.allow = { "exo-testpkg", "exo-testpkg-sec", "exo-nosuchpkg" }
+      fake.runs.refresh = run("packagekit/refresh")
+    end)
+
+    it("lists the updates with their installed versions, origins and security flags", function()
+      fake.runs.list = run("packagekit/list-all")
+      local ok, r = k:rpc("packages.check_updates", {}, { auth = kit.USER })
+      assert.is_true(ok, json.encode(r))
+      assert.same({
+        backend = "packagekit", refreshed = true,
+        updates = {
+          { name = "exo-testpkg", installed = "1.0", candidate = "1.1", origin = "exotest-bookworm-main", security = false },
+          -- PackageKit's apt backend calls only Debian's and Ubuntu's archives security ones;
+          -- the suite in its origin says so here.
+          { name = "exo-testpkg-sec", installed = "2.0", candidate = "2.0+deb12u1",
+            origin = "exotest-bookworm-security-main", security = true },
+        },
+      }, json.decode(json.encode(r)))
+    end)
+
+    it("lists the named packages only; an unknown name has no updates", function()
+      fake.runs.list = run("packagekit/list-named")
+      local ok, r = k:rpc("packages.check_updates", { packages = { "exo-testpkg" } })
+      assert.is_true(ok, json.encode(r))
+      assert.same({ "exo-testpkg" }, { r.updates[1].name, r.updates[2] })
+      assert.same({ "start", "list", { "exo-testpkg" } }, fake.calls_of("start")[2])
+      fake.runs.list = run("packagekit/list-none")
+      ok, r = k:rpc("packages.check_updates", { packages = { "exo-nosuchpkg" } })
+      assert.is_true(ok, json.encode(r))
+      assert.same({}, r.updates)
+    end)
+
+    it("lists from the old lists (refreshed = false) when the refresh cannot reach the repository", function()
+      fake.runs.refresh = run("packagekit/refresh-unreachable")
+      fake.runs.list = run("packagekit/list-all")
+      local ok, r = k:rpc("packages.check_updates", {})
+      assert.is_true(ok, json.encode(r))
+      assert.is_false(r.refreshed)
+      assert.equal(2, #r.updates)
+      assert.equal(1, #k:logged("warn", "refresh failed"))
+    end)
+
+    it("a security severity marks an update as a security one", function()
+      local list = fixture("packagekit/list-named.status")
+      fake.runs.list = { log = "", exit = "exit 0",
+        status = list:gsub("severity normal exo%-testpkg", "severity security exo-testpkg") }
+      local ok, r = k:rpc("packages.check_updates", { packages = { "exo-testpkg" } })
+      assert.is_true(ok, json.encode(r))
+      assert.is_true(r.updates[1].security)
+    end)
+
+    it("upgrades a package in a job: phases from PackageKit's states, what changed", function()
+      fake.runs.install = run("packagekit/install", { step = 300 })
+      local _, started = k:rpc("packages.update", { packages = { "exo-testpkg" } }, { session = 5 })
+      k:run_jobs()
+      local r = k:call_ok("jobs.get", { job_id = started.job_id })
+      assert.equal("succeeded", r.state, json.encode(r))
+      assert.same({ { name = "exo-testpkg", from = "1.0", to = "1.1" } }, r.result.changed)
+      -- /run/reboot-required as with apt (absent here, or unreadable in the sandbox).
+      assert.is_not_true(r.result.reboot_required)
+      assert.same({ "downloading", "installing", "configuring", "done" }, phase_names(k, 5))
+      local sent = phases_sent(k, 5)
+      for i = 2, #sent do
+        assert.is_true(sent[i][1] >= sent[i - 1][1], "percent never goes back")
+      end
+      assert.same({ 100, "done" }, { sent[#sent][1], sent[#sent][2] })
+    end)
+
+    it("says a reboot is required when PackageKit says so", function()
+      local status = fixture("packagekit/install.status")
+      fake.runs.install = { log = "", exit = "exit 0",
+        status = status:gsub("\ndone\n", "\nrestart system exo-testpkg 1.1 all exotest-bookworm-main\ndone\n") }
+      local _, started = k:rpc("packages.update", { packages = { "exo-testpkg" } })
+      k:run_jobs()
+      assert.is_true(k:call_ok("jobs.get", { job_id = started.job_id }).result.reboot_required)
+    end)
+
+    it("succeeds with nothing changed for a package that is up to date", function()
+      fake.runs.install = run("packagekit/install-up-to-date")
+      local _, started = k:rpc("packages.update", { packages = { "exo-testpkg" } })
+      k:run_jobs()
+      local r = k:call_ok("jobs.get", { job_id = started.job_id })
+      assert.equal("succeeded", r.state, json.encode(r))
+      assert.same({}, r.result.changed)
+    end)
+
+    it("upgrades everything", function()
+      fake.runs.upgrade_all = run("packagekit/upgrade-all")
+      local _, started = k:rpc("packages.update", { all = true }, { session = 5 })
+      k:run_jobs()
+      local r = k:call_ok("jobs.get", { job_id = started.job_id })
+      assert.same({
+        { name = "exo-testpkg", from = "1.0", to = "1.1" },
+        { name = "exo-testpkg-sec", from = "2.0", to = "2.0+deb12u1" },
+      }, json.decode(json.encode(r.result.changed)))
+      -- Installing and configuring alternate, package by package, as dpkg works.
+      assert.same({ "downloading", "installing", "configuring", "installing", "configuring", "done" }, phase_names(k, 5))
+    end)
+
+    it("reports waiting for the lock, naming its holder, then installs when it is released", function()
+      fake.runs.install = run("packagekit/install-lock-wait", { step = 200 })
+      local _, started = k:rpc("packages.update", { packages = { "exo-testpkg" } }, { session = 5 })
+      k:run_jobs()
+      local r = k:call_ok("jobs.get", { job_id = started.job_id })
+      assert.equal("succeeded", r.state, json.encode(r))
+      assert.same({ { name = "exo-testpkg", from = "1.0", to = "1.1" } }, r.result.changed)
+      assert.same({ "waiting for lock", "downloading", "installing", "configuring", "done" }, phase_names(k, 5))
+    end)
+
+    local failures = {
+      { "packagekit/install-lock-timeout", -32005, "lock_timeout", function(d)
+        assert.equal(60, d.retry_after_s)
+        assert.matches("^process %d+ %(perl%)$", d.held_by)
+      end },
+      { "packagekit/install-unreachable", -32009, "repository_unreachable" },
+      { "packagekit/install-unknown", -32003, "unknown_package", function(d)
+        assert.equal("exo-nosuchpkg", d.package)
+      end },
+    }
+    for _, f in ipairs(failures) do
+      it("fails the job with " .. f[3] .. " (" .. f[1] .. ")", function()
+        fake.runs.install = run(f[1])
+        local _, started = k:rpc("packages.update", { packages = { "exo-testpkg" } })
+        k:run_jobs()
+        local r = k:call_ok("jobs.get", { job_id = started.job_id })
+        assert.equal("failed", r.state)
+        assert.same({ f[2], f[3], "packagekit" }, { r.error.code, r.error.data.reason, r.error.data.backend })
+        if f[4] then
+          f[4](r.error.data)
+        end
+      end)
+    end
+
+    -- PackageKit's codes that recorded runs do not show, on a recorded failure's lines.
+    local codes = {
+      { "no-space-on-device", -32007, "disk_full" },
+      { "unfinished-transaction", -32000, "dpkg_interrupted" },
+      { "no-network", -32009, "repository_unreachable" },
+      { "daemon-gone", -32000, "failed" },
+    }
+    for _, c in ipairs(codes) do
+      it("maps the error " .. c[1] .. " to " .. c[3], function()
+        local status = fixture("packagekit/install-unreachable.status")
+        status = status:gsub("error package%-download%-failed [^\n]*", "error " .. c[1] .. " something went wrong")
+        fake.runs.install = { log = "PackageKit: error " .. c[1] .. ": something went wrong\n", status = status,
+                              exit = "exit 1" }
+        local _, started = k:rpc("packages.update", { packages = { "exo-testpkg" } })
+        k:run_jobs()
+        local r = k:call_ok("jobs.get", { job_id = started.job_id })
+        assert.same({ c[2], c[3] }, { r.error.code, r.error.data.reason })
+        if c[3] == "failed" then
+          assert.matches("PackageKit failed", r.error.message)
+          assert.same({ "PackageKit: error daemon-gone: something went wrong" }, r.error.data.log_tail)
+        end
+      end)
+    end
+
+    it("an agent package that is not installed is skipped by self_upgrade", function()
+      -- Recorded for the monitor's self_upgrade action: nothing to do, success.
+      local r = run("packagekit/self-upgrade-not-installed")
+      assert.equal("exit 0", r.exit)
+      assert.truthy(r.status:find("\nnot-installed exosphere-guest-agent\n", 1, true))
+      assert.truthy(r.status:find("\nnot-installed exosphere-guest-agent-methods\ndone\n", 1, true))
+      assert.truthy(r.log:find("PackageKit: resolve", 1, true))
+    end)
+  end)
+
   describe("on lines of the longest length read (2048 bytes)", function()
     -- Lines shaped to make the parsers' patterns backtrack most: the pattern guard must
     -- never refuse one (it would fail the call with data.limit = "pattern").
@@ -743,7 +913,7 @@ describe("packages", function()
       ("x"):rep(3000), (" "):rep(3000), ("a.b "):rep(800), ("a "):rep(1500), ("a.b c "):rep(600),
       "Inst a [b] (c " .. ("[d] "):rep(800), "Inst " .. ("a "):rep(1500), "  Upgrading : " .. ("a "):rep(1500),
       "Unpacking a (" .. ("b "):rep(1500), "Waiting for cache lock: It is held by process 1 (" .. ("p "):rep(1500),
-      "pmstatus:a:" .. ("1"):rep(3000), "dlstatus:" .. (":"):rep(3000), " " .. ("a "):rep(1500),
+      "pmstatus:a:" .. ("1"):rep(3000), "begin update-packages", "package installing " .. ("a "):rep(1500), "dlstatus:" .. (":"):rep(3000), " " .. ("a "):rep(1500),
       "     replacing  " .. ("a.b "):rep(800), "E: Unable to locate package " .. ("a"):rep(3000),
       ("Inst a [1] (2 %s[all])"):format(("[d] "):rep(500)), ("Inst a [1] (2 %s[all])"):format(("x, "):rep(600)),
       ("Inst a [1] (2 x%sy [all])"):format((" "):rep(2000)), ("Inst a (2 %s)"):format((" "):rep(2000)),
@@ -751,7 +921,7 @@ describe("packages", function()
     }
     local text = table.concat(shapes, "\n") .. "\n"
 
-    for _, backend in ipairs({ "apt", "dnf" }) do
+    for _, backend in ipairs({ "apt", "dnf", "packagekit" }) do
       it("are parsed or skipped with " .. backend, function()
         fake.config.backend = backend
         fake.runs.refresh = { log = text, status = text, exit = "exit 0" }
@@ -770,7 +940,7 @@ describe("packages", function()
   end)
 
   it("use every recorded fixture", function()
-    local listing = io.popen("cd " .. DIR .. " && ls apt/*.log apt/*.status dnf/*.log")
+    local listing = io.popen("cd " .. DIR .. " && ls apt/*.log apt/*.status dnf/*.log packagekit/*.log packagekit/*.status")
     local missing = {}
     for path in listing:lines() do
       if not used[path] and path ~= "dnf/setup-install.log" then
