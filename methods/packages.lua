@@ -350,7 +350,8 @@ local PHASE_RANK = { ["waiting for lock"] = 0, downloading = 1, installing = 2, 
 -- reported once per poll (the job's report), so that a long run sends a few notifications a
 -- second at most.
 local function new_progress(on_phase)
-  return { percent = 0, phase = nil, detail = nil, changed = {}, index = {}, problems = new_problems(),
+  -- changed is a JSON array even when empty (the job's result is not shaped by a schema).
+  return { percent = 0, phase = nil, detail = nil, changed = json.array(), index = {}, problems = new_problems(),
            on_phase = on_phase }
 end
 
@@ -477,6 +478,20 @@ local function dnf_log_line(pr, line)
     return
   end
   note_problem(pr.problems, line)
+  -- "Package exo-testextra available, but not installed." before its "No match for argument":
+  -- dnf upgrade installs nothing new, as apt-get install --only-upgrade, which skips such a
+  -- name (exit 0); dnf fails (exit 1) when it is the only one named.
+  local absent = line:match("^Package (%S+) available, but not installed%.$")
+  local nomatch = line:match("^No match for argument: (%S+)")
+  if absent then
+    pr.dnf_absent = pr.dnf_absent or {}
+    pr.dnf_absent[absent] = true
+  elseif nomatch then
+    pr.dnf_nomatch = (pr.dnf_nomatch or 0) + 1
+    if not (pr.dnf_absent and pr.dnf_absent[nomatch]) then
+      pr.dnf_unknown = true
+    end
+  end
   if line == "Dependencies resolved." then
     pr.dnf_table = true
   elseif line:find("^Transaction Summary") then
@@ -495,9 +510,19 @@ local function dnf_log_line(pr, line)
       add_changed(pr, f[1], f[3], json.null)
     elseif row then
       add_changed(pr, f[1], json.null, f[3])
+      pr.dnf_fetch = (pr.dnf_fetch or 0) + 1
     end
   elseif line == "Downloading Packages:" then
     set(pr, "downloading", 5)
+  elseif pr.phase == "downloading" and line:find("^%S+%.rpm%s") then
+    -- "exo-testpkg-1.1-1.noarch.rpm   1.2 MB/s | 6.3 kB   00:00": one line per package
+    -- downloaded (a package already in dnf's cache has none), out of the table's rows.
+    pr.dnf_fetched = (pr.dnf_fetched or 0) + 1
+    set(pr, "downloading", 5 + 15 * pr.dnf_fetched / math.max(pr.dnf_fetched, pr.dnf_fetch or 1), line:match("^%S+"))
+  elseif line:find("^Ignoring repositories: ") then
+    -- skip_if_unavailable=True (Debian's dnf.conf; Fedora's and RHEL's say False): dnf goes on
+    -- without the repositories it could not read, and exits 0.
+    pr.dnf_ignored = cut(line)
   elseif line == "Running transaction" then
     set(pr, "installing", 20)
   else
@@ -507,9 +532,12 @@ local function dnf_log_line(pr, line)
     local f = step and DNF_STEP_PHASES[step] and agent.split(line:sub(colon + 1)) or {}
     local nevra, i, n = f[1], (f[2] or ""):match("^(%d+)/(%d+)$")
     if #f == 2 and i then
-      local phase = DNF_STEP_PHASES[step]
+      -- The steps count the transaction's elements (an upgrade is two: the new package and
+      -- the cleanup of the old one); scriptlets run inside them (a %pre before its package's
+      -- step, a %post after it), so they share that count. Verifying counts the packages
+      -- again, after the transaction.
       local share = tonumber(i) / math.max(1, tonumber(n))
-      set(pr, phase, phase == "installing" and 20 + 40 * share or 60 + 39 * share, nevra)
+      set(pr, DNF_STEP_PHASES[step], step == "Verifying" and 90 + 9 * share or 20 + 70 * share, nevra)
       local name, vr = dnf_split_nevra(nevra)
       if step == "Cleanup" and name then
         -- The version an upgrade replaced (one per package; bounded like changed).
@@ -520,6 +548,20 @@ local function dnf_log_line(pr, line)
       end
     end
   end
+end
+
+-- Whether a failed dnf upgrade only named packages that are not installed: nothing to do, as
+-- with apt. Any other problem found, or a name no repository has, is a failure.
+local function dnf_only_absent(pr, exit)
+  if exit ~= "exit 1" or not pr.dnf_nomatch or pr.dnf_unknown then
+    return false
+  end
+  for reason in pairs(pr.problems.found) do
+    if reason ~= "unknown_package" then
+      return false
+    end
+  end
+  return true
 end
 
 -- Upgrades' old versions, from dnf's Cleanup steps.
@@ -749,11 +791,18 @@ local function update_job(ctx, cfg, action, names)
     local on_log = cfg.backend == "apt" and function(line) apt_log_line(pr, line) end
       or function(line) dnf_log_line(pr, line) end
     local exit = follow(id, on_log, function(line) apt_status_line(pr, line) end, nil, function() report(pr) end)
-    if exit ~= "exit 0" then
+    if exit ~= "exit 0" and not (cfg.backend == "dnf" and dnf_only_absent(pr, exit)) then
       run_failed(cfg.backend, exit, pr.problems, pr.phase == "waiting for lock")
     end
     if cfg.backend == "dnf" then
       dnf_finish(pr)
+      -- Named packages and nothing changed, but a repository was left out: the update may
+      -- well be in it, so "nothing to do" would not be the truth. (For all = true the other
+      -- repositories' updates went in, and a mirror that is down is routine.)
+      if action ~= "upgrade_all" and #pr.changed == 0 and pr.dnf_ignored then
+        fail(errors.Unavailable, "repository_unreachable", "a package repository cannot be reached",
+          { backend = "dnf", exit = exit, detail = pr.problems.found.repository_unreachable or pr.dnf_ignored })
+      end
     end
     local result = { changed = pr.changed, reboot_required = reboot_required(ctx, cfg.backend) }
     if pr.changed_truncated then
