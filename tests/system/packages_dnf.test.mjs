@@ -272,31 +272,36 @@ test(`packages.* with the dnf backend on ${RELEASE} (Debian's dnf 4, a signed lo
         assert.equal(await rpmInstalled(c, 'exo-testextra'), '');
       });
 
-      await step('the repository unreachable (its port closed): repository_unreachable, with and without skip_if_unavailable', async () => {
+      await step('the repository unreachable (its port closed): repository_unreachable, for the packages and for the metadata', async () => {
         await downgrade();
+        // Each case as a real instance meets it, whatever the age of dnf's cache: dnf reads
+        // the metadata again once it is older than metadata_expire (0 here: a second).
+        const unreachable = async (what) => {
+          const t1 = Date.now();
+          const u = await update(c, { packages: ['exo-testpkg'] });
+          const e = refusal(u);
+          t.diagnostic(`${what}: refused by the ${u.error ? 'call' : 'job'} after ${((Date.now() - t1) / 1000).toFixed(1)} s: ${e.message}`);
+          assert.equal(e.code, -32009, JSON.stringify(e));
+          assert.equal(e.data.reason, 'repository_unreachable');
+          assert.equal(await rpmInstalled(c, 'exo-testpkg'), '1.0-1');
+          return e;
+        };
+        // The metadata fresh (metadata_expire=1h, refreshed while the server was up), the
+        // package not: its download fails ("[MIRROR] ...: Curl error (7)", exit 1).
+        await c.run(`sed -i 's/^metadata_expire=.*/metadata_expire=1h/' /etc/yum.repos.d/${REPO_ID}.repo && dnf -q makecache && dnf -q clean packages`);
         await server.stop();
         server = null;
-        // Debian's /etc/dnf/dnf.conf says skip_if_unavailable=True: dnf leaves the repository
-        // out ("Ignoring repositories: exo-test") and exits 0 with nothing to do.
-        let t1 = Date.now();
-        let u = await update(c, { packages: ['exo-testpkg'] });
-        let e = refusal(u);
-        t.diagnostic(`unreachable, skipped: refused by the ${u.error ? 'call' : 'job'} after ${((Date.now() - t1) / 1000).toFixed(1)} s: ${e.message}`);
-        assert.equal(e.code, -32009, JSON.stringify(e));
-        assert.equal(e.data.reason, 'repository_unreachable');
-        assert.equal(await rpmInstalled(c, 'exo-testpkg'), '1.0-1');
+        await unreachable('package download');
+        // The metadata expired: with Debian's /etc/dnf/dnf.conf (skip_if_unavailable=True)
+        // dnf leaves the repository out ("Ignoring repositories: exo-test") and exits 0 with
+        // nothing to do; the agent does not take that for "up to date".
+        await c.run(`sed -i 's/^metadata_expire=.*/metadata_expire=0/' /etc/yum.repos.d/${REPO_ID}.repo && dnf -q clean metadata`);
+        await unreachable('metadata, skip_if_unavailable=True');
         // Fedora's and RHEL's dnf.conf say False: dnf fails (exit 1).
         await c.run("sed -i 's/^skip_if_unavailable=.*/skip_if_unavailable=False/' /etc/dnf/dnf.conf");
-        t1 = Date.now();
-        u = await update(c, { packages: ['exo-testpkg'] });
-        e = refusal(u);
-        t.diagnostic(`unreachable: refused by the ${u.error ? 'call' : 'job'} after ${((Date.now() - t1) / 1000).toFixed(1)} s: ${e.message}`);
-        assert.equal(e.code, -32009, JSON.stringify(e));
-        assert.equal(e.data.reason, 'repository_unreachable');
+        const e = await unreachable('metadata, skip_if_unavailable=False');
         assert.equal(e.data.exit, 'exit 1', JSON.stringify(e));
-        assert.equal(await rpmInstalled(c, 'exo-testpkg'), '1.0-1');
-        // check_updates too: the refresh fails, and so does the list (dnf reads the
-        // repository again: metadata_expire=0).
+        // check_updates too: the refresh fails, and so does the list.
         const r = await call(c, 'packages.check_updates', {});
         assert.equal(r.error?.data?.reason, 'repository_unreachable', JSON.stringify(r));
       });
