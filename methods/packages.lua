@@ -372,6 +372,7 @@ local PHASE_RANK = { ["waiting for lock"] = 0, downloading = 1, installing = 2, 
 -- reported once per poll (the job's report), so that a long run sends a few notifications a
 -- second at most.
 local function new_progress(on_phase)
+  -- changed is a JSON array even when empty (the job's result is not shaped by a schema).
   return { percent = 0, phase = nil, detail = nil, changed = json.array(), index = {}, problems = new_problems(),
            on_phase = on_phase }
 end
@@ -499,6 +500,20 @@ local function dnf_log_line(pr, line)
     return
   end
   note_problem(pr.problems, line)
+  -- "Package exo-testextra available, but not installed." before its "No match for argument":
+  -- dnf upgrade installs nothing new, as apt-get install --only-upgrade, which skips such a
+  -- name (exit 0); dnf fails (exit 1) when it is the only one named.
+  local absent = line:match("^Package (%S+) available, but not installed%.$")
+  local nomatch = line:match("^No match for argument: (%S+)")
+  if absent then
+    pr.dnf_absent = pr.dnf_absent or {}
+    pr.dnf_absent[absent] = true
+  elseif nomatch then
+    pr.dnf_nomatch = (pr.dnf_nomatch or 0) + 1
+    if not (pr.dnf_absent and pr.dnf_absent[nomatch]) then
+      pr.dnf_unknown = true
+    end
+  end
   if line == "Dependencies resolved." then
     pr.dnf_table = true
   elseif line:find("^Transaction Summary") then
@@ -517,9 +532,19 @@ local function dnf_log_line(pr, line)
       add_changed(pr, f[1], f[3], json.null)
     elseif row then
       add_changed(pr, f[1], json.null, f[3])
+      pr.dnf_fetch = (pr.dnf_fetch or 0) + 1
     end
   elseif line == "Downloading Packages:" then
     set(pr, "downloading", 5)
+  elseif pr.phase == "downloading" and line:find("^%S+%.rpm%s") then
+    -- "exo-testpkg-1.1-1.noarch.rpm   1.2 MB/s | 6.3 kB   00:00": one line per package
+    -- downloaded (a package already in dnf's cache has none), out of the table's rows.
+    pr.dnf_fetched = (pr.dnf_fetched or 0) + 1
+    set(pr, "downloading", 5 + 15 * pr.dnf_fetched / math.max(pr.dnf_fetched, pr.dnf_fetch or 1), line:match("^%S+"))
+  elseif line:find("^Ignoring repositories: ") then
+    -- skip_if_unavailable=True (Debian's dnf.conf; Fedora's and RHEL's say False): dnf goes on
+    -- without the repositories it could not read, and exits 0.
+    pr.dnf_ignored = cut(line)
   elseif line == "Running transaction" then
     set(pr, "installing", 20)
   else
@@ -529,9 +554,12 @@ local function dnf_log_line(pr, line)
     local f = step and DNF_STEP_PHASES[step] and agent.split(line:sub(colon + 1)) or {}
     local nevra, i, n = f[1], (f[2] or ""):match("^(%d+)/(%d+)$")
     if #f == 2 and i then
-      local phase = DNF_STEP_PHASES[step]
+      -- The steps count the transaction's elements (an upgrade is two: the new package and
+      -- the cleanup of the old one); scriptlets run inside them (a %pre before its package's
+      -- step, a %post after it), so they share that count. Verifying counts the packages
+      -- again, after the transaction.
       local share = tonumber(i) / math.max(1, tonumber(n))
-      set(pr, phase, phase == "installing" and 20 + 40 * share or 60 + 39 * share, nevra)
+      set(pr, DNF_STEP_PHASES[step], step == "Verifying" and 90 + 9 * share or 20 + 70 * share, nevra)
       local name, vr = dnf_split_nevra(nevra)
       if step == "Cleanup" and name then
         -- The version an upgrade replaced (one per package; bounded like changed).
@@ -542,6 +570,20 @@ local function dnf_log_line(pr, line)
       end
     end
   end
+end
+
+-- Whether a failed dnf upgrade only named packages that are not installed: nothing to do, as
+-- with apt. Any other problem found, or a name no repository has, is a failure.
+local function dnf_only_absent(pr, exit)
+  if exit ~= "exit 1" or not pr.dnf_nomatch or pr.dnf_unknown then
+    return false
+  end
+  for reason in pairs(pr.problems.found) do
+    if reason ~= "unknown_package" then
+      return false
+    end
+  end
+  return true
 end
 
 -- Upgrades' old versions, from dnf's Cleanup steps.
@@ -903,7 +945,7 @@ end
 -- Follows the changing operation `id` of `backend` for a job to its end: progress, and the
 -- result {changed, reboot_required}. A job that a new worker resumes (the agent restarted
 -- while the operation ran in its own scope) reads the operation's files again from the start.
-local function follow_update(job, id, backend)
+local function follow_update(job, id, backend, action)
   local reported = {}
   local function report(pr)
     if pr.phase and (pr.phase ~= reported.phase or pr.percent ~= reported.percent
@@ -921,11 +963,18 @@ local function follow_update(job, id, backend)
     on_log, on_status = function(line) add_tail(pr.problems, line) end, function(line) pk_update_line(pr, line) end
   end
   local exit = follow(id, on_log, on_status, nil, function() report(pr) end)
-  if exit ~= "exit 0" then
+  if exit ~= "exit 0" and not (backend == "dnf" and dnf_only_absent(pr, exit)) then
     run_failed(backend, exit, pr.problems, pr.phase == "waiting for lock")
   end
   if backend == "dnf" then
     dnf_finish(pr)
+    -- Named packages and nothing changed, but a repository was left out: the update may
+    -- well be in it, so "nothing to do" would not be the truth. (For all = true the other
+    -- repositories' updates went in, and a mirror that is down is routine.)
+    if action ~= "upgrade_all" and #pr.changed == 0 and pr.dnf_ignored then
+      fail(errors.Unavailable, "repository_unreachable", "a package repository cannot be reached",
+        { backend = "dnf", exit = exit, detail = pr.problems.found.repository_unreachable or pr.dnf_ignored })
+    end
   end
   local result = { changed = pr.changed, reboot_required = reboot_required(backend, pr) }
   if pr.changed_truncated then
@@ -936,13 +985,13 @@ local function follow_update(job, id, backend)
   return result
 end
 
--- What a resumed job gets (job.resumable): the operation and its backend.
+-- What a resumed job gets (job.resumable): the operation, its backend and its action.
 local function resume_data(data)
   if type(data) ~= "table" or type(data.op) ~= "string" or not data.op:find("^%x+$")
-      or not BACKENDS[data.backend] then
+      or not BACKENDS[data.backend] or type(data.action) ~= "string" then
     fail(errors.Failed, "failed", "the job's stored operation is damaged; it cannot be followed")
   end
-  return data.op, data.backend
+  return data.op, data.backend, data.action
 end
 
 -- The job: starts the operation, says how a new worker goes on with it, follows it.
@@ -950,15 +999,15 @@ local function update_job(cfg, action, names)
   return function(job)
     local id = start(action, names)
     agent.log("info", ("package operation %s (%s) started for job %s"):format(id, action, job.id))
-    job.resumable({ op = id, backend = cfg.backend })
-    return follow_update(job, id, cfg.backend)
+    job.resumable({ op = id, backend = cfg.backend, action = action })
+    return follow_update(job, id, cfg.backend, action)
   end
 end
 
 local function resume_update(job, data)
-  local id, backend = resume_data(data)
+  local id, backend, action = resume_data(data)
   agent.log("info", ("following package operation %s again for job %s"):format(id, job.id))
-  return follow_update(job, id, backend)
+  return follow_update(job, id, backend, action)
 end
 
 local function dedupe(names)
@@ -1101,15 +1150,15 @@ local function self_upgrade_job(cfg)
   return function(job)
     local id = start("self_upgrade", nil)
     agent.log("info", ("package operation %s (self_upgrade) started for job %s"):format(id, job.id))
-    job.resumable({ op = id, backend = cfg.backend })
-    return self_upgrade_result(follow_update(job, id, cfg.backend), false)
+    job.resumable({ op = id, backend = cfg.backend, action = "self_upgrade" })
+    return self_upgrade_result(follow_update(job, id, cfg.backend, "self_upgrade"), false)
   end
 end
 
 local function resume_self_upgrade(job, data)
-  local id, backend = resume_data(data)
+  local id, backend, action = resume_data(data)
   agent.log("info", ("following the agent's upgrade (operation %s) after a restart, for job %s"):format(id, job.id))
-  return self_upgrade_result(follow_update(job, id, backend), true)
+  return self_upgrade_result(follow_update(job, id, backend, action), true)
 end
 
 local self_upgrade = method({

@@ -1014,10 +1014,11 @@ static const char *op_pkg_start(const exo_priv_msg_t *m)
     exo_pkg_action_t a = (exo_pkg_action_t)exo_pkg_action_parse(m->f[0].p, m->f[0].len);
     exo_pkg_backend_t b = exo_pkg_backend(m_.cfg);
     if (b == EXO_PKG_NONE) {
-        answer_status(m->op, m->seq, "no_backend",
-                      m_.cfg->packages_backend == EXO_PKG_CHOICE_NONE
-                          ? "package operations are disabled ([packages] backend = none)"
-                          : "no package manager: neither /usr/bin/apt-get nor /usr/bin/dnf exists");
+        answer_status(
+            m->op, m->seq, "no_backend",
+            m_.cfg->packages_backend == EXO_PKG_CHOICE_NONE
+                ? "package operations are disabled ([packages] backend = none)"
+                : "no package manager: neither PackageKit nor /usr/bin/apt-get nor /usr/bin/dnf");
         return NULL;
     }
     pkgop_t *slot = NULL;

@@ -633,6 +633,96 @@ describe("packages", function()
       end)
     end
 
+    -- Recorded through the agent in the dnf container test (tests/system/packages_dnf.test.mjs).
+    describe("as the agent ran it (HTTP repository, signed packages)", function()
+      before_each(function()
+        fake.config.allow = { "exo-testpkg", "exo-testextra", "exo-nosuchpkg" }
+      end)
+
+      local function update(name, action)
+        fake.runs[action or "install"] = run(name)
+        local params = action == "upgrade_all" and { all = true } or { packages = { "exo-testpkg" } }
+        local _, started = k:rpc("packages.update", params, { session = 4 })
+        k:run_jobs()
+        return k:call_ok("jobs.get", { job_id = started.job_id })
+      end
+
+      it("upgrades a package after importing the repository's key: every phase, percentages by step", function()
+        local r = update("dnf/agent-upgrade-signed")
+        assert.equal("succeeded", r.state, json.encode(r))
+        assert.same({ changed = { { name = "exo-testpkg", from = "1.0-1", to = "1.1-1" } }, reboot_required = json.null },
+          json.decode(json.encode(r.result)))
+        local sent = phases_sent(k, 4)
+        assert.same({ 5, "downloading" }, { sent[1][1], sent[1][2] })
+        -- The %pre scriptlet, the upgrade, the %post scriptlet: one element of two; the
+        -- cleanup of 1.0 the second; then the verification.
+        local seen = {}
+        for _, p in ipairs(sent) do
+          seen[#seen + 1] = ("%d %s"):format(p[1], p[2])
+        end
+        assert.same({ "5 downloading", "20 downloading", "20 installing", "55 configuring", "55 installing",
+                      "55 configuring", "90 installing", "94 configuring", "99 configuring", "100 done" }, seen)
+      end)
+
+      it("reports the download of each package with its file name", function()
+        fake.runs.install = run("dnf/agent-upgrade-signed", { step = 40 })
+        local _, started = k:rpc("packages.update", { packages = { "exo-testpkg" } }, { session = 4 })
+        k:run_jobs()
+        local details = {}
+        for _, p in ipairs(phases_sent(k, 4)) do
+          if p[2] == "downloading" and p[3] then
+            details[p[3]] = true
+          end
+        end
+        assert.same({ ["exo-testpkg-1.1-1.noarch.rpm"] = true }, details)
+        assert.equal("succeeded", k:call_ok("jobs.get", { job_id = started.job_id }).state)
+      end)
+
+      it("waits for the rpmdb lock, then upgrades", function()
+        local r = update("dnf/agent-lock-wait")
+        assert.equal("succeeded", r.state, json.encode(r))
+        assert.same({ { name = "exo-testpkg", from = "1.0-1", to = "1.1-1" } }, json.decode(json.encode(r.result.changed)))
+        assert.same({ "downloading", "waiting for lock", "installing", "configuring", "installing", "configuring",
+                      "installing", "configuring", "done" }, phase_names(k, 4))
+      end)
+
+      it("answers nothing changed (an empty array) for a package that is not installed, as with apt", function()
+        local r = update("dnf/agent-upgrade-not-installed")
+        assert.equal("succeeded", r.state, json.encode(r))
+        assert.equal('{"changed":[],"reboot_required":null}', json.encode(r.result))
+      end)
+
+      it("fails with unknown_package for a name no repository has", function()
+        local r = update("dnf/agent-upgrade-unknown")
+        assert.same({ -32003, "unknown_package", "exo-nosuchpkg" }, { r.error.code, r.error.data.reason, r.error.data.package })
+      end)
+
+      for _, name in ipairs({ "dnf/agent-download-unreachable", "dnf/agent-metadata-unreachable",
+                              "dnf/agent-metadata-unreachable-skip" }) do
+        it("fails with repository_unreachable (" .. name .. ")", function()
+          local r = update(name)
+          assert.equal("failed", r.state)
+          assert.same({ -32009, "repository_unreachable", "dnf" }, { r.error.code, r.error.data.reason, r.error.data.backend })
+          assert.truthy(r.error.data.detail)
+        end)
+      end
+
+      it("succeeds with all = true when the skipped repository leaves nothing to do", function()
+        local r = update("dnf/agent-metadata-unreachable-skip", "upgrade_all")
+        assert.equal("succeeded", r.state, json.encode(r))
+        assert.equal(0, #r.result.changed)
+      end)
+
+      it("lists check-update's line", function()
+        fake.runs.refresh = run("dnf/makecache")
+        fake.runs.list = run("dnf/agent-check-update")
+        local ok, r = k:rpc("packages.check_updates", {})
+        assert.is_true(ok, json.encode(r))
+        assert.same({ { name = "exo-testpkg", installed = json.null, candidate = "1.1-1", origin = "exo-test",
+                        security = json.null } }, r.updates)
+      end)
+    end)
+
     it("succeeds with nothing changed when an unreachable repository is skipped", function()
       fake.runs.upgrade_all = run("dnf/upgrade-unresolved-skip")
       local _, started = k:rpc("packages.update", { all = true })
@@ -652,7 +742,7 @@ describe("packages", function()
       local _, started = k:rpc("packages.update", { packages = { "exo-test-pkg" } })
       k:run_jobs()
       local stored = json.decode(k.core.job_puts[2].text)
-      assert.same({ op = fake.calls_of("poll")[1][2], backend = "apt" }, stored.resume)
+      assert.same({ op = fake.calls_of("poll")[1][2], backend = "apt", action = "install" }, stored.resume)
       local k2, texts = restart(k)
       -- Only the running record with its resume data: the worker died there.
       assert.equal(1, k2.host.jobs_restore({ texts[2] }))
