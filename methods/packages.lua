@@ -727,7 +727,9 @@ end
 
 local function backend_of()
   local cfg = agent.packages.config()
-  if cfg.backend ~= "apt" and cfg.backend ~= "dnf" and cfg.backend ~= "packagekit" then
+  if cfg.disabled then
+    fail(errors.Unsupported, "no_backend", "package management is turned off on this instance ([packages] backend = none)")
+  elseif not BACKENDS[cfg.backend] then
     fail(errors.Unsupported, "no_backend", "this instance has no package manager the agent drives "
       .. "(PackageKit, apt-get or dnf)")
   end

@@ -2,7 +2,7 @@
  * Method code reaches it as agent.packages; methods/packages.lua parses the tools' output and
  * decides policy.
  *
- *   config()                                  -> {backend, allow = {...}, allow_all,
+ *   config()                                  -> {backend, disabled, allow = {...}, allow_all,
  *                                                 self_upgrade, self_packages = {...},
  *                                                 lock_timeout_s, timeout_s}
  *   start(action, names_or_nil)               -> {id, backend}
@@ -102,9 +102,11 @@ static int l_config(lua_State *L)
 {
     const exo_config_t *cfg = config_of(L);
     exo_call_require(L, "packages.read");
-    lua_createtable(L, 0, 7);
+    lua_createtable(L, 0, 8);
     lua_pushstring(L, exo_pkg_backend_name(exo_pkg_backend(cfg)));
     lua_setfield(L, -2, "backend");
+    lua_pushboolean(L, cfg->packages_backend == EXO_PKG_CHOICE_NONE);
+    lua_setfield(L, -2, "disabled");
     lua_createtable(L, (int)cfg->packages_allow.n, 0);
     for (size_t i = 0; i < cfg->packages_allow.n; i++) {
         lua_pushstring(L, cfg->packages_allow.items[i]);

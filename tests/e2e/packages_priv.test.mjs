@@ -41,7 +41,7 @@ describe('package operations (monitor)', { skip: (!root && 'needs root (the moni
 
   it('config gives the backend and the [packages] settings', async () => {
     assert.deepEqual((await call('config')).ok, {
-      backend: 'apt', allow: ['bash', 'libstdc++6', 'exo-no-such-package'], allow_all: false, lock_timeout_s: 30, timeout_s: 600,
+      backend: 'apt', disabled: false, allow: ['bash', 'libstdc++6', 'exo-no-such-package'], allow_all: false, lock_timeout_s: 30, timeout_s: 600,
       self_upgrade: true, self_packages: ['exosphere-guest-agent', 'exosphere-guest-agent-methods'],
     });
     assert.match(agent.log, /monitor: package backend: apt/);

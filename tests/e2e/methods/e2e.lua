@@ -196,7 +196,7 @@ return {
     result = T.any(),
     examples = {
       { name = "the settings", params = { fn = "config", args = {} },
-        result = { ok = { backend = "none", allow = {}, allow_all = true, self_upgrade = true,
+        result = { ok = { backend = "none", disabled = true, allow = {}, allow_all = true, self_upgrade = true,
           self_packages = { "exosphere-guest-agent", "exosphere-guest-agent-methods" }, lock_timeout_s = 300, timeout_s = 3600 } } },
     },
     handler = function(ctx, params)

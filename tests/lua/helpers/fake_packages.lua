@@ -38,7 +38,7 @@ M.ACTIONS = { refresh = "packages.read", list = "packages.read", install = "pack
               upgrade_all = "packages.write", self_upgrade = "packages.write" }
 
 function M.reset()
-  M.config = { backend = "apt", allow = {}, allow_all = true, self_upgrade = true,
+  M.config = { backend = "apt", disabled = false, allow = {}, allow_all = true, self_upgrade = true,
                 self_packages = { "exosphere-guest-agent", "exosphere-guest-agent-methods" },
                 lock_timeout_s = 300, timeout_s = 3600 }
   M.runs = {}

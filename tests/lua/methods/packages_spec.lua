@@ -305,6 +305,13 @@ describe("packages", function()
       fake.config.backend = "none"
       ok, err = k:rpc("packages.check_updates", {})
       assert.same({ false, -32008, "no_backend" }, { ok, err.code, err.data.reason })
+      assert.matches("no package manager the agent drives", err.message, 1, true)
+      -- Turned off by the operator: said so.
+      fake.config.disabled = true
+      ok, err = k:rpc("packages.check_updates", {})
+      assert.same({ false, -32008, "no_backend" }, { ok, err.code, err.data.reason })
+      assert.matches("turned off on this instance", err.message, 1, true)
+      fake.config.disabled = false
       fake.config.backend = "apt"
       fake.files_gone = true
       ok, err = k:rpc("packages.check_updates", {})
