@@ -36,27 +36,32 @@ local function load_down(sample)
   return out
 end
 
--- agent.info as 2026-12-01 has it: packages_backend without "packagekit".
+-- agent.info as 2026-12-01 has it: packages_backend without "packagekit" (the descriptions
+-- are 2026-12-01's, frozen with it).
 local MethodsLoaded = T.object({
-  loaded = T.integer({ min = 0 }),
+  loaded = T.integer({ min = 0 }):describe("Methods that can be called, rpc.discover included"),
   skipped = T.array(T.object({
-    file = T.string(),
-    line = T.integer({ min = 1 }):optional(),
-    error = T.string(),
-  })),
+    file = T.string():describe("Path of the method file"),
+    line = T.integer({ min = 1 }):optional():describe("Line of the mistake, when it is known"),
+    error = T.string():describe("Why it was not loaded, with the file and line (for "
+      .. "administrators; others see only the file's name)"),
+  })):describe("Method files that failed to load; their methods are missing"),
 })
 local Info = T.object({
-  version = T.string(),
-  api_versions = T.array(T.string({ pattern = "^%d%d%d%d%-%d%d%-%d%d$" }), { min_items = 1 }),
-  current_api_version = T.string({ pattern = "^%d%d%d%d%-%d%d%-%d%d$" }),
-  lua_api_level = T.integer({ min = 1 }),
-  hostname = T.string(),
-  started = T.integer({ min = 0 }),
-  uptime = T.integer({ min = 0 }),
+  version = T.string():describe("Version of the agent runtime"),
+  api_versions = T.array(T.string({ pattern = "^%d%d%d%d%-%d%d%-%d%d$" }), { min_items = 1 })
+    :describe("Dated API versions this agent serves, oldest first"),
+  current_api_version = T.string({ pattern = "^%d%d%d%d%-%d%d%-%d%d$" })
+    :describe("The API version a client gets when it names none"),
+  lua_api_level = T.integer({ min = 1 }):describe("Lua API level of the runtime, for method packages"),
+  hostname = T.string():describe("Host name of the instance"),
+  started = T.integer({ min = 0 }):describe("When the agent started, in Unix seconds"),
+  uptime = T.integer({ min = 0 }):describe("Seconds since the agent started"),
   methods = MethodsLoaded,
   packages_backend = T.enum({ "apt", "dnf", "none" }):optional()
-    :describe("The package manager the packages.* methods drive; absent when it is one this "
-      .. "version does not know"),
+    :describe("The package manager the packages.* methods drive, chosen at start ([packages] "
+      .. "backend); none when there is none or it is disabled. Absent from older agents, and "
+      .. "when it is one this version does not know (PackageKit)."),
 })
 
 local NO_GPU = { epoch = 1764072000, cpuPctUsed = 3, memPctUsed = 21, rootfsPctUsed = 35, gpuPctUsed = json.null }
