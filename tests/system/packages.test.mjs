@@ -20,84 +20,23 @@ import { mkdtempSync, chmodSync, readdirSync, readFileSync, writeFileSync, rmSyn
 import { join, resolve, dirname, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startContainer, skipReason, removeOnExit, q, host } from './lib/container.mjs';
-import { ensureDerivedRootfs } from './lib/rootfs.mjs';
 import { buildDeb, makeAptRepo, serveHttp, useRepo, holdDpkgLock } from './lib/debrepo.mjs';
+import { UNIT, ok, fails, follow, update, refusal, checkProgress, phasesOf, aptVariants, waitActive } from './lib/pkgjobs.mjs';
 import { openSession } from './lib/wsclient.mjs';
 
 const top = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RELEASE = 'bookworm';
-const UNIT = 'exosphere-guest-agent';
 const STATE = '/var/lib/exosphere-guest-agent';
 const PASSWORD = 'ABLE BAKE CAT DOG EAR FIG';
 const PORT = 8080;
 // [packages] lock_timeout of the test: the shortest allowed, so the timeout case takes 10 s.
 const LOCK_TIMEOUT_S = 10;
-const PHASES = ['waiting for lock', 'downloading', 'installing', 'configuring', 'done'];
 
-// Each variant runs the whole file's checks. rootfs: null (the release's base tree) or a
-// function (log) → a tree for startContainer's `lower`; backend: what the agent reports.
-const VARIANTS = [
-  { name: 'PackageKit absent', rootfs: null, backend: 'apt' },
-  { name: 'PackageKit installed',
-    rootfs: (log) => ensureDerivedRootfs(RELEASE, 'packagekit', ['packagekit', 'polkitd'], { log }),
-    backend: 'packagekit' },
-];
+// Each variant runs the whole file's checks (lib/pkgjobs.mjs).
+const VARIANTS = aptVariants(RELEASE);
 
 const reason = await skipReason();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-let rpcId = 0;
-// One call: over the Unix socket as root (an administrator) by default, or with a token over
-// HTTPS.
-function call(c, method, params = {}, { token } = {}) {
-  return c.rpc({ jsonrpc: '2.0', id: ++rpcId, method, params }, token ? { token } : { unix: true });
-}
-async function ok(c, method, params, opts) {
-  const r = await call(c, method, params, opts);
-  assert.equal(r.error, undefined, `${method} ${JSON.stringify(params)}: ${JSON.stringify(r.error)}`);
-  return r.result;
-}
-async function fails(c, method, params, opts) {
-  const r = await call(c, method, params, opts);
-  assert.ok(r.error, `${method} ${JSON.stringify(params)} should fail, got ${JSON.stringify(r.result)}`);
-  return r.error;
-}
-
-// Follows a job with jobs.get (curl over the Unix socket has no session for notify.jobs.*)
-// until it ends: { record, snapshots } where snapshots are the distinct progress objects seen,
-// in order, each with the time it was first seen. onPoll(record) runs after each poll.
-async function follow(c, jobId, { onPoll, timeoutMs = 180000 } = {}) {
-  const snapshots = [];
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const record = await ok(c, 'jobs.get', { job_id: jobId });
-    const p = JSON.stringify(record.progress ?? null);
-    if (!snapshots.length || JSON.stringify(snapshots.at(-1).progress) !== p) {
-      snapshots.push({ at: Date.now(), progress: record.progress ?? null, state: record.state });
-    }
-    if (onPoll) await onPoll(record);
-    if (record.state !== 'running') return { record, snapshots };
-    if (Date.now() > end) throw new Error(`job ${jobId} still running after ${timeoutMs} ms: ${JSON.stringify(record)}`);
-    await sleep(100);
-  }
-}
-
-// packages.update: { error } when the call itself is refused, else { jobId, record,
-// snapshots } once the job ended.
-async function update(c, params, { token, onPoll } = {}) {
-  const r = await call(c, 'packages.update', params, { token });
-  if (r.error) return { error: r.error };
-  assert.match(r.result?.job_id ?? '', /^[0-9a-f]{32}$/, JSON.stringify(r.result));
-  return { jobId: r.result.job_id, ...await follow(c, r.result.job_id, { onPoll }) };
-}
-
-// The error of a refused update, whether the call refused it at once or its job failed with it
-// (which one is the methods' choice: the interface fixes the code and reason only).
-function refusal(u) {
-  if (u.error) return u.error;
-  assert.equal(u.record.state, 'failed', `the update should fail: ${JSON.stringify(u.record)}`);
-  return u.record.error;
-}
 
 const installed = async (c, name) =>
   (await c.run(`dpkg-query -W -f '\${Version} \${db:Status-Abbrev}' ${name}`)).stdout.trim();
@@ -109,23 +48,6 @@ async function downgrade(c) {
   await c.run('dpkg -i /var/tmp/exo-testpkg_1.0_all.deb && rm -f /var/cache/apt/*.bin');
   assert.equal(await installed(c, 'exo-testpkg'), '1.0 ii');
 }
-
-// Checks a finished update's progress: every phase one of PHASES, percentages between 0 and
-// 100 that never go down, the record ending at 100 % "done".
-function checkProgress(record, snapshots) {
-  let last = -1;
-  for (const s of snapshots) {
-    if (!s.progress) continue;
-    const { percent, phase } = s.progress;
-    assert.ok(Number.isInteger(percent) && percent >= 0 && percent <= 100, JSON.stringify(s));
-    assert.ok(percent >= last, `progress went down: ${JSON.stringify(snapshots)}`);
-    last = percent;
-    if (phase !== undefined) assert.ok(PHASES.includes(phase), `unknown phase ${phase}`);
-  }
-  assert.equal(record.progress.percent, 100, JSON.stringify(record.progress));
-  assert.equal(record.progress.phase, 'done', JSON.stringify(record.progress));
-}
-const phasesOf = (snapshots) => [...new Set(snapshots.map((s) => s.progress?.phase).filter(Boolean))];
 
 const times = [];
 
@@ -162,12 +84,7 @@ for (const variant of VARIANTS) {
 
         c = await startContainer({ release: RELEASE, lower: variant.rootfs ? await variant.rootfs((m) => t.diagnostic(m)) : undefined,
           log: (m) => t.diagnostic(m) });
-        if (variant.backend === 'packagekit') {
-          // PackageKit refuses to download while it believes the machine offline (GLib's
-          // network monitor: no default route), and the container has only its loopback. An
-          // instance has a default route.
-          await c.run('ip route add default dev lo');
-        }
+        await variant.prepare(c);
         server = await serveHttp(c, repo.dir, PORT);
         await useRepo(c, repo, PORT);
         // Not /tmp: the container's systemd mounts a tmpfs over it.
@@ -186,7 +103,7 @@ for (const variant of VARIANTS) {
           const log = await c.run(`journalctl -u ${UNIT} --no-pager -o cat -n 30`, { allowFail: true });
           throw new Error(`the agent did not restart with [packages] in its configuration:\n${restart.stderr}\n${log.stdout}`);
         }
-        for (let i = 0; i < 100 && (await c.run(`systemctl is-active ${UNIT}`, { allowFail: true })).stdout.trim() !== 'active'; i++) await sleep(100);
+        await waitActive(c);
         const token = await c.login('tester', PASSWORD);
         const tReady = Date.now();
         // A subtest; when it fails, the agent's log of its time goes with it.

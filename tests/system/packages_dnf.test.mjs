@@ -20,79 +20,18 @@ import { ensureDerivedRootfs } from './lib/rootfs.mjs';
 import { serveHttp } from './lib/debrepo.mjs';
 import { buildRpm, makeRpmRepo, useRpmRepo, holdRpmdbLock, rpmInstalled } from './lib/rpmrepo.mjs';
 import { openSession } from './lib/wsclient.mjs';
+import { UNIT, call, ok, follow, update, refusal, checkProgress, phasesOf, waitActive } from './lib/pkgjobs.mjs';
 
 const top = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RELEASE = 'bookworm';
-const UNIT = 'exosphere-guest-agent';
 const STATE = 'var/lib/exosphere-guest-agent';
 const PORT = 8080;
 const REPO_ID = 'exo-test';
 // Debian's dnf 4.14 and rpm 4.18 (with python3-gpg for dnf's key import).
 const ROOTFS_PACKAGES = ['dnf', 'rpm', 'gnupg'];
-const PHASES = ['waiting for lock', 'downloading', 'installing', 'configuring', 'done'];
 
 const reason = await skipReason();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-let rpcId = 0;
-// One call over the Unix socket as root (an administrator).
-function call(c, method, params = {}) {
-  return c.rpc({ jsonrpc: '2.0', id: ++rpcId, method, params }, { unix: true });
-}
-async function ok(c, method, params) {
-  const r = await call(c, method, params);
-  assert.equal(r.error, undefined, `${method} ${JSON.stringify(params)}: ${JSON.stringify(r.error)}`);
-  return r.result;
-}
-
-// Follows a job with jobs.get until it ends: { record, snapshots } (the distinct progress
-// objects seen, each with the time it was first seen). onPoll(record) runs after each poll.
-async function follow(c, jobId, { onPoll, timeoutMs = 180000 } = {}) {
-  const snapshots = [];
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const record = await ok(c, 'jobs.get', { job_id: jobId });
-    const p = JSON.stringify(record.progress ?? null);
-    if (!snapshots.length || JSON.stringify(snapshots.at(-1).progress) !== p) {
-      snapshots.push({ at: Date.now(), progress: record.progress ?? null, state: record.state });
-    }
-    if (onPoll) await onPoll(record);
-    if (record.state !== 'running') return { record, snapshots };
-    if (Date.now() > end) throw new Error(`job ${jobId} still running after ${timeoutMs} ms: ${JSON.stringify(record)}`);
-    await sleep(100);
-  }
-}
-
-// packages.update: { error } when the call itself is refused, else { jobId, record, snapshots }.
-async function update(c, params, { onPoll } = {}) {
-  const r = await call(c, 'packages.update', params);
-  if (r.error) return { error: r.error };
-  assert.match(r.result?.job_id ?? '', /^[0-9a-f]{32}$/, JSON.stringify(r.result));
-  return { jobId: r.result.job_id, ...await follow(c, r.result.job_id, { onPoll }) };
-}
-
-// The error of a refused update, from the call or from its failed job.
-function refusal(u) {
-  if (u.error) return u.error;
-  assert.equal(u.record.state, 'failed', `the update should fail: ${JSON.stringify(u.record)}`);
-  return u.record.error;
-}
-
-// Percentages 0..100 never going down, known phases, 100 % "done" at the end.
-function checkProgress(record, snapshots) {
-  let last = -1;
-  for (const s of snapshots) {
-    if (!s.progress) continue;
-    const { percent, phase } = s.progress;
-    assert.ok(Number.isInteger(percent) && percent >= 0 && percent <= 100, JSON.stringify(s));
-    assert.ok(percent >= last, `progress went down: ${JSON.stringify(snapshots)}`);
-    last = percent;
-    if (phase !== undefined) assert.ok(PHASES.includes(phase), `unknown phase ${phase}`);
-  }
-  assert.equal(record.progress.percent, 100, JSON.stringify(record.progress));
-  assert.equal(record.progress.phase, 'done', JSON.stringify(record.progress));
-}
-const phasesOf = (snapshots) => [...new Set(snapshots.map((s) => s.progress?.phase).filter(Boolean))];
 
 test(`packages.* with the dnf backend on ${RELEASE} (Debian's dnf 4, a signed local YUM repository)`,
   { skip: reason || false, timeout: 30 * 60 * 1000 }, async (t) => {
@@ -141,7 +80,7 @@ test(`packages.* with the dnf backend on ${RELEASE} (Debian's dnf 4, a signed lo
         const log = await c.run(`journalctl -u ${UNIT} --no-pager -o cat -n 30`, { allowFail: true });
         throw new Error(`the agent did not restart with [packages] backend = dnf:\n${restart.stderr}\n${log.stdout}`);
       }
-      for (let i = 0; i < 100 && (await c.run(`systemctl is-active ${UNIT}`, { allowFail: true })).stdout.trim() !== 'active'; i++) await sleep(100);
+      await waitActive(c);
       const tReady = Date.now();
       // Back to 1.0 with rpm (--oldpackage: a downgrade).
       const downgrade = async () => {

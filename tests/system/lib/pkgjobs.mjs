@@ -1,0 +1,125 @@
+// What the package tests (packages.test.mjs, packages_dnf.test.mjs, self_upgrade.test.mjs)
+// share: calls to the agent in a container, following a job with jobs.get, the checks of a
+// finished job's progress, the PackageKit variants, and the agent's service.
+import assert from 'node:assert/strict';
+import { ensureDerivedRootfs } from './rootfs.mjs';
+
+export const UNIT = 'exosphere-guest-agent';
+export const PHASES = ['waiting for lock', 'downloading', 'installing', 'configuring', 'done'];
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+let rpcId = 0;
+// One call: over the Unix socket as root (an administrator) by default, or with a token over
+// HTTPS. The response object.
+export function call(c, method, params = {}, { token } = {}) {
+  return c.rpc({ jsonrpc: '2.0', id: ++rpcId, method, params }, token ? { token } : { unix: true });
+}
+// The result of a call that must succeed.
+export async function ok(c, method, params, opts) {
+  const r = await call(c, method, params, opts);
+  assert.equal(r.error, undefined, `${method} ${JSON.stringify(params)}: ${JSON.stringify(r.error)}`);
+  return r.result;
+}
+// The error of a call that must fail.
+export async function fails(c, method, params, opts) {
+  const r = await call(c, method, params, opts);
+  assert.ok(r.error, `${method} ${JSON.stringify(params)} should fail, got ${JSON.stringify(r.result)}`);
+  return r.error;
+}
+
+// Follows a job with jobs.get (curl over the Unix socket has no session for notify.jobs.*)
+// until it ends: { record, snapshots } where snapshots are the distinct progress objects seen,
+// in order, each with the time it was first seen. onPoll(record) runs after each poll.
+export async function follow(c, jobId, { onPoll, timeoutMs = 180000 } = {}) {
+  const snapshots = [];
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const record = await ok(c, 'jobs.get', { job_id: jobId });
+    const p = JSON.stringify(record.progress ?? null);
+    if (!snapshots.length || JSON.stringify(snapshots.at(-1).progress) !== p) {
+      snapshots.push({ at: Date.now(), progress: record.progress ?? null, state: record.state });
+    }
+    if (onPoll) await onPoll(record);
+    if (record.state !== 'running') return { record, snapshots };
+    if (Date.now() > end) throw new Error(`job ${jobId} still running after ${timeoutMs} ms: ${JSON.stringify(record)}`);
+    await sleep(100);
+  }
+}
+
+// jobs.get until the job has ended, across a restart of the agent: a failed call (the agent
+// restarting) or NotFound (the new worker has not read the records yet) is waited out.
+// Returns the record.
+export async function finished(c, jobId, timeoutMs = 300000) {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await call(c, 'jobs.get', { job_id: jobId }).catch((e) => ({ error: { message: String(e) } }));
+    if (r.result && r.result.state !== 'running') return r.result;
+    if (Date.now() > end) throw new Error(`job ${jobId} not finished after ${timeoutMs} ms: ${JSON.stringify(r)}`);
+    await sleep(200);
+  }
+}
+
+// packages.update: { error } when the call itself is refused, else { jobId, record,
+// snapshots } once the job ended.
+export async function update(c, params, { token, onPoll } = {}) {
+  const r = await call(c, 'packages.update', params, { token });
+  if (r.error) return { error: r.error };
+  assert.match(r.result?.job_id ?? '', /^[0-9a-f]{32}$/, JSON.stringify(r.result));
+  return { jobId: r.result.job_id, ...await follow(c, r.result.job_id, { onPoll }) };
+}
+
+// The error of a refused update, whether the call refused it at once or its job failed with it
+// (which one is the methods' choice: the interface fixes the code and reason only).
+export function refusal(u) {
+  if (u.error) return u.error;
+  assert.equal(u.record.state, 'failed', `the update should fail: ${JSON.stringify(u.record)}`);
+  return u.record.error;
+}
+
+// Checks a finished update's progress: every phase one of PHASES, percentages between 0 and
+// 100 that never go down, the record ending at 100 % "done".
+export function checkProgress(record, snapshots) {
+  let last = -1;
+  for (const s of snapshots) {
+    if (!s.progress) continue;
+    const { percent, phase } = s.progress;
+    assert.ok(Number.isInteger(percent) && percent >= 0 && percent <= 100, JSON.stringify(s));
+    assert.ok(percent >= last, `progress went down: ${JSON.stringify(snapshots)}`);
+    last = percent;
+    if (phase !== undefined) assert.ok(PHASES.includes(phase), `unknown phase ${phase}`);
+  }
+  assert.equal(record.progress.percent, 100, JSON.stringify(record.progress));
+  assert.equal(record.progress.phase, 'done', JSON.stringify(record.progress));
+}
+export const phasesOf = (snapshots) => [...new Set(snapshots.map((s) => s.progress?.phase).filter(Boolean))];
+
+// The containers the apt-family checks run in: without PackageKit (the agent drives apt-get)
+// and with it (the agent's PackageKit client). rootfs: null (the release's base tree) or a
+// function (log) → a tree for startContainer's `lower`; backend: what the agent reports;
+// prepare(c): what the container needs once booted.
+export function aptVariants(release) {
+  return [
+    { name: 'PackageKit absent', rootfs: null, backend: 'apt', prepare: async () => {} },
+    {
+      name: 'PackageKit installed',
+      rootfs: (log) => ensureDerivedRootfs(release, 'packagekit', ['packagekit', 'polkitd'], { log }),
+      backend: 'packagekit',
+      // PackageKit refuses to download while it believes the machine offline (GLib's network
+      // monitor: no default route), and the container has only its loopback. An instance has
+      // a default route.
+      prepare: (c) => c.run('ip route add default dev lo'),
+    },
+  ];
+}
+
+// The agent's service: its main pid, and a wait until it is active.
+export async function mainPid(c) {
+  return Number((await c.run(`systemctl show -p MainPID --value ${UNIT}`)).stdout.trim());
+}
+export async function waitActive(c, timeoutMs = 60000) {
+  const end = Date.now() + timeoutMs;
+  while ((await c.run(`systemctl is-active ${UNIT}`, { allowFail: true })).stdout.trim() !== 'active') {
+    if (Date.now() > end) throw new Error(`${UNIT} not active after ${timeoutMs} ms`);
+    await sleep(100);
+  }
+}
