@@ -297,30 +297,34 @@ static void write_all(int fd, const char *p, size_t len)
     }
 }
 
+/* One line, prefix and the formatted text, cleaned and cut (exo_pk_line), to fd. */
+static void vline(int fd, const char *prefix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static void vline(int fd, const char *prefix, const char *fmt, va_list ap)
+{
+    char tmp[EXO_PK_LINE_MAX], line[EXO_PK_LINE_MAX];
+    if (vsnprintf(tmp, sizeof(tmp), fmt, ap) < 0) return;
+    write_all(fd, line, exo_pk_line(line, "%s%s", prefix, tmp));
+}
+
 /* One event line to the status file. */
 static void emit(pk_t *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void emit(pk_t *k, const char *fmt, ...)
 {
-    char tmp[EXO_PK_LINE_MAX], line[EXO_PK_LINE_MAX];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    vline(k->status_fd, "", fmt, ap);
     va_end(ap);
-    if (n < 0) return;
-    write_all(k->status_fd, line, exo_pk_line(line, "%s", tmp));
 }
 
 /* One readable line to the log, for an operator reading the operation's files. */
 static void say(pk_t *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(pk_t *k, const char *fmt, ...)
 {
-    char tmp[EXO_PK_LINE_MAX], line[EXO_PK_LINE_MAX];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    vline(k->log_fd, "PackageKit: ", fmt, ap);
     va_end(ap);
-    if (n < 0) return;
-    write_all(k->log_fd, line, exo_pk_line(line, "PackageKit: %s", tmp));
 }
 
 static void bus_failed(pk_t *k, const char *what, const sd_bus_error *e, int r)

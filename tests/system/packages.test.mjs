@@ -21,7 +21,8 @@ import { join, resolve, dirname, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startContainer, skipReason, removeOnExit, q, host } from './lib/container.mjs';
 import { buildDeb, makeAptRepo, serveHttp, useRepo, holdDpkgLock } from './lib/debrepo.mjs';
-import { UNIT, ok, fails, follow, update, refusal, checkProgress, phasesOf, aptVariants, waitActive } from './lib/pkgjobs.mjs';
+import { UNIT, ok, fails, follow, update, refusal, checkProgress, phasesOf, aptVariants, waitActive,
+  updateThroughLock } from './lib/pkgjobs.mjs';
 import { openSession } from './lib/wsclient.mjs';
 
 const top = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -36,7 +37,6 @@ const LOCK_TIMEOUT_S = 10;
 const VARIANTS = aptVariants(RELEASE);
 
 const reason = await skipReason();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const installed = async (c, name) =>
   (await c.run(`dpkg-query -W -f '\${Version} \${db:Status-Abbrev}' ${name}`)).stdout.trim();
@@ -225,24 +225,10 @@ for (const variant of VARIANTS) {
           await downgrade(c);
           // Held far longer than lock_timeout; released by the test once the job waits.
           holder = await holdDpkgLock(c, 120);
-          let released = 0;
-          const u = await update(c, { packages: ['exo-testpkg'] }, {
-            onPoll: async (record) => {
-              if (!released && record.state === 'running' && record.progress?.phase === 'waiting for lock') {
-                // Waiting for a while first, still within lock_timeout.
-                await sleep(2000);
-                assert.equal(await installed(c, 'exo-testpkg'), '1.0 ii', 'installed while the lock was held');
-                await holder.release();
-                holder = null;
-                released = Date.now();
-              }
-            },
-          });
-          assert.equal(u.error, undefined, JSON.stringify(u.error));
-          const { record, snapshots } = u;
+          const { record, snapshots, released } = await updateThroughLock(c, { packages: ['exo-testpkg'] }, holder,
+            async () => assert.equal(await installed(c, 'exo-testpkg'), '1.0 ii', 'installed while the lock was held'));
+          holder = null;
           t.diagnostic(`held lock: phases ${phasesOf(snapshots).join(' → ')}`);
-          assert.ok(released, `the job never reported "waiting for lock": ${JSON.stringify(snapshots)}`);
-          assert.equal(record.state, 'succeeded', JSON.stringify(record));
           assert.deepEqual(record.result.changed, [{ name: 'exo-testpkg', from: '1.0', to: '1.1' }]);
           checkProgress(record, snapshots);
           // Waiting came first; the work after the release.

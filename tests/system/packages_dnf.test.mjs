@@ -20,7 +20,7 @@ import { ensureDerivedRootfs } from './lib/rootfs.mjs';
 import { serveHttp } from './lib/debrepo.mjs';
 import { buildRpm, makeRpmRepo, useRpmRepo, holdRpmdbLock, rpmInstalled } from './lib/rpmrepo.mjs';
 import { openSession } from './lib/wsclient.mjs';
-import { UNIT, call, ok, follow, update, refusal, checkProgress, phasesOf, waitActive } from './lib/pkgjobs.mjs';
+import { UNIT, call, ok, follow, update, refusal, checkProgress, phasesOf, waitActive, updateThroughLock } from './lib/pkgjobs.mjs';
 
 const top = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RELEASE = 'bookworm';
@@ -31,7 +31,6 @@ const REPO_ID = 'exo-test';
 const ROOTFS_PACKAGES = ['dnf', 'rpm', 'gnupg'];
 
 const reason = await skipReason();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 test(`packages.* with the dnf backend on ${RELEASE} (Debian's dnf 4, a signed local YUM repository)`,
   { skip: reason || false, timeout: 30 * 60 * 1000 }, async (t) => {
@@ -171,23 +170,10 @@ test(`packages.* with the dnf backend on ${RELEASE} (Debian's dnf 4, a signed lo
       await step('a held rpmdb lock: "waiting for lock", then success once it is released', async () => {
         await downgrade();
         holder = await holdRpmdbLock(c, 120);
-        let released = 0;
-        const u = await update(c, { packages: ['exo-testpkg'] }, {
-          onPoll: async (record) => {
-            if (!released && record.state === 'running' && record.progress?.phase === 'waiting for lock') {
-              await sleep(2000);
-              assert.equal(await rpmInstalled(c, 'exo-testpkg'), '1.0-1', 'installed while the lock was held');
-              await holder.release();
-              holder = null;
-              released = Date.now();
-            }
-          },
-        });
-        assert.equal(u.error, undefined, JSON.stringify(u.error));
-        const { record, snapshots } = u;
+        const { record, snapshots, released } = await updateThroughLock(c, { packages: ['exo-testpkg'] }, holder,
+          async () => assert.equal(await rpmInstalled(c, 'exo-testpkg'), '1.0-1', 'installed while the lock was held'));
+        holder = null;
         t.diagnostic(`held lock: phases ${phasesOf(snapshots).join(' → ')}`);
-        assert.ok(released, `the job never reported "waiting for lock": ${JSON.stringify(snapshots)}`);
-        assert.equal(record.state, 'succeeded', JSON.stringify(record));
         assert.deepEqual(record.result.changed, [{ name: 'exo-testpkg', from: '1.0-1', to: '1.1-1' }]);
         checkProgress(record, snapshots);
         const installing = snapshots.find((s) => s.progress?.phase === 'installing');

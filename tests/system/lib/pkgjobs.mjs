@@ -123,3 +123,26 @@ export async function waitActive(c, timeoutMs = 60000) {
     await sleep(100);
   }
 }
+
+// packages.update while `holder` (lib/debrepo.mjs holdDpkgLock, lib/rpmrepo.mjs
+// holdRpmdbLock) holds the package manager's lock: once the job reports "waiting for lock",
+// waits 2 s more (still within lock_timeout), runs whileHeld() (checks that nothing was
+// installed), and releases the lock. The job must then succeed. Returns { record, snapshots,
+// released } (released: when the lock was let go, for the order of the phases).
+export async function updateThroughLock(c, params, holder, whileHeld) {
+  let released = 0;
+  const u = await update(c, params, {
+    onPoll: async (record) => {
+      if (!released && record.state === 'running' && record.progress?.phase === 'waiting for lock') {
+        await sleep(2000);
+        await whileHeld();
+        await holder.release();
+        released = Date.now();
+      }
+    },
+  });
+  assert.equal(u.error, undefined, JSON.stringify(u.error));
+  assert.ok(released, `the job never reported "waiting for lock": ${JSON.stringify(u.snapshots)}`);
+  assert.equal(u.record.state, 'succeeded', JSON.stringify(u.record));
+  return { record: u.record, snapshots: u.snapshots, released };
+}
