@@ -321,6 +321,13 @@ local function handle_of(job)
       check_progress(percent, phase, detail)
       if job.record.state ~= "running" then
         return
+      elseif job.floor then
+        -- A resumed job replays its work's output from the start: what it reports below the
+        -- progress its record had already reached is old news, and would go backwards.
+        if percent < job.floor then
+          return
+        end
+        job.floor = nil
       end
       job.record.progress = { percent = math.floor(percent), phase = phase, detail = detail }
       notify("notify.jobs.progress", job)
@@ -399,6 +406,7 @@ local function resume(job, data)
   job.fn = function(handle) return fn(handle, data) end
   job.capabilities = { table.unpack(d.capabilities or {}) }
   job.resume, job.resume_fn = data, fn
+  job.floor = r.progress and r.progress.percent or 0
   local ok, err = rt.start(r.job_id)
   if not ok then
     job.fn, job.resume, job.resume_fn = nil, nil, nil

@@ -71,6 +71,7 @@ local outlive = method {
     end) }
   end,
   resume = function(job, data)
+    job.progress(10, "replayed")
     job.progress(50, "followed again")
     return { n = data.n, resumed = true }
   end,
@@ -329,6 +330,19 @@ describe("jobs", function()
       k3:run_jobs()
       local done = notes(k3, 4, "notify.jobs.done")
       assert.same({ id, "succeeded" }, { done[1].params.job_id, done[1].params.state })
+      -- Progress never goes back: the stored record was at 30 %, the replay's 10 % is not sent.
+      local stored = json.decode(puts[2].text)
+      stored.record.progress = { percent = 30, phase = "before" }
+      local k4 = new_kit()
+      k4:call_ok("notifications.subscribe", { names = { "notify.jobs.progress" } }, { auth = ALICE, session = 5 })
+      k4.host.jobs_restore({ json.encode(stored) })
+      assert.equal(30, k4:call_ok("jobs.get", { job_id = id }, { auth = ALICE }).progress.percent)
+      k4:run_jobs()
+      local sent = {}
+      for _, n in ipairs(notes(k4, 5, "notify.jobs.progress")) do
+        sent[#sent + 1] = n.params.progress.percent
+      end
+      assert.same({ 50 }, sent)
     end)
 
     it("mark a job interrupted when it cannot be resumed", function()
