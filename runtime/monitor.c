@@ -1153,7 +1153,10 @@ static const char *op_pkg_poll(const exo_priv_msg_t *m)
         int rc = exo_pkg_write_exit(dir, "lost");
         if (rc < 0) exo_error("packages: cannot write %s/exit: %s", dir, strerror(-rc));
         exo_warn("packages: operation %s ended without an exit line; recorded it as lost", id);
-        if (exo_pkg_poll_read(m_.pkg_dir, id, lo, so, &p) < 0) p.lost = 1;
+        if (exo_pkg_poll_read(m_.pkg_dir, id, lo, so, &p) < 0) {
+            answer_status(m->op, m->seq, "not_found", "the package operation's files are gone");
+            return NULL;
+        }
     }
     char lsz[24], ssz[24];
     snprintf(lsz, sizeof(lsz), "%llu", (unsigned long long)p.log_size);
