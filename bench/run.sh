@@ -46,15 +46,9 @@ for tool in wrk nginx curl openssl cc; do
     command -v "$tool" >/dev/null || die "$tool is not installed (scripts/deps.sh bench)"
 done
 
-if [ -n "${EXO_AGENT_BIN:-}" ]; then
-    agent_bin=$EXO_AGENT_BIN
-else
-    say "building a Release binary in build-bench/"
-    cmake -S "$repo" -B "$repo/build-bench" -DCMAKE_BUILD_TYPE=Release -DEXO_TESTS=OFF >/dev/null
-    cmake --build "$repo/build-bench" -j"$(nproc)" >/dev/null
-    agent_bin=$repo/build-bench/exosphere-guest-agent
-fi
-[ -x "$agent_bin" ] || die "no agent binary at $agent_bin"
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
+bench_agent_bin
 
 # ---- temporary directory, cleanup ---------------------------------------------------------
 

@@ -43,15 +43,9 @@ if [ "${HTTP_COMPARE:-1}" = 1 ] && ! command -v wrk >/dev/null; then
     export HTTP_COMPARE=0
 fi
 
-if [ -n "${EXO_AGENT_BIN:-}" ]; then
-    agent_bin=$EXO_AGENT_BIN
-else
-    say "building a Release binary in build-bench/"
-    cmake -S "$repo" -B "$repo/build-bench" -DCMAKE_BUILD_TYPE=Release -DEXO_TESTS=OFF >/dev/null
-    cmake --build "$repo/build-bench" -j"$(nproc)" >/dev/null
-    agent_bin=$repo/build-bench/exosphere-guest-agent
-fi
-[ -x "$agent_bin" ] || die "no agent binary at $agent_bin"
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
+bench_agent_bin
 
 # ---- file descriptors ----------------------------------------------------------------------
 

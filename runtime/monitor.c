@@ -205,6 +205,18 @@ static void close_login_fds(void)
         if (m_.jobs[i].used && m_.jobs[i].fd >= 0) close(m_.jobs[i].fd);
 }
 
+/* In a child that runs a tool or PAM (not the worker): none of the monitor's descriptors, not
+ * the worker's socket, the signalfd, the other children's pipes, nor the agent's listening
+ * sockets (a helper left running must not hold the agent's ports open). */
+static void close_monitor_fds(void)
+{
+    close(m_.sigfd);
+    if (m_.wfd >= 0) close(m_.wfd);
+    close_login_fds();
+    for (size_t i = 0; i < m_.prep.n_fds; i++)
+        if (m_.prep.fds[i].fd >= 0) close(m_.prep.fds[i].fd);
+}
+
 static void start_worker(void)
 {
     int sv[2];
@@ -693,12 +705,7 @@ static const char *op_login(const exo_priv_msg_t *m)
     pid_t pid = fork();
     if (pid == 0) {
         close(pfd[0]);
-        close(m_.sigfd);
-        if (m_.wfd >= 0) close(m_.wfd);
-        close_login_fds();
-        /* A helper a PAM module leaves running must not hold the agent's ports open. */
-        for (size_t i = 0; i < m_.prep.n_fds; i++)
-            if (m_.prep.fds[i].fd >= 0) close(m_.prep.fds[i].fd);
+        close_monitor_fds();
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -931,11 +938,7 @@ static const char *op_mount(const exo_priv_msg_t *m)
         /* Its own process group, so that a deadline kills the tools it started too. */
         setpgid(0, 0);
         close(pfd[0]);
-        close(m_.sigfd);
-        if (m_.wfd >= 0) close(m_.wfd);
-        close_login_fds();
-        for (size_t i = 0; i < m_.prep.n_fds; i++)
-            if (m_.prep.fds[i].fd >= 0) close(m_.prep.fds[i].fd);
+        close_monitor_fds();
         OPENSSL_cleanse(m_.key, sizeof(m_.key));
         sigset_t none;
         sigemptyset(&none);
@@ -1085,11 +1088,7 @@ static const char *op_pkg_start(const exo_priv_msg_t *m)
     if (pid == 0) {
         /* Its own process group; the tool gets another (pkgop_run.c). */
         setpgid(0, 0);
-        close(m_.sigfd);
-        if (m_.wfd >= 0) close(m_.wfd);
-        close_login_fds();
-        for (size_t i = 0; i < m_.prep.n_fds; i++)
-            if (m_.prep.fds[i].fd >= 0) close(m_.prep.fds[i].fd);
+        close_monitor_fds();
         OPENSSL_cleanse(m_.key, sizeof(m_.key));
         if (run.status_fd < 0) close(status_fd);
         exo_pkgop_waiter(&run);

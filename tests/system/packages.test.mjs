@@ -22,8 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { startContainer, skipReason, removeOnExit, q, host } from './lib/container.mjs';
 import { buildDeb, makeAptRepo, serveHttp, useRepo, holdDpkgLock } from './lib/debrepo.mjs';
 import { UNIT, ok, fails, follow, update, refusal, checkProgress, phasesOf, aptVariants, waitActive,
-  updateThroughLock } from './lib/pkgjobs.mjs';
-import { openSession } from './lib/wsclient.mjs';
+  updateThroughLock, stepper, updateOnSession } from './lib/pkgjobs.mjs';
 
 const top = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RELEASE = 'bookworm';
@@ -107,21 +106,8 @@ for (const variant of VARIANTS) {
         const token = await c.login('tester', PASSWORD);
         const tReady = Date.now();
         // A subtest; when it fails, the agent's log of its time goes with it.
-        const step = async (name, fn) => {
-          const cursor = (await c.run('journalctl -n 0 --show-cursor --no-pager | sed -n "s/^-- cursor: //p"')).stdout.trim();
-          return t.test(name, async (st) => {
-            try {
-              await fn(st);
-            } catch (e) {
-              const since = cursor ? `--after-cursor=${q(cursor)}` : '';
-              const log = await c.run(`journalctl -u ${UNIT} --no-pager -o cat ${since} | tail -n 40`, { allowFail: true });
-              // One diagnostic a line: the TAP reporter escapes newlines.
-              st.diagnostic("the agent's log during this step:");
-              for (const line of log.stdout.trimEnd().split('\n')) st.diagnostic(`  ${line}`);
-              throw e;
-            }
-          });
-        };
+        // A subtest; when it fails, the agent's log of its time goes with it.
+        const step = stepper(t, c);
 
         await step('check_updates lists both updates with their origins; security from the archive', async () => {
           // As a user: reading what would change needs no administrator.
@@ -150,24 +136,7 @@ for (const variant of VARIANTS) {
 
         await step('update exo-testpkg over a WebSocket session: a job, its progress notifications and phases, 1.0 → 1.1 installed', async () => {
           const before = Date.now();
-          // Started on a session, which receives the job's notifications unasked; followed
-          // with jobs.get as well.
-          const ws = await openSession(c);
-          let record;
-          let snapshots;
-          let notes;
-          let done;
-          try {
-            const r = await ws.request('packages.update', { packages: ['exo-testpkg'] });
-            assert.equal(r.error, undefined, JSON.stringify(r.error));
-            const jobId = r.result.job_id;
-            assert.match(jobId, /^[0-9a-f]{32}$/);
-            ({ record, snapshots } = await follow(c, jobId));
-            done = await ws.waitFor((m) => m.method === 'notify.jobs.done' && m.params.job_id === jobId, 10000);
-            notes = ws.notifications.filter((m) => m.method === 'notify.jobs.progress' && m.params.job_id === jobId);
-          } finally {
-            ws.close();
-          }
+          const { record, snapshots, done, notes } = await updateOnSession(c, { packages: ['exo-testpkg'] });
           t.diagnostic(`update: ${((Date.now() - before) / 1000).toFixed(1)} s, phases polled ${phasesOf(snapshots).join(' → ')}, `
             + `notified ${notes.map((m) => `${m.params.progress.percent}% ${m.params.progress.phase ?? ''}`).join(', ')}`);
           // The notifications: every progress report, in order, and the final record.

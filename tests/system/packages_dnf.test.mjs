@@ -15,12 +15,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, chmodSync, readdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join, resolve, dirname, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startContainer, skipReason, removeOnExit, q, host } from './lib/container.mjs';
+import { startContainer, skipReason, removeOnExit, host } from './lib/container.mjs';
 import { ensureDerivedRootfs } from './lib/rootfs.mjs';
 import { serveHttp } from './lib/debrepo.mjs';
 import { buildRpm, makeRpmRepo, useRpmRepo, holdRpmdbLock, rpmInstalled } from './lib/rpmrepo.mjs';
-import { openSession } from './lib/wsclient.mjs';
-import { UNIT, call, ok, follow, update, refusal, checkProgress, phasesOf, waitActive, updateThroughLock } from './lib/pkgjobs.mjs';
+import { UNIT, call, ok, update, refusal, checkProgress, phasesOf, waitActive, updateThroughLock,
+  stepper, updateOnSession } from './lib/pkgjobs.mjs';
 
 const top = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RELEASE = 'bookworm';
@@ -87,20 +87,8 @@ test(`packages.* with the dnf backend on ${RELEASE} (Debian's dnf 4, a signed lo
         assert.equal(await rpmInstalled(c, 'exo-testpkg'), '1.0-1');
       };
       // A subtest; when it fails, the agent's log of its time goes with it.
-      const step = async (name, fn) => {
-        const cursor = (await c.run('journalctl -n 0 --show-cursor --no-pager | sed -n "s/^-- cursor: //p"')).stdout.trim();
-        return t.test(name, async (st) => {
-          try {
-            await fn(st);
-          } catch (e) {
-            const since = cursor ? `--after-cursor=${q(cursor)}` : '';
-            const log = await c.run(`journalctl -u ${UNIT} --no-pager -o cat ${since} | tail -n 40`, { allowFail: true });
-            st.diagnostic("the agent's log during this step:");
-            for (const line of log.stdout.trimEnd().split('\n')) st.diagnostic(`  ${line}`);
-            throw e;
-          }
-        });
-      };
+      // A subtest; when it fails, the agent's log of its time goes with it.
+      const step = stepper(t, c);
 
       await step('agent.info reports the dnf backend', async () => {
         const info = await ok(c, 'agent.info', {});
@@ -123,21 +111,7 @@ test(`packages.* with the dnf backend on ${RELEASE} (Debian's dnf 4, a signed lo
 
       await step('update exo-testpkg over a WebSocket session: a job, its phases, 1.0-1 → 1.1-1 installed', async () => {
         const before = Date.now();
-        const ws = await openSession(c);
-        let record;
-        let snapshots;
-        let notes;
-        let done;
-        try {
-          const r = await ws.request('packages.update', { packages: ['exo-testpkg'] });
-          assert.equal(r.error, undefined, JSON.stringify(r.error));
-          const jobId = r.result.job_id;
-          ({ record, snapshots } = await follow(c, jobId));
-          done = await ws.waitFor((m) => m.method === 'notify.jobs.done' && m.params.job_id === jobId, 10000);
-          notes = ws.notifications.filter((m) => m.method === 'notify.jobs.progress' && m.params.job_id === jobId);
-        } finally {
-          ws.close();
-        }
+        const { record, snapshots, done, notes } = await updateOnSession(c, { packages: ['exo-testpkg'] });
         t.diagnostic(`update: ${((Date.now() - before) / 1000).toFixed(1)} s, phases polled ${phasesOf(snapshots).join(' → ')}, `
           + `notified ${notes.map((m) => `${m.params.progress.percent}% ${m.params.progress.phase ?? ''}`).join(', ')}`);
         const noted = notes.map((m) => ({ at: m.at, progress: m.params.progress, state: m.params.state }));

@@ -1,6 +1,18 @@
 -- Methods for the end-to-end tests: slow, CPU-bound, failing, echoing and nested-params
 -- methods. Loaded next to the shipped methods with the harness's methodDirs option.
 
+-- The arguments of an e2e.mounts / e2e.packages call: JSON null stands for nil. Returns them
+-- and their count (table.unpack(args, 1, n) passes the nils).
+local function call_args(list)
+  local args = {}
+  for i = 1, #list do
+    if list[i] ~= json.null then
+      args[i] = list[i]
+    end
+  end
+  return args, #list
+end
+
 return {
   method({
     name = "e2e.session",
@@ -167,12 +179,7 @@ return {
         result = { ok = { volume_prefix = "/media/volume", share_prefix = "/media/share", owner = "exouser" } } },
     },
     handler = function(ctx, params)
-      local args, n = {}, #params.args
-      for i = 1, n do
-        if params.args[i] ~= json.null then
-          args[i] = params.args[i]
-        end
-      end
+      local args, n = call_args(params.args)
       local r, code, message, data, truncated = agent.mounts[params.fn](table.unpack(args, 1, n))
       if r == nil then
         return { code = code, message = message, data = data, truncated = truncated }
@@ -200,12 +207,7 @@ return {
           self_packages = { "exosphere-guest-agent", "exosphere-guest-agent-methods" }, lock_timeout_s = 300, timeout_s = 3600 } } },
     },
     handler = function(ctx, params)
-      local args, n = {}, #params.args
-      for i = 1, n do
-        if params.args[i] ~= json.null then
-          args[i] = params.args[i]
-        end
-      end
+      local args, n = call_args(params.args)
       if params.fn ~= "run" then
         local r, code, message = agent.packages[params.fn](table.unpack(args, 1, n))
         if r == nil then

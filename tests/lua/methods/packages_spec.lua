@@ -90,6 +90,28 @@ describe("packages", function()
 
   after_each(setup.restore_string_metatable)
 
+  -- One test per recorded failure of an update of `package` with `backend`: { fixture, code,
+  -- reason, check(data)? }. The job fails with the code and reason, its data names the
+  -- backend, and its exit line matches exit_pattern when one is given.
+  local function it_fails_updates(backend, package, failures, exit_pattern)
+    for _, f in ipairs(failures) do
+      it("fails the job with " .. f[3] .. " (" .. f[1] .. ")", function()
+        fake.runs.install = run(f[1])
+        local _, started = k:rpc("packages.update", { packages = { package } })
+        k:run_jobs()
+        local r = k:call_ok("jobs.get", { job_id = started.job_id })
+        assert.equal("failed", r.state)
+        assert.same({ f[2], f[3], backend }, { r.error.code, r.error.data.reason, r.error.data.backend })
+        if exit_pattern then
+          assert.matches(exit_pattern, r.error.data.exit)
+        end
+        if f[4] then
+          f[4](r.error.data)
+        end
+      end)
+    end
+  end
+
   it("load", function()
     assert.same({}, k.summary.skipped)
   end)
@@ -471,20 +493,7 @@ describe("packages", function()
         assert.equal("no-such-package", d.package)
       end },
     }
-    for _, f in ipairs(failures) do
-      it("fails the job with " .. f[3] .. " (" .. f[1] .. ")", function()
-        fake.runs.install = run(f[1])
-        local _, started = k:rpc("packages.update", { packages = { "exo-test-big" } })
-        k:run_jobs()
-        local r = k:call_ok("jobs.get", { job_id = started.job_id })
-        assert.equal("failed", r.state)
-        assert.same({ f[2], f[3], "apt" }, { r.error.code, r.error.data.reason, r.error.data.backend })
-        assert.matches("^exit ", r.error.data.exit)
-        if f[4] then
-          f[4](r.error.data)
-        end
-      end)
-    end
+    it_fails_updates("apt", "exo-test-big", failures, "^exit ")
 
     it("fails with the last lines of the log when nothing explains the failure", function()
       fake.runs.install = run("apt/install", { exit = "signal 9" })
@@ -630,15 +639,7 @@ describe("packages", function()
       { "dnf/upgrade-unknown", -32003, "unknown_package" },
       { "dnf/upgrade-no-route", -32009, "repository_unreachable" },
     }
-    for _, f in ipairs(failures) do
-      it("fails the job with " .. f[3] .. " (" .. f[1] .. ")", function()
-        fake.runs.install = run(f[1])
-        local _, started = k:rpc("packages.update", { packages = { "exo-test-big" } })
-        k:run_jobs()
-        local r = k:call_ok("jobs.get", { job_id = started.job_id })
-        assert.same({ f[2], f[3], "dnf" }, { r.error.code, r.error.data.reason, r.error.data.backend })
-      end)
-    end
+    it_fails_updates("dnf", "exo-test-big", failures)
 
     -- Recorded through the agent in the dnf container test (tests/system/packages_dnf.test.mjs).
     describe("as the agent ran it (HTTP repository, signed packages)", function()
@@ -955,19 +956,7 @@ describe("packages", function()
         assert.equal("exo-nosuchpkg", d.package)
       end },
     }
-    for _, f in ipairs(failures) do
-      it("fails the job with " .. f[3] .. " (" .. f[1] .. ")", function()
-        fake.runs.install = run(f[1])
-        local _, started = k:rpc("packages.update", { packages = { "exo-testpkg" } })
-        k:run_jobs()
-        local r = k:call_ok("jobs.get", { job_id = started.job_id })
-        assert.equal("failed", r.state)
-        assert.same({ f[2], f[3], "packagekit" }, { r.error.code, r.error.data.reason, r.error.data.backend })
-        if f[4] then
-          f[4](r.error.data)
-        end
-      end)
-    end
+    it_fails_updates("packagekit", "exo-testpkg", failures)
 
     -- PackageKit's codes that recorded runs do not show, on a recorded failure's lines.
     local codes = {

@@ -3,6 +3,8 @@
 // finished job's progress, the PackageKit variants, and the agent's service.
 import assert from 'node:assert/strict';
 import { ensureDerivedRootfs } from './rootfs.mjs';
+import { q } from './container.mjs';
+import { openSession } from './wsclient.mjs';
 
 export const UNIT = 'exosphere-guest-agent';
 export const PHASES = ['waiting for lock', 'downloading', 'installing', 'configuring', 'done'];
@@ -145,4 +147,43 @@ export async function updateThroughLock(c, params, holder, whileHeld) {
   assert.ok(released, `the job never reported "waiting for lock": ${JSON.stringify(u.snapshots)}`);
   assert.equal(u.record.state, 'succeeded', JSON.stringify(u.record));
   return { record: u.record, snapshots: u.snapshots, released };
+}
+
+// A subtest maker for test t in container c: step(name, fn) runs fn as a subtest and, when it
+// fails, adds the agent's journal of the step's time to its diagnostics.
+export function stepper(t, c) {
+  return async (name, fn) => {
+    const cursor = (await c.run('journalctl -n 0 --show-cursor --no-pager | sed -n "s/^-- cursor: //p"')).stdout.trim();
+    return t.test(name, async (st) => {
+      try {
+        await fn(st);
+      } catch (e) {
+        const since = cursor ? `--after-cursor=${q(cursor)}` : '';
+        const log = await c.run(`journalctl -u ${UNIT} --no-pager -o cat ${since} | tail -n 40`, { allowFail: true });
+        // One diagnostic a line: the TAP reporter escapes newlines.
+        st.diagnostic("the agent's log during this step:");
+        for (const line of log.stdout.trimEnd().split('\n')) st.diagnostic(`  ${line}`);
+        throw e;
+      }
+    });
+  };
+}
+
+// packages.update started on a WebSocket session, which receives the job's notifications
+// unasked, and followed with jobs.get as well: { jobId, record, snapshots (follow's), done
+// (notify.jobs.done), notes (the notify.jobs.progress, in order) }.
+export async function updateOnSession(c, params) {
+  const ws = await openSession(c);
+  try {
+    const r = await ws.request('packages.update', params);
+    assert.equal(r.error, undefined, JSON.stringify(r.error));
+    const jobId = r.result.job_id;
+    assert.match(jobId, /^[0-9a-f]{32}$/);
+    const { record, snapshots } = await follow(c, jobId);
+    const done = await ws.waitFor((m) => m.method === 'notify.jobs.done' && m.params.job_id === jobId, 10000);
+    const notes = ws.notifications.filter((m) => m.method === 'notify.jobs.progress' && m.params.job_id === jobId);
+    return { jobId, record, snapshots, done, notes };
+  } finally {
+    ws.close();
+  }
 }
